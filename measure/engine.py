@@ -1,0 +1,268 @@
+"""Run one problem pair through every condition at every injection point.
+
+Per problem: the ignore run (prompt A) and the oracle run (prompt B) are generated once; at each
+injection point the ignore run's cache is forked (a cropped copy) and every condition continues
+from it, all rows of a point decoding together in one batch. Every run is then scored against
+its teacher-forced references (P_ignore, P_oracle, P_matched) in one batched pass.
+
+What this module does not know: where problems come from, how per-run arrays become metrics,
+and how anything is stored or reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from measure import cache as kv
+from measure.conditions import (
+    CONDITION_NAMES,
+    Condition,
+    ForkPoint,
+    Prepared,
+    build_conditions,
+)
+from measure.decode import DecodeRow, Decoded, decode_rows, prefill
+from measure.model import LoadedModel
+from measure.points import InjectionPoint, parse_points
+from measure.prompts import PromptFormat, inserted_ids, length_matched_ids
+from measure.results import REFERENCES, RunResult
+from measure.scoring import Stream, chosen_logprobs, compare, score_streams
+
+log = logging.getLogger(__name__)
+UPDATE_FORMS = ("erratum", "restatement")
+
+
+@dataclass
+class EngineConfig:
+    max_new_tokens: int = 64
+    points: tuple = ("8", "0.5")
+    conditions: tuple[str, ...] = CONDITION_NAMES
+    prompt: PromptFormat = field(default_factory=PromptFormat)
+    update_form: str = "erratum"
+    seed: int = 0
+    temperature: float = 0.0  # 0: greedy (the seed is then irrelevant to the tokens)
+    partial_recompute_last: int = 1
+    batch_size: int = 16
+    hidden_states: bool = True
+    attention: bool = True
+    verify_recompute: bool = False  # also compare each exact stream with a cache-free recompute
+
+    def __post_init__(self) -> None:
+        self.points = tuple(parse_points(self.points)) if not all(
+            isinstance(p, InjectionPoint) for p in self.points) else tuple(self.points)
+        build_conditions(self.conditions)  # validates the names
+        if self.update_form not in UPDATE_FORMS:
+            raise ValueError(f"unknown update form {self.update_form!r}; choose one of {', '.join(UPDATE_FORMS)}")
+        if self.max_new_tokens < 2:
+            raise ValueError("max_new_tokens must be at least 2")
+        for point in self.points:
+            if not point.is_fraction and point.value >= self.max_new_tokens:
+                raise ValueError(
+                    f"injection point {point.label} lies at or beyond max_new_tokens={self.max_new_tokens}")
+
+
+@dataclass
+class ProblemResult:
+    problem_id: str
+    runs: list[RunResult]
+    skipped: list[tuple[str, str]]  # (point label, why no condition ran there)
+    positions_evaluated: int = 0  # token positions through the model, for throughput figures
+
+
+def row_generator(seed: int, *parts: str) -> torch.Generator:
+    """A generator seeded from the run's identity, so batching never changes what it samples."""
+    digest = hashlib.sha256("/".join((str(seed), *parts)).encode()).digest()
+    generator = torch.Generator()
+    generator.manual_seed(int.from_bytes(digest[:8], "little"))
+    return generator
+
+
+class Engine:
+    def __init__(self, loaded: LoadedModel, config: EngineConfig):
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.config = config
+        self.conditions: list[Condition] = build_conditions(config.conditions, config.partial_recompute_last)
+        for condition in self.conditions:
+            condition.check_supported(loaded.uses_rotary_positions)
+        self.rotary = kv.rotary_embedding_of(self.model)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.eos_ids = {self.tokenizer.eos_token_id}
+        generation_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        if generation_eos is not None:
+            self.eos_ids |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos])
+
+    # -- decoding -----------------------------------------------------------------------------
+    def _row(self, problem_id, name, label, cache, feed, budget, **flags) -> DecodeRow:
+        generator = row_generator(self.config.seed, problem_id, name, label) if self.config.temperature > 0 else None
+        return DecodeRow(cache, feed, budget, generator, **flags)
+
+    def _decode(self, rows: list[DecodeRow]) -> list[Decoded]:
+        return decode_rows(self.model, rows, self.eos_ids, self.pad_id,
+                           temperature=self.config.temperature or 1.0, batch_size=self.config.batch_size)
+
+    def _text(self, ids) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # -- the problem ------------------------------------------------------------------------
+    def run_problem(self, problem) -> ProblemResult:
+        prompt = self.config.prompt
+        prompt_a = prompt.prompt_ids(self.tokenizer, problem.question_a, problem.context)
+        prompt_b = prompt.prompt_ids(self.tokenizer, problem.question_b, problem.context)
+        budget = self.config.max_new_tokens
+        ignore, oracle = self._decode([
+            self._row(problem.id, "ignore", "-", None, prompt_a, budget, keep_cache=True),
+            self._row(problem.id, "oracle", "-", None, prompt_b, budget, keep_logprobs=True),
+        ])
+        evaluated = ignore.positions_evaluated + oracle.positions_evaluated
+        ignore_run = self._score_reference_run(problem, "ignore", prompt_a, prompt_b, ignore)
+        oracle_run = self._score_reference_run(problem, "oracle", prompt_b, prompt_a, oracle)
+        runs = [run for run, name in ((ignore_run, "ignore"), (oracle_run, "oracle")) if name in self.config.conditions]
+        skipped = []
+        for point in self.config.points:
+            t0 = point.resolve(len(ignore.tokens))
+            if t0 >= len(ignore.tokens):
+                skipped.append((point.label, f"the ignore run stopped after {len(ignore.tokens)} tokens, "
+                                             f"at or before the injection point t0={t0}"))
+                continue
+            if not self.conditions:
+                continue
+            fork = self._fork(problem, point, t0, prompt_a, prompt_b, ignore)
+            point_runs, point_evaluated = self._run_point(problem, fork, ignore_run)
+            runs.extend(point_runs)
+            evaluated += point_evaluated
+        return ProblemResult(problem.id, runs, skipped, evaluated)
+
+    def _fork(self, problem, point, t0, prompt_a, prompt_b, ignore: Decoded) -> ForkPoint:
+        shared = ignore.tokens[:t0]
+        update_text = getattr(problem, self.config.update_form)
+        update_ids = inserted_ids(self.tokenizer, update_text)
+        _, oracle_before_last = prefill(self.model, None, prompt_b + shared[:-1])
+        return ForkPoint(
+            t0=t0,
+            label=point.label,
+            prompt_a=prompt_a,
+            prompt_b=prompt_b,
+            shared=shared,
+            ignore_before_last=kv.crop_copy(ignore.cache, len(prompt_a) + t0 - 1, self.model.config),
+            oracle_before_last=oracle_before_last,
+            update_ids=update_ids,
+            noise_ids=length_matched_ids(self.tokenizer, problem.noise, len(update_ids)),
+            repeat_ids=inserted_ids(self.tokenizer, problem.repeat),
+            model_config=self.model.config,
+            rotary_embedding=self.rotary,
+        )
+
+    def _run_point(self, problem, fork: ForkPoint, ignore_run: RunResult) -> tuple[list[RunResult], int]:
+        prepared = [condition.prepare(fork) for condition in self.conditions]
+        budget = self.config.max_new_tokens - fork.t0
+        decoded = self._decode([
+            self._row(problem.id, condition.name, fork.label, state.cache, state.feed, budget)
+            for condition, state in zip(self.conditions, prepared)
+        ])
+        runs, evaluated = [], 0
+        for condition, state, result in zip(self.conditions, prepared, decoded):
+            runs.append(self._score_forked_run(problem, condition.name, fork, state, result, ignore_run))
+            evaluated += result.positions_evaluated
+        return runs, evaluated
+
+    # -- scoring ------------------------------------------------------------------------------
+    def _score_reference_run(self, problem, name, own_prompt, other_prompt, decoded: Decoded) -> RunResult:
+        """Score an ignore or oracle run: its own stream against the other prompt's."""
+        tokens = decoded.tokens
+        n = len(tokens)
+        own, other = score_streams(
+            self.model,
+            [Stream(None, own_prompt + tokens[:-1], n), Stream(None, other_prompt + tokens[:-1], n)],
+            self.pad_id, hidden_states=self.config.hidden_states,
+        )
+        self_cmp, other_cmp = compare(own, own, tokens), compare(own, other, tokens)
+        # For the ignore run, the ignore reference is itself; for the oracle run, the oracle is.
+        by_ref = {"ignore": self_cmp, "oracle": other_cmp} if name == "ignore" else {"ignore": other_cmp, "oracle": self_cmp}
+        by_ref["matched"] = by_ref["oracle"]
+        checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
+            np.asarray(decoded.token_logprobs) - chosen_logprobs(own.logprobs, tokens))))}
+        if decoded.logprobs is not None:
+            from measure.metrics.divergence import kl_divergence
+
+            checks["decode_vs_teacher_forced_max_kl"] = float(kl_divergence(decoded.logprobs, own.logprobs.cpu()).max())
+        return RunResult(
+            problem_id=problem.id, condition=name, point="-", t0=0,
+            prompt_ids=list(own_prompt), generated_ids=list(tokens), inserted_ids=[],
+            prompt_text=self._text(own_prompt), inserted_text="",
+            generated_text=self._text(tokens), continuation_text=self._text(tokens),
+            stop_reason=decoded.stop_reason,
+            spans={"prompt": (0, len(own_prompt)), "prefix": (len(own_prompt), len(own_prompt)),
+                   "inserted": (len(own_prompt), len(own_prompt)),
+                   "after": (len(own_prompt), len(own_prompt) + n)},
+            logprob_run=chosen_logprobs(own.logprobs, tokens),
+            logprob_ref={ref: by_ref[ref]["logprob"] for ref in REFERENCES},
+            kl={ref: by_ref[ref]["kl"] for ref in REFERENCES},
+            js={ref: by_ref[ref]["js"] for ref in REFERENCES},
+            hidden_cosine={ref: by_ref[ref]["hidden_cosine"] for ref in REFERENCES if "hidden_cosine" in by_ref[ref]},
+            checks=checks,
+        )
+
+    def _score_forked_run(self, problem, name, fork: ForkPoint, state: Prepared, decoded: Decoded,
+                          ignore_run: RunResult) -> RunResult:
+        after = decoded.tokens
+        n = len(after)
+        last = fork.shared[-1:]
+        inserted = state.inserted_ids
+        streams = [
+            Stream(state.cache, state.feed + after[:-1], n),  # the run itself, through its edited cache
+            Stream(fork.ignore_before_last, last + after[:-1], n),  # P_ignore: A, y[:t0], after
+            Stream(fork.oracle_before_last, last + after[:-1], n),  # P_oracle: B, y[:t0], after
+        ]
+        if inserted:
+            streams.append(Stream(fork.oracle_before_last, last + inserted + after[:-1], n))  # P_matched
+        outputs = score_streams(self.model, streams, self.pad_id, hidden_states=self.config.hidden_states)
+        run_out = outputs[0]
+        refs = dict(zip(REFERENCES, outputs[1:] if inserted else [outputs[1], outputs[2], outputs[2]]))
+        cmp = {ref: compare(run_out, out, after) for ref, out in refs.items()}
+        checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
+            np.asarray(decoded.token_logprobs) - chosen_logprobs(run_out.logprobs, after))))}
+        if self.config.verify_recompute and state.exact_stream:
+            checks.update(self._full_recompute_check(state, fork, after, run_out))
+        t0 = fork.t0
+        prompt_len = len(state.prompt_ids)
+        stream_inserted_end = prompt_len + t0 + len(inserted)
+
+        def joined(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
+            return np.concatenate([pre[..., :t0], post], axis=-1)
+
+        # Before t0 the run is the ignore run: its arrays there are the ignore run's, except that
+        # the ignore run's own matched reference is the oracle's (no X before t0 either).
+        return RunResult(
+            problem_id=problem.id, condition=name, point=fork.label, t0=t0,
+            prompt_ids=list(state.prompt_ids), generated_ids=fork.shared + after, inserted_ids=list(inserted),
+            prompt_text=self._text(state.prompt_ids), inserted_text=self._text(inserted),
+            generated_text=self._text(fork.shared + after), continuation_text=self._text(after),
+            stop_reason=decoded.stop_reason,
+            spans={"prompt": (0, prompt_len), "prefix": (prompt_len, prompt_len + t0),
+                   "inserted": (prompt_len + t0, stream_inserted_end),
+                   "after": (stream_inserted_end, stream_inserted_end + n)},
+            logprob_run=joined(ignore_run.logprob_run, chosen_logprobs(run_out.logprobs, after)),
+            logprob_ref={ref: joined(ignore_run.logprob_ref[ref], cmp[ref]["logprob"]) for ref in REFERENCES},
+            kl={ref: joined(ignore_run.kl[ref], cmp[ref]["kl"]) for ref in REFERENCES},
+            js={ref: joined(ignore_run.js[ref], cmp[ref]["js"]) for ref in REFERENCES},
+            hidden_cosine={ref: joined(ignore_run.hidden_cosine[ref], cmp[ref]["hidden_cosine"])
+                           for ref in REFERENCES if "hidden_cosine" in cmp[ref]},
+            checks=checks,
+        )
+
+    def _full_recompute_check(self, state: Prepared, fork: ForkPoint, after, run_out) -> dict[str, float]:
+        """Logits through the edited cache vs a cache-free pass over the same token stream."""
+        from measure.metrics.divergence import kl_divergence
+
+        stream = state.prompt_ids + fork.shared + state.inserted_ids + after[:-1]
+        (fresh,) = score_streams(self.model, [Stream(None, stream, len(after))], self.pad_id, hidden_states=False)
+        return {
+            "full_recompute_max_abs_logprob": float((fresh.logprobs - run_out.logprobs).abs().max()),
+            "full_recompute_max_kl": float(kl_divergence(run_out.logprobs, fresh.logprobs).max()),
+        }

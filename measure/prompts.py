@@ -1,0 +1,59 @@
+"""Turn a problem's question into the model's prompt, and inserted texts into token ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful assistant. Solve the problem step by step, "
+    "then give the final answer as 'The answer is N.'"
+)
+PROMPT_STYLES = ("chat", "raw")
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a question becomes a prompt.
+
+    ``chat`` applies the tokenizer's chat template with an explicit system prompt (SmolLM2's
+    template otherwise inserts its own default one); ``raw`` is plain text for base models.
+    """
+
+    style: str = "chat"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+
+    def __post_init__(self) -> None:
+        if self.style not in PROMPT_STYLES:
+            raise ValueError(f"unknown prompt style {self.style!r}; choose one of {', '.join(PROMPT_STYLES)}")
+
+    def prompt_text(self, tokenizer, question: str, context: str | None = None) -> str:
+        user = f"{context.strip()}\n\n{question.strip()}" if context else question.strip()
+        if self.style == "raw" or not getattr(tokenizer, "chat_template", None):
+            return f"{self.system_prompt}\n\nProblem: {user}\nSolution:"
+        messages = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": user}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def prompt_ids(self, tokenizer, question: str, context: str | None = None) -> list[int]:
+        # The chat template already carries every special token; adding BOS again would double it.
+        return list(tokenizer(self.prompt_text(tokenizer, question, context), add_special_tokens=False).input_ids)
+
+
+def inserted_ids(tokenizer, text: str) -> list[int]:
+    """Token ids of a text inserted mid-generation, set off from the generated text by blank lines."""
+    return list(tokenizer(f"\n\n{text.strip()}\n\n", add_special_tokens=False).input_ids)
+
+
+def length_matched_ids(tokenizer, text: str, n_tokens: int) -> list[int]:
+    """Token ids of ``text`` cut (or repeated) to exactly ``n_tokens`` tokens, blank lines kept.
+
+    The noise control must perturb the stream by as many tokens as the update it controls for,
+    otherwise a difference could come from length alone.
+    """
+    frame = list(tokenizer("\n\n", add_special_tokens=False).input_ids)
+    body_length = max(n_tokens - 2 * len(frame), 1)
+    body = list(tokenizer(text.strip(), add_special_tokens=False).input_ids)
+    if not body:
+        raise ValueError("noise text is empty")
+    while len(body) < body_length:
+        body = body + body
+    return frame + body[:body_length] + frame

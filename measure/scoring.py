@@ -1,0 +1,94 @@
+"""Teacher-forced passes over token streams, batched, reduced to per-position arrays.
+
+A stream is a cache (the shared context, possibly edited) plus tokens fed after it; the last
+``n_out`` fed positions are the ones scored. Several streams run as one padded batch: caches
+left-padded, feeds right-padded (causal attention keeps the right padding from affecting the
+positions we read). Full (positions x vocabulary) tensors live only inside ``score_streams``;
+callers get log-probabilities of chosen tokens and divergences, never whole distributions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers import DynamicCache
+
+from measure import cache as kv
+from measure.metrics.divergence import js_divergence, kl_divergence
+
+
+@dataclass
+class Stream:
+    cache: DynamicCache | None
+    feed: list[int]
+    n_out: int  # score the last n_out fed positions
+
+
+@dataclass
+class StreamOutput:
+    logprobs: torch.Tensor  # (n_out, vocab) float32
+    hidden: torch.Tensor | None  # (n_layers + 1, n_out, hidden)
+
+
+def _zero_cache_like(reference: DynamicCache, config) -> DynamicCache:
+    return kv.build_cache(((k[:1, :, :0], v[:1, :, :0]) for k, v in kv.kv_pairs(reference)), config)
+
+
+@torch.inference_mode()
+def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool = True,
+                  attention_capture=None) -> list[StreamOutput]:
+    """One batched forward over the streams; returns each stream's scored positions."""
+    config = model.config
+    device = model.device
+    with_cache = [s.cache for s in streams if s.cache is not None and kv.kv_length(s.cache) > 0]
+    if with_cache:
+        caches = [s.cache if s.cache is not None and kv.kv_length(s.cache) > 0 else _zero_cache_like(with_cache[0], config)
+                  for s in streams]
+        batch_cache, pads = kv.stack_left_padded(caches, config)
+        lengths = [kv.kv_length(c) for c in caches]
+    else:
+        batch_cache, pads, lengths = None, [0] * len(streams), [0] * len(streams)
+    width = max(len(s.feed) for s in streams)
+    ids = torch.full((len(streams), width), pad_id, dtype=torch.long, device=device)
+    past = kv.kv_length(batch_cache)
+    mask = torch.zeros(len(streams), past + width, dtype=torch.long, device=device)
+    positions = torch.zeros(len(streams), width, dtype=torch.long, device=device)
+    for row, stream in enumerate(streams):
+        ids[row, :len(stream.feed)] = torch.tensor(stream.feed, device=device)
+        mask[row, pads[row]:past + len(stream.feed)] = 1
+        positions[row] = torch.arange(lengths[row], lengths[row] + width, device=device)
+    if batch_cache is None:
+        batch_cache = DynamicCache(config=config)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache,
+                use_cache=True, output_hidden_states=hidden_states)
+    results = []
+    for row, stream in enumerate(streams):
+        end = len(stream.feed)
+        window = slice(end - stream.n_out, end)
+        logprobs = torch.log_softmax(out.logits[row, window].float(), dim=-1)
+        hidden = (torch.stack([layer[row, window].float() for layer in out.hidden_states])
+                  if hidden_states else None)
+        results.append(StreamOutput(logprobs, hidden))
+    if attention_capture is not None:
+        attention_capture.locate(pads, lengths, [len(s.feed) for s in streams])
+    return results
+
+
+def chosen_logprobs(logprobs: torch.Tensor, tokens: list[int]) -> np.ndarray:
+    index = torch.tensor(tokens, device=logprobs.device)[:, None]
+    return logprobs.gather(1, index)[:, 0].cpu().numpy()
+
+
+def compare(run: StreamOutput, reference: StreamOutput, tokens: list[int]) -> dict[str, np.ndarray]:
+    """Per-position log P_ref(chosen), KL(run||ref), JS(run, ref) and per-layer hidden cosine."""
+    result = {
+        "logprob": chosen_logprobs(reference.logprobs, tokens),
+        "kl": kl_divergence(run.logprobs, reference.logprobs).cpu().numpy(),
+        "js": js_divergence(run.logprobs, reference.logprobs).cpu().numpy(),
+    }
+    if run.hidden is not None and reference.hidden is not None:
+        result["hidden_cosine"] = torch.nn.functional.cosine_similarity(
+            run.hidden, reference.hidden, dim=-1).cpu().numpy()
+    return result

@@ -1,0 +1,121 @@
+"""Tiny random models and a tiny tokenizer, built in-process with no download.
+
+They exist for fast unit tests of the engine's cache arithmetic: the invariants (cache
+equivalence, fork-equals-regenerate, partial-equals-flush) hold for any weights, so random
+weights at hidden size 64 test the same code paths as a 7B model in milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+TINY_FAMILIES = ("llama", "qwen2", "mistral", "gpt2")
+
+# The tiny tokenizer's training text: words the built-in problems and templates use, so that
+# tokenized prompts stay short and realistic.
+_CORPUS = [
+    "Sarah has 5 apples. She buys 7 more apples. How many apples does she have now?",
+    "Correction: Sarah has 7 apples, not 5. Update: the problem is now as follows.",
+    "A farmer had 12 cows and sold 3 of them. Each box holds 6 eggs. Tom reads 20 pages a day.",
+    "The answer is 42. Let's think step by step. First, then, so, total, each, more, less.",
+    "Once upon a time a king lived in a castle with his three daughters near the forest.",
+    "Question: who wrote the story? What is the capital of France? The weather is sunny today.",
+    "0 1 2 3 4 5 6 7 8 9 10 100 + - * / = . , ? ! : ; ( ) #### \\boxed{}",
+]
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (vocabulary ~400) trained on a fixed corpus; deterministic."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.padding_side = "left"
+    return fast
+
+
+def tiny_config(family: str, vocab_size: int):
+    """A 2-layer config of the given family, small enough for millisecond forward passes."""
+    # Special ids match tiny_tokenizer(): <|endoftext|>=0, <|im_start|>=1, <|im_end|>=2.
+    common = dict(vocab_size=vocab_size, tie_word_embeddings=False,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    if family == "llama":
+        return LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=1024, **common)
+    if family == "qwen2":
+        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=1024, **common)
+    if family == "mistral":
+        return MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=1,
+                             max_position_embeddings=1024, sliding_window=None, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=1024, **common)
+    raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+
+
+_MODEL_CLASSES = {
+    "llama": LlamaForCausalLM,
+    "qwen2": Qwen2ForCausalLM,
+    "mistral": MistralForCausalLM,
+    "gpt2": GPT2LMHeadModel,
+}
+
+
+def tiny_model(family: str = "llama", seed: int = 0, attn_implementation: str = "sdpa"):
+    """A randomly initialised tiny model (float32, eval mode) and the tiny tokenizer.
+
+    Weights are scaled up from the default init so that next-token distributions are peaked
+    enough for greedy decoding to be stable against float round-off (a flat random model's
+    argmax flips on 1e-7 noise, which would make token-equality tests flaky for no reason).
+    """
+    tokenizer = tiny_tokenizer()
+    config = tiny_config(family, vocab_size=len(tokenizer))
+    config._attn_implementation = attn_implementation
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    torch.manual_seed(seed)
+    model = _MODEL_CLASSES[family](config)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(8.0)
+    model.eval()
+    return model, tokenizer
