@@ -1,0 +1,1 @@
+"""Records, their store, and the JSON / HTML reports built from them."""

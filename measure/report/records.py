@@ -1,0 +1,74 @@
+"""The sample record: one JSON object per problem x condition x point.
+
+A record holds everything the reports need, so ``measure report DIR`` can re-render from the
+files alone: identifiers, tokens and texts, spans, per-token curves, attention summaries, the
+flat per-run metrics, and the invariant checks made while producing the run.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from measure.results import REFERENCES, SPAN_NAMES, RunResult
+
+SCHEMA_VERSION = 1
+
+
+def record_key(problem_id: str, condition: str, point: str) -> str:
+    return f"{problem_id}/{condition}/{point}"
+
+
+def _floats(array) -> list:
+    """A JSON-safe list: NaN and infinities become None (JSON has no NaN)."""
+    values = np.asarray(array, dtype=float).tolist()
+
+    def clean(value):
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value if math.isfinite(value) else None
+
+    return clean(values)
+
+
+def run_record(run: RunResult, problem, metrics: dict) -> dict:
+    """Serialise a run with its problem's identity and its flat metrics row."""
+    arrays = {
+        "logprob_run": _floats(run.logprob_run),
+        "logprob_ref": {ref: _floats(run.logprob_ref[ref]) for ref in REFERENCES},
+        "kl": {ref: _floats(run.kl[ref]) for ref in REFERENCES},
+        "js": {ref: _floats(run.js[ref]) for ref in REFERENCES},
+        # Per layer, averaged over the continuation: the full (layers, positions) grid is large
+        # and the reports plot the layer profile and the mean-over-layers curve.
+        "hidden_cosine_layers": {ref: _floats(cos[:, run.t0:].mean(axis=1)) for ref, cos in run.hidden_cosine.items()
+                                 if cos.shape[1] > run.t0},
+        "hidden_cosine": {ref: _floats(cos.mean(axis=0)) for ref, cos in run.hidden_cosine.items()},
+    }
+    if run.attention_mass is not None:
+        mass = np.asarray(run.attention_mass)  # (layers, heads, n_after, spans)
+        arrays["attention_layers_tokens"] = {  # (layers, n_after) per span, heads averaged
+            span: _floats(mass[..., i].mean(axis=1)) for i, span in enumerate(SPAN_NAMES)}
+        arrays["attention_layers_heads"] = {  # (layers, heads) per span, positions averaged
+            span: _floats(mass[..., i].mean(axis=2)) for i, span in enumerate(SPAN_NAMES)}
+    return {
+        "schema": SCHEMA_VERSION,
+        "key": record_key(run.problem_id, run.condition, run.point),
+        "problem_id": run.problem_id,
+        "condition": run.condition,
+        "point": run.point,
+        "t0": run.t0,
+        "source": problem.source,
+        "kind": problem.kind,
+        "variation_type": problem.variation_type,
+        "answer_a": problem.answer_a,
+        "answer_b": problem.answer_b,
+        "stop_reason": run.stop_reason,
+        "tokens": {"prompt": run.prompt_ids, "inserted": run.inserted_ids, "generated": run.generated_ids},
+        "texts": {"prompt": run.prompt_text, "inserted": run.inserted_text, "generated": run.generated_text,
+                  "continuation": run.continuation_text},
+        "spans": {name: list(span) for name, span in run.spans.items()},
+        "arrays": arrays,
+        "metrics": metrics,
+        "checks": {name: (value if math.isfinite(value) else None) for name, value in run.checks.items()},
+    }

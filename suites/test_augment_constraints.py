@@ -1,0 +1,115 @@
+"""Hypothesis fuzz of the augmentation generator: every pair it produces satisfies every
+constraint in check_pair, and the output is a function of the seed alone."""
+
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from measure.data.arithmetic import evaluate, format_number, parse_expression
+from measure.data.augment import MATH_VARIATION_TYPES, Rejected, augment_problem, generate_pairs
+from measure.data.builtin import load_builtin
+from measure.data.constraints import check_pair
+from measure.data.records import SourceRecord
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+NAMES = ("Ava", "Bruno", "Chen", "Dara")
+ITEMS = ("marbles", "stamps", "apples", "cards")
+variation_types = st.sampled_from(MATH_VARIATION_TYPES)
+seeds = st.integers(min_value=0, max_value=2**32 - 1)
+
+
+@st.composite
+def problems(draw):
+    """A small word problem with its equation: random quantities, operation and phrasing."""
+    name, item = draw(st.sampled_from(NAMES)), draw(st.sampled_from(ITEMS))
+    a, b = draw(st.integers(1, 500)), draw(st.integers(1, 60))
+    c = draw(st.integers(1, 40))
+    # A distractor whose digits contain a's digits, so replacing inside a number would show.
+    room = f"In room {a}1, " if draw(st.booleans()) else ""
+    kind = draw(st.sampled_from(["add", "sub", "mul", "div", "two_step", "decimal"]))
+    if kind == "add":
+        text, equation = f"{room}{name} has {a} {item}. Then {name} gets {b} more. How many {item} now?", f"{a}+{b}"
+    elif kind == "sub":
+        a = a + b
+        text, equation = f"{room}{name} had {a} {item} and gave away {b} of them. How many {item} are left?", f"{a}-{b}"
+    elif kind == "mul":
+        text, equation = f"{room}{name} fills {b} boxes with {a} {item} each. How many {item} in all?", f"{b}*{a}"
+    elif kind == "div":
+        text, equation = f"{room}{name} shares {a * b} {item} equally among {b} friends. How many does each get?", f"{a * b}/{b}"
+    elif kind == "two_step":
+        a = a + c
+        text = f"{room}{name} has {a} {item}, finds {b} more and then loses {c}. How many {item} are left?"
+        equation = f"({a}+{b})-{c}"
+    else:
+        x, y = draw(st.integers(1, 99)) / 10, draw(st.integers(1, 99)) / 10
+        text, equation = f"{name} walks {x} km in the morning and {y} km at night. How far in total?", f"{x}+{y}"
+    answer = format_number(evaluate(parse_expression(equation)))
+    return SourceRecord(id=f"fuzz_{draw(st.integers(0, 10**6))}", source="jsonl", question=text,
+                        answer=answer, equation=equation)
+
+
+def _augment_or_none(record, variation_type, seed):
+    try:
+        return augment_problem(record, variation_type, seed)
+    except Rejected as rejection:
+        assert str(rejection), "a rejection always names its reason"
+        return None
+
+
+@FUZZ
+@given(record=problems(), variation_type=variation_types, seed=seeds)
+def test_generated_problems_satisfy_every_constraint(record, variation_type, seed):
+    pair = _augment_or_none(record, variation_type, seed)
+    if pair is None:
+        return
+    assert check_pair(pair) == []
+    assert pair.variation_type == variation_type
+    if variation_type is None:
+        assert pair.question_b == pair.question_a
+    else:
+        assert pair.answer_b != pair.answer_a
+    assert augment_problem(record, variation_type, seed) == pair  # deterministic by seed
+
+
+BUILTIN_PROBLEMS = [
+    SourceRecord(id=p.id, source="builtin", question=p.question_a, answer=p.answer_a, equation=p.equation_a)
+    for p in load_builtin(kind="math")
+]
+
+
+@FUZZ
+@given(index=st.integers(0, len(BUILTIN_PROBLEMS) - 1), variation_type=variation_types, seed=seeds)
+def test_builtin_problems_over_arbitrary_seeds(index, variation_type, seed):
+    pair = _augment_or_none(BUILTIN_PROBLEMS[index], variation_type, seed)
+    if pair is not None:
+        assert check_pair(pair) == []
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=seeds, n=st.integers(1, 40))
+def test_generate_pairs_is_deterministic_and_meets_the_mix(seed, n):
+    first, report = generate_pairs(BUILTIN_PROBLEMS, n, seed=seed)
+    second, _ = generate_pairs(BUILTIN_PROBLEMS, n, seed=seed)
+    assert first == second
+    assert len(first) == n == sum(report.produced.values())
+    assert len({p.id for p in first}) == n
+    assert all(check_pair(p) == [] for p in first)
+    counts = [sum(p.variation_type == t for p in first) for t in MATH_VARIATION_TYPES]
+    assert max(counts) - min(counts) <= 1  # default mix: equal shares
+
+
+def test_different_seeds_give_different_pairs():
+    a, _ = generate_pairs(BUILTIN_PROBLEMS, 20, seed=1)
+    b, _ = generate_pairs(BUILTIN_PROBLEMS, 20, seed=2)
+    assert a != b
+
+
+@pytest.mark.parametrize("text, equation", [
+    ("Room 156 holds 56 chairs and 4 tables. How many chairs in 3 such rooms?", "56*3"),
+])
+def test_numbers_inside_other_numbers_are_left_alone(text, equation):
+    record = SourceRecord(id="whole_tokens", source="jsonl", question=text, answer="168", equation=equation)
+    for seed in range(20):
+        pair = augment_problem(record, "single_number", seed)
+        assert "Room 156" in pair.question_b and check_pair(pair) == []

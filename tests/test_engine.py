@@ -1,0 +1,207 @@
+"""Engine invariants on tiny random models of every family (see DESIGN.md, Invariants).
+
+Tolerances: tiny models run in float32 with logits of order 10, so recomputing the same stream
+by another route (cache vs no cache, batched vs alone) differs by float round-off, ~1e-6 in
+log-probabilities; 1e-4 leaves room for BLAS differences between machines, while a real bug
+(a wrong position, a missing mask, a stale key) shows up as differences of 1e-2 and more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from measure import cache as kv
+from measure.conditions import UnsupportedCondition
+from measure.data.pairs import ProblemPair
+from measure.decode import DecodeRow, decode_rows, prefill
+from measure.engine import Engine, EngineConfig
+from measure.model import load_model
+from measure.prompts import PromptFormat
+from measure.tiny import TINY_FAMILIES
+
+LOGPROB_TOL = 1e-4
+KL_TOL = 1e-6
+ROPE_FAMILIES = [f for f in TINY_FAMILIES if f != "gpt2"]
+
+
+def make_pair(question_b: str | None = None, pair_id: str = "p1") -> ProblemPair:
+    question_a = "Sarah has 5 apples. She buys 7 more apples. How many apples does she have now?"
+    question_b = question_b or "Sarah has 7 apples. She buys 7 more apples. How many apples does she have now?"
+    return ProblemPair(
+        id=pair_id, source="builtin", kind="math",
+        variation_type=None if question_b == question_a else "single_number",
+        question_a=question_a, question_b=question_b, answer_a="12", answer_b="14",
+        answers_a=("12",), answers_b=("14",), equation_a="x=5+7", equation_b="x=7+7", context=None,
+        erratum="Correction: Sarah has 7 apples, not 5.",
+        restatement=f"Update: the problem is now: {question_b}",
+        repeat=f"To restate the problem: {question_a}",
+        noise="The weather is sunny today and the birds sing in the tall green trees near the river.",
+        metadata={},
+    )
+
+
+@pytest.fixture(scope="module", params=TINY_FAMILIES)
+def loaded(request):
+    return load_model(f"tiny:{request.param}")
+
+
+@pytest.fixture(scope="module", params=ROPE_FAMILIES)
+def rope_loaded(request):
+    return load_model(f"tiny:{request.param}")
+
+
+def conditions_for(loaded):
+    names = ("ignore", "oracle", "injection", "flush", "partial", "noise", "repeat")
+    return tuple(n for n in names if loaded.uses_rotary_positions or n != "partial")
+
+
+def run(loaded, pair=None, **options):
+    config = EngineConfig(**{"max_new_tokens": 16, "points": ("3", "0.5"),
+                             "conditions": conditions_for(loaded), **options})
+    return Engine(loaded, config).run_problem(pair or make_pair())
+
+
+def by_key(result):
+    return {(r.condition, r.point): r for r in result.runs}
+
+
+def test_every_condition_runs_at_every_point(loaded):
+    result = run(loaded)
+    assert not result.skipped
+    runs = by_key(result)
+    expected = {("ignore", "-"), ("oracle", "-")} | {
+        (c, p) for c in conditions_for(loaded)[2:] for p in ("t3", "f0.5")}
+    assert set(runs) == expected
+    for r in result.runs:
+        assert len(r.logprob_run) == r.n_generated
+        assert all(len(r.kl[ref]) == r.n_generated for ref in ("ignore", "oracle", "matched"))
+        assert all(np.isfinite(r.kl[ref]).all() and (r.kl[ref] >= 0).all() for ref in r.kl)
+
+
+def test_injection_through_cache_equals_full_recompute(loaded):
+    result = run(loaded, verify_recompute=True)
+    checked = [r for r in result.runs if "full_recompute_max_abs_logprob" in r.checks]
+    assert {r.condition for r in checked} >= {"injection", "noise", "repeat", "flush"}
+    for r in checked:
+        assert r.checks["full_recompute_max_abs_logprob"] < LOGPROB_TOL, (r.condition, r.point)
+        assert r.checks["full_recompute_max_kl"] < KL_TOL, (r.condition, r.point)
+        assert r.checks["decode_vs_recompute_max_abs_logprob"] < LOGPROB_TOL, (r.condition, r.point)
+
+
+def test_fork_then_continue_equals_regenerating(loaded):
+    """Forking the ignore run's cache at t0 and decoding on gives the ignore run's own tokens."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    prompt = PromptFormat().prompt_ids(tokenizer, make_pair().question_a)
+    eos = {tokenizer.eos_token_id}
+    # An EOS-free budget: a tiny random model rarely emits EOS, but must not end before t0.
+    (whole,) = decode_rows(model, [DecodeRow(None, prompt, 20, keep_cache=True)], eos, tokenizer.pad_token_id)
+    t0 = min(7, len(whole.tokens) - 1)
+    fork = kv.crop_copy(whole.cache, len(prompt) + t0 - 1, model.config)
+    (rest,) = decode_rows(model, [DecodeRow(fork, [whole.tokens[t0 - 1]], len(whole.tokens) - t0)], eos,
+                          tokenizer.pad_token_id)
+    assert rest.tokens == whole.tokens[t0:]
+    np.testing.assert_allclose(rest.token_logprobs, whole.token_logprobs[t0:], atol=LOGPROB_TOL)
+    # The fork is a copy: decoding from it left the original cache untouched.
+    assert kv.kv_length(whole.cache) == len(prompt) + len(whole.tokens) - 1
+
+
+def test_partial_recomputing_every_generated_token_equals_flush(rope_loaded):
+    result = by_key(run(rope_loaded, partial_recompute_last=10_000))
+    for point in ("t3", "f0.5"):
+        flush, partial = result[("flush", point)], result[("partial", point)]
+        assert partial.generated_ids == flush.generated_ids
+        for ref in ("ignore", "oracle"):
+            np.testing.assert_allclose(partial.kl[ref], flush.kl[ref], atol=KL_TOL)
+        np.testing.assert_allclose(partial.logprob_run, flush.logprob_run, atol=LOGPROB_TOL)
+
+
+def test_partial_with_stale_cache_differs_from_flush_when_prompts_differ(rope_loaded):
+    """The stale generated-token KV must matter, or the partial condition measures nothing."""
+    result = by_key(run(rope_loaded, partial_recompute_last=1))
+    point = "f0.5"
+    stale = result[("partial", point)].logprob_run[result[("partial", point)].t0:]
+    fresh = result[("flush", point)].logprob_run[result[("flush", point)].t0:]
+    n = min(len(stale), len(fresh))
+    assert np.max(np.abs(stale[:n] - fresh[:n])) > 1e-6
+
+
+def test_identical_problem_gives_identical_oracle_and_ignore_references(loaded):
+    pair = make_pair(question_b=make_pair().question_a)
+    for r in run(loaded, pair=pair).runs:
+        assert np.array_equal(r.kl["oracle"], r.kl["ignore"]), (r.condition, r.point)
+        assert np.array_equal(r.logprob_ref["oracle"], r.logprob_ref["ignore"]), (r.condition, r.point)
+
+
+def test_same_seed_same_tokens_when_sampling(loaded):
+    first = run(loaded, temperature=1.0, seed=3)
+    again = run(loaded, temperature=1.0, seed=3)
+    other = run(loaded, temperature=1.0, seed=4)
+    tokens = lambda result: [r.generated_ids for r in result.runs]  # noqa: E731
+    assert tokens(first) == tokens(again)
+    assert tokens(first) != tokens(other)
+
+
+def test_greedy_ignores_the_seed(loaded):
+    assert [r.generated_ids for r in run(loaded, seed=1).runs] == [r.generated_ids for r in run(loaded, seed=2).runs]
+
+
+def test_batched_rows_match_rows_decoded_alone(loaded):
+    """Rows of different inserted lengths, decoded together, equal each row decoded alone."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    fmt = PromptFormat()
+    prompts = [fmt.prompt_ids(tokenizer, q) for q in (
+        "Tom reads 20 pages a day.", "A farmer had 12 cows and sold 3 of them. How many are left?",
+        "Each box holds 6 eggs.")]
+    _, shared_cache = prefill(model, None, prompts[1])
+    rows = lambda: [DecodeRow(None, prompts[0], 9), DecodeRow(shared_cache, [5, 6, 7, 8, 9, 10, 11], 12),  # noqa: E731
+                    DecodeRow(None, prompts[2], 5), DecodeRow(shared_cache, [5], 12)]
+    eos, pad = {tokenizer.eos_token_id}, tokenizer.pad_token_id
+    together = decode_rows(model, rows(), eos, pad, batch_size=4)
+    alone = [decode_rows(model, [row], eos, pad, batch_size=1)[0] for row in rows()]
+    for joint, single in zip(together, alone):
+        assert joint.tokens == single.tokens
+        np.testing.assert_allclose(joint.token_logprobs, single.token_logprobs, atol=LOGPROB_TOL)
+
+
+def test_rotary_key_shift_equals_prefill_at_shifted_positions():
+    loaded = load_model("tiny:llama")
+    model = loaded.model
+    ids = torch.tensor([[5, 9, 14, 33, 2, 71]])
+    with torch.inference_mode():
+        at_zero = model(input_ids=ids, position_ids=torch.arange(6)[None], use_cache=True).cache
+        at_four = model(input_ids=ids, position_ids=torch.arange(4, 10)[None], use_cache=True).cache
+    rotary = kv.rotary_embedding_of(model)
+    for (keys_zero, values_zero), (keys_four, values_four) in zip(kv.kv_pairs(at_zero), kv.kv_pairs(at_four)):
+        shifted = kv.shift_rotary_keys(keys_zero, 4, rotary)
+        assert torch.allclose(shifted, keys_four, atol=1e-5)
+        assert not torch.allclose(keys_zero, keys_four, atol=1e-3)
+
+
+def test_partial_refused_on_absolute_positions():
+    loaded = load_model("tiny:gpt2")
+    with pytest.raises(UnsupportedCondition, match="rotary position"):
+        Engine(loaded, EngineConfig(conditions=("ignore", "partial"), max_new_tokens=8, points=("2",)))
+
+
+def test_point_beyond_the_ignore_run_is_skipped_with_a_reason():
+    loaded = load_model("tiny:llama")
+    config = EngineConfig(max_new_tokens=6, points=("5",), conditions=("ignore", "oracle", "injection"))
+    engine = Engine(loaded, config)
+    engine.eos_ids = {tok for tok in range(len(loaded.tokenizer))}  # every token ends the run at once
+    result = engine.run_problem(make_pair())
+    assert [r.condition for r in result.runs] == ["ignore", "oracle"]
+    assert result.skipped and "t5" == result.skipped[0][0] and "stopped after 1 tokens" in result.skipped[0][1]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(conditions=("ignore", "teleport")), "unknown condition"),
+    (dict(points=("0",)), "positive whole number"),
+    (dict(points=("1.5",)), "strictly between 0 and 1"),
+    (dict(points=("64",), max_new_tokens=64), "beyond max_new_tokens"),
+    (dict(update_form="shout"), "unknown update form"),
+])
+def test_bad_settings_are_named(bad, message):
+    with pytest.raises(ValueError, match=message):
+        EngineConfig(**bad)
