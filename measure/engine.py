@@ -142,14 +142,17 @@ class Engine:
         shared = ignore.tokens[:t0]
         update_text = getattr(problem, self.config.update_form)
         update_ids = inserted_ids(self.tokenizer, update_text)
-        _, oracle_before_last = prefill(self.model, None, prompt_b + shared[:-1])
+        ignore_before_last = kv.crop_copy(ignore.cache, len(prompt_a) + t0 - 1, self.model.config)
+        # B + y[:t0-1] is A + y[:t0-1] when the prompts are identical: reuse it (exact controls).
+        oracle_before_last = (ignore_before_last if prompt_b == prompt_a
+                              else prefill(self.model, None, prompt_b + shared[:-1])[1])
         return ForkPoint(
             t0=t0,
             label=point.label,
             prompt_a=prompt_a,
             prompt_b=prompt_b,
             shared=shared,
-            ignore_before_last=kv.crop_copy(ignore.cache, len(prompt_a) + t0 - 1, self.model.config),
+            ignore_before_last=ignore_before_last,
             oracle_before_last=oracle_before_last,
             update_ids=update_ids,
             noise_ids=length_matched_ids(self.tokenizer, problem.noise, len(update_ids)),
@@ -176,10 +179,13 @@ class Engine:
         """Score an ignore or oracle run: its own stream against the other prompt's."""
         tokens = decoded.tokens
         n = len(tokens)
+        spans = {"prompt": (0, len(own_prompt)), "prefix": (len(own_prompt), len(own_prompt)),
+                 "inserted": (len(own_prompt), len(own_prompt)), "after": (len(own_prompt), len(own_prompt) + n)}
         own, other = score_streams(
             self.model,
             [Stream(None, own_prompt + tokens[:-1], n), Stream(None, other_prompt + tokens[:-1], n)],
             self.pad_id, hidden_states=self.config.hidden_states,
+            attention_spans=spans if self.config.attention else None,
         )
         self_cmp, other_cmp = compare(own, own, tokens), compare(own, other, tokens)
         # For the ignore run, the ignore reference is itself; for the oracle run, the oracle is.
@@ -197,14 +203,13 @@ class Engine:
             prompt_text=self._text(own_prompt), inserted_text="",
             generated_text=self._text(tokens), continuation_text=self._text(tokens),
             stop_reason=decoded.stop_reason,
-            spans={"prompt": (0, len(own_prompt)), "prefix": (len(own_prompt), len(own_prompt)),
-                   "inserted": (len(own_prompt), len(own_prompt)),
-                   "after": (len(own_prompt), len(own_prompt) + n)},
+            spans=spans,
             logprob_run=chosen_logprobs(own.logprobs, tokens),
             logprob_ref={ref: by_ref[ref]["logprob"] for ref in REFERENCES},
             kl={ref: by_ref[ref]["kl"] for ref in REFERENCES},
             js={ref: by_ref[ref]["js"] for ref in REFERENCES},
             hidden_cosine={ref: by_ref[ref]["hidden_cosine"] for ref in REFERENCES if "hidden_cosine" in by_ref[ref]},
+            attention_mass=own.attention,
             checks=checks,
         )
 
@@ -214,6 +219,11 @@ class Engine:
         n = len(after)
         last = fork.shared[-1:]
         inserted = state.inserted_ids
+        t0 = fork.t0
+        prompt_len = len(state.prompt_ids)
+        inserted_end = prompt_len + t0 + len(inserted)
+        spans = {"prompt": (0, prompt_len), "prefix": (prompt_len, prompt_len + t0),
+                 "inserted": (prompt_len + t0, inserted_end), "after": (inserted_end, inserted_end + n)}
         streams = [
             Stream(state.cache, state.feed + after[:-1], n),  # the run itself, through its edited cache
             Stream(fork.ignore_before_last, last + after[:-1], n),  # P_ignore: A, y[:t0], after
@@ -221,7 +231,8 @@ class Engine:
         ]
         if inserted:
             streams.append(Stream(fork.oracle_before_last, last + inserted + after[:-1], n))  # P_matched
-        outputs = score_streams(self.model, streams, self.pad_id, hidden_states=self.config.hidden_states)
+        outputs = score_streams(self.model, streams, self.pad_id, hidden_states=self.config.hidden_states,
+                                attention_spans=spans if self.config.attention else None)
         run_out = outputs[0]
         refs = dict(zip(REFERENCES, outputs[1:] if inserted else [outputs[1], outputs[2], outputs[2]]))
         cmp = {ref: compare(run_out, out, after) for ref, out in refs.items()}
@@ -229,9 +240,6 @@ class Engine:
             np.asarray(decoded.token_logprobs) - chosen_logprobs(run_out.logprobs, after))))}
         if self.config.verify_recompute and state.exact_stream:
             checks.update(self._full_recompute_check(state, fork, after, run_out))
-        t0 = fork.t0
-        prompt_len = len(state.prompt_ids)
-        stream_inserted_end = prompt_len + t0 + len(inserted)
 
         def joined(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
             return np.concatenate([pre[..., :t0], post], axis=-1)
@@ -244,15 +252,14 @@ class Engine:
             prompt_text=self._text(state.prompt_ids), inserted_text=self._text(inserted),
             generated_text=self._text(fork.shared + after), continuation_text=self._text(after),
             stop_reason=decoded.stop_reason,
-            spans={"prompt": (0, prompt_len), "prefix": (prompt_len, prompt_len + t0),
-                   "inserted": (prompt_len + t0, stream_inserted_end),
-                   "after": (stream_inserted_end, stream_inserted_end + n)},
+            spans=spans,
             logprob_run=joined(ignore_run.logprob_run, chosen_logprobs(run_out.logprobs, after)),
             logprob_ref={ref: joined(ignore_run.logprob_ref[ref], cmp[ref]["logprob"]) for ref in REFERENCES},
             kl={ref: joined(ignore_run.kl[ref], cmp[ref]["kl"]) for ref in REFERENCES},
             js={ref: joined(ignore_run.js[ref], cmp[ref]["js"]) for ref in REFERENCES},
             hidden_cosine={ref: joined(ignore_run.hidden_cosine[ref], cmp[ref]["hidden_cosine"])
                            for ref in REFERENCES if "hidden_cosine" in cmp[ref]},
+            attention_mass=run_out.attention,
             checks=checks,
         )
 

@@ -1,0 +1,247 @@
+"""Final-answer extraction and outcome classification (math and QA).
+
+Math: :func:`extract_math_answer` looks, in this order of precedence, for
+1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces handled; the first number inside),
+2. the last ``#### x`` (GSM8K style; the first number after it),
+3. the last "answer is" / "answer:" (the first number after it),
+4. otherwise the last number anywhere in the text.
+Numbers may carry signs (``-``, unicode minus), thousands commas (``1,200``), decimals, currency
+and units (``$12.50``, ``7 apples``, ``50%`` -> 50) and simple fractions (``3/4``, ``\\frac{3}{4}``);
+values are exact :class:`fractions.Fraction` and compare with a small tolerance.
+
+Outcome (:func:`classify_math` / :func:`classify_qa`): ``adapted`` when the answer equals B's,
+``stale`` when it equals A's, ``other`` otherwise (also when no answer is found). When A and B
+have the same answer (identical-problem controls) a matching answer counts as ``adapted`` -- it
+is correct for the problem the model was finally given -- and the result says
+``answers_identical=True`` so reports can keep controls apart.
+
+QA: SQuAD-style normalization (lowercase, drop punctuation and the articles a/an/the, collapse
+whitespace), exact match and token F1 taking the maximum over the acceptable answers.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+from typing import NamedTuple
+
+OUTCOMES = ("adapted", "stale", "other")
+QA_F1_THRESHOLD = 0.5  # token F1 at or above which a QA answer "equals" a gold answer list
+
+_NUM = re.compile(
+    r"(?<![\w.])(?P<sign>[-−–])?\$?\s?"
+    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?P<dec>\.\d+)?"
+    r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?))?"
+)
+_ANSWER_IS = re.compile(r"answer\s*(?:is|=|:)\s*:?", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<!\b[A-Z][a-z])(?<!\bMrs)(?<!\bSt)(?<=[^\s.\d])[.!?](?=\s|$)")
+_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+
+
+class MathAnswer(NamedTuple):
+    value: Fraction | None
+    text: str | None  # canonical text of value ("12", "2.5", "1/3"), None if not found
+    method: str  # "boxed" | "####" | "answer_is" | "last_number" | "none"
+
+
+def _numbers(text: str) -> list[Fraction]:
+    out = []
+    for m in _NUM.finditer(text):
+        if m.group("int") is None and m.group("dec") is None:
+            continue
+        raw = (m.group("int") or "0").replace(",", "") + (m.group("dec") or "")
+        try:
+            value = Fraction(Decimal(raw))
+            if m.group("den") is not None:
+                den = Fraction(Decimal(m.group("den")))
+                if den == 0:
+                    continue
+                value /= den
+        except (InvalidOperation, ValueError, ZeroDivisionError):
+            continue
+        out.append(-value if m.group("sign") else value)
+    return out
+
+
+def parse_number(text: str) -> Fraction | None:
+    """The first number in ``text`` (see module docstring for the accepted forms), else None."""
+    nums = _numbers(_clean_latex(text))
+    return nums[0] if nums else None
+
+
+def format_value(value: Fraction) -> str:
+    """Canonical text: integers plain, terminating decimals as decimals, else ``p/q``."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    d = value.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    if d == 1:
+        return format(Decimal(value.numerator) / Decimal(value.denominator), "f")
+    return f"{value.numerator}/{value.denominator}"
+
+
+def _clean_latex(text: str) -> str:
+    for _ in range(3):  # nested \frac, innermost first
+        text = _FRAC.sub(r"(\1)/(\2)", text)
+    text = re.sub(r"\((-?[\d.,]+)\)/\((-?[\d.,]+)\)", r"\1/\2", text)
+    text = re.sub(r"\\text\{[^{}]*\}|\\(?:mathrm|textbf|mbox)\{([^{}]*)\}", r" \1 ", text)
+    return text.replace("\\$", "$").replace("\\%", "%").replace("\\!", "").replace("\\,", "").replace("{,}", ",")
+
+
+def _last_boxed(text: str) -> str | None:
+    starts = [m.end() for m in re.finditer(r"\\(?:boxed|fbox)\s*\{", text)]
+    if not starts:
+        return None
+    i = starts[-1]
+    depth, j = 1, i
+    while j < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        j += 1
+    return text[i : j - 1 if depth == 0 else j]
+
+
+def extract_math_answer(text: str) -> MathAnswer:
+    """The final numeric answer of a math solution (see module docstring for the rules)."""
+    text = text or ""
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        nums = _numbers(_clean_latex(boxed))
+        if nums:
+            return MathAnswer(nums[0], format_value(nums[0]), "boxed")
+    cleaned = _clean_latex(text)
+    if "####" in cleaned:
+        nums = _numbers(cleaned.rsplit("####", 1)[1])
+        if nums:
+            return MathAnswer(nums[0], format_value(nums[0]), "####")
+    hits = list(_ANSWER_IS.finditer(cleaned))
+    if hits:
+        nums = _numbers(cleaned[hits[-1].end() :])
+        if nums:
+            return MathAnswer(nums[0], format_value(nums[0]), "answer_is")
+    nums = _numbers(cleaned)
+    if nums:
+        return MathAnswer(nums[-1], format_value(nums[-1]), "last_number")
+    return MathAnswer(None, None, "none")
+
+
+def numbers_equal(a: Fraction | None, b: Fraction | None, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> bool:
+    """Exact equality, or relative/absolute tolerance on floats (``2.50 == 5/2``)."""
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    fa, fb = float(a), float(b)
+    return abs(fa - fb) <= max(abs_tol, rel_tol * max(abs(fa), abs(fb)))
+
+
+def _gold_value(answer) -> Fraction | None:
+    if isinstance(answer, Fraction):
+        return answer
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return Fraction(str(answer))
+    return extract_math_answer(str(answer)).value
+
+
+def classify_math(text: str, answer_a, answer_b) -> dict:
+    """Outcome of a math run: ``{outcome, answer, answer_method, answers_identical}``."""
+    pred = extract_math_answer(text)
+    a, b = _gold_value(answer_a), _gold_value(answer_b)
+    if numbers_equal(pred.value, b):
+        outcome = "adapted"
+    elif numbers_equal(pred.value, a):
+        outcome = "stale"
+    else:
+        outcome = "other"
+    return {
+        "outcome": outcome,
+        "answer": pred.text,
+        "answer_method": pred.method,
+        "answers_identical": numbers_equal(a, b),
+    }
+
+
+# ---------------------------------------------------------------- QA (SQuAD-style)
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD normalization: lowercase, no punctuation, no articles, single spaces."""
+    s = (s or "").lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def exact_match(prediction: str, golds) -> float:
+    """1.0 if the normalized prediction equals any normalized gold answer, else 0.0."""
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    p = normalize_answer(prediction)
+    return float(any(p == normalize_answer(g) for g in golds))
+
+
+def _f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    if not pred_tokens or not gold_tokens:
+        return float(pred_tokens == gold_tokens)
+    common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def token_f1(prediction: str, golds) -> float:
+    """Max SQuAD token F1 of ``prediction`` over the gold answers (0.0 for an empty list)."""
+    golds = [golds] if isinstance(golds, str) else list(golds)
+    p = normalize_answer(prediction).split()
+    return max((_f1(p, normalize_answer(g).split()) for g in golds), default=0.0)
+
+
+def extract_qa_answer(text: str) -> str:
+    """The answer span of a free-text QA response.
+
+    After the last "answer is" / "answer:" up to the end of that sentence or line if present;
+    otherwise the first non-empty line (up to its first sentence end). Markdown emphasis removed.
+    """
+    text = (text or "").replace("**", "").replace("__", "")
+    hits = list(_ANSWER_IS.finditer(text))
+    rest = text[hits[-1].end() :] if hits else next((ln for ln in text.splitlines() if ln.strip()), "")
+    rest = rest.strip().split("\n", 1)[0]
+    rest = _SENTENCE_END.split(rest, maxsplit=1)[0]
+    return rest.strip().rstrip(".!?").strip()
+
+
+def classify_qa(text: str, answers_a, answers_b, f1_threshold: float = QA_F1_THRESHOLD) -> dict:
+    """Outcome of a QA run from the extracted answer's token F1 against A's and B's answer lists.
+
+    adapted: F1_B >= threshold and F1_B >= F1_A; stale: F1_A >= threshold and F1_A > F1_B;
+    other otherwise. Also reports EM/F1 against both lists and whether the whole normalized
+    text contains a gold answer.
+    """
+    pred = extract_qa_answer(text)
+    f1_a, f1_b = token_f1(pred, answers_a), token_f1(pred, answers_b)
+    if f1_b >= f1_threshold and f1_b >= f1_a:
+        outcome = "adapted"
+    elif f1_a >= f1_threshold and f1_a > f1_b:
+        outcome = "stale"
+    else:
+        outcome = "other"
+    full = f" {normalize_answer(text)} "
+    na = {normalize_answer(g) for g in answers_a}
+    nb = {normalize_answer(g) for g in answers_b}
+    return {
+        "outcome": outcome,
+        "answer": pred,
+        "answer_method": "qa_span",
+        "answers_identical": bool(na & nb),
+        "em_a": exact_match(pred, answers_a),
+        "em_b": exact_match(pred, answers_b),
+        "f1_a": f1_a,
+        "f1_b": f1_b,
+        "contains_a": any(g and f" {g} " in full for g in na),
+        "contains_b": any(g and f" {g} " in full for g in nb),
+    }
