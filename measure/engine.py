@@ -31,7 +31,7 @@ from measure.model import LoadedModel
 from measure.points import InjectionPoint, parse_points
 from measure.prompts import PromptFormat, inserted_ids, length_matched_ids
 from measure.results import REFERENCES, RunResult
-from measure.scoring import Stream, chosen_logprobs, compare, score_streams
+from measure.scoring import Stream, chosen_logprobs, compare, positions_in, score_streams
 
 log = logging.getLogger(__name__)
 UPDATE_FORMS = ("erratum", "restatement")
@@ -72,6 +72,7 @@ class ProblemResult:
     runs: list[RunResult]
     skipped: list[tuple[str, str]]  # (point label, why no condition ran there)
     positions_evaluated: int = 0  # token positions through the model, for throughput figures
+    references: dict[str, RunResult] = field(default_factory=dict)  # ignore and oracle, always
 
 
 def row_generator(seed: int, *parts: str) -> torch.Generator:
@@ -92,6 +93,7 @@ class Engine:
             condition.check_supported(loaded.uses_rotary_positions)
         self.rotary = kv.rotary_embedding_of(self.model)
         self.pad_id = self.tokenizer.pad_token_id
+        self.positions_evaluated = 0  # every token position run through the model, for throughput
         self.eos_ids = {self.tokenizer.eos_token_id}
         generation_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         if generation_eos is not None:
@@ -103,8 +105,19 @@ class Engine:
         return DecodeRow(cache, feed, budget, generator, **flags)
 
     def _decode(self, rows: list[DecodeRow]) -> list[Decoded]:
-        return decode_rows(self.model, rows, self.eos_ids, self.pad_id,
-                           temperature=self.config.temperature or 1.0, batch_size=self.config.batch_size)
+        decoded = decode_rows(self.model, rows, self.eos_ids, self.pad_id,
+                              temperature=self.config.temperature or 1.0, batch_size=self.config.batch_size)
+        self.positions_evaluated += sum(d.positions_evaluated for d in decoded)
+        return decoded
+
+    def _score(self, streams: list[Stream], spans=None) -> list:
+        self.positions_evaluated += positions_in(streams)
+        return score_streams(self.model, streams, self.pad_id, hidden_states=self.config.hidden_states,
+                             attention_spans=spans if self.config.attention else None)
+
+    def _prefill(self, feed: list[int]):
+        self.positions_evaluated += len(feed)
+        return prefill(self.model, None, feed)[1]
 
     def _text(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
@@ -119,7 +132,7 @@ class Engine:
             self._row(problem.id, "ignore", "-", None, prompt_a, budget, keep_cache=True),
             self._row(problem.id, "oracle", "-", None, prompt_b, budget, keep_logprobs=True),
         ])
-        evaluated = ignore.positions_evaluated + oracle.positions_evaluated
+        start_positions = self.positions_evaluated
         ignore_run = self._score_reference_run(problem, "ignore", prompt_a, prompt_b, ignore)
         oracle_run = self._score_reference_run(problem, "oracle", prompt_b, prompt_a, oracle)
         runs = [run for run, name in ((ignore_run, "ignore"), (oracle_run, "oracle")) if name in self.config.conditions]
@@ -133,10 +146,9 @@ class Engine:
             if not self.conditions:
                 continue
             fork = self._fork(problem, point, t0, prompt_a, prompt_b, ignore)
-            point_runs, point_evaluated = self._run_point(problem, fork, ignore_run)
-            runs.extend(point_runs)
-            evaluated += point_evaluated
-        return ProblemResult(problem.id, runs, skipped, evaluated)
+            runs.extend(self._run_point(problem, fork, ignore_run))
+        return ProblemResult(problem.id, runs, skipped, self.positions_evaluated - start_positions,
+                             {"ignore": ignore_run, "oracle": oracle_run})
 
     def _fork(self, problem, point, t0, prompt_a, prompt_b, ignore: Decoded) -> ForkPoint:
         shared = ignore.tokens[:t0]
@@ -145,7 +157,7 @@ class Engine:
         ignore_before_last = kv.crop_copy(ignore.cache, len(prompt_a) + t0 - 1, self.model.config)
         # B + y[:t0-1] is A + y[:t0-1] when the prompts are identical: reuse it (exact controls).
         oracle_before_last = (ignore_before_last if prompt_b == prompt_a
-                              else prefill(self.model, None, prompt_b + shared[:-1])[1])
+                              else self._prefill(prompt_b + shared[:-1]))
         return ForkPoint(
             t0=t0,
             label=point.label,
@@ -161,18 +173,15 @@ class Engine:
             rotary_embedding=self.rotary,
         )
 
-    def _run_point(self, problem, fork: ForkPoint, ignore_run: RunResult) -> tuple[list[RunResult], int]:
+    def _run_point(self, problem, fork: ForkPoint, ignore_run: RunResult) -> list[RunResult]:
         prepared = [condition.prepare(fork) for condition in self.conditions]
         budget = self.config.max_new_tokens - fork.t0
         decoded = self._decode([
             self._row(problem.id, condition.name, fork.label, state.cache, state.feed, budget)
             for condition, state in zip(self.conditions, prepared)
         ])
-        runs, evaluated = [], 0
-        for condition, state, result in zip(self.conditions, prepared, decoded):
-            runs.append(self._score_forked_run(problem, condition.name, fork, state, result, ignore_run))
-            evaluated += result.positions_evaluated
-        return runs, evaluated
+        return [self._score_forked_run(problem, condition.name, fork, state, result, ignore_run)
+                for condition, state, result in zip(self.conditions, prepared, decoded)]
 
     # -- scoring ------------------------------------------------------------------------------
     def _score_reference_run(self, problem, name, own_prompt, other_prompt, decoded: Decoded) -> RunResult:
@@ -181,12 +190,8 @@ class Engine:
         n = len(tokens)
         spans = {"prompt": (0, len(own_prompt)), "prefix": (len(own_prompt), len(own_prompt)),
                  "inserted": (len(own_prompt), len(own_prompt)), "after": (len(own_prompt), len(own_prompt) + n)}
-        own, other = score_streams(
-            self.model,
-            [Stream(None, own_prompt + tokens[:-1], n), Stream(None, other_prompt + tokens[:-1], n)],
-            self.pad_id, hidden_states=self.config.hidden_states,
-            attention_spans=spans if self.config.attention else None,
-        )
+        own, other = self._score(
+            [Stream(None, own_prompt + tokens[:-1], n), Stream(None, other_prompt + tokens[:-1], n)], spans)
         self_cmp, other_cmp = compare(own, own, tokens), compare(own, other, tokens)
         # For the ignore run, the ignore reference is itself; for the oracle run, the oracle is.
         by_ref = {"ignore": self_cmp, "oracle": other_cmp} if name == "ignore" else {"ignore": other_cmp, "oracle": self_cmp}
@@ -231,8 +236,7 @@ class Engine:
         ]
         if inserted:
             streams.append(Stream(fork.oracle_before_last, last + inserted + after[:-1], n))  # P_matched
-        outputs = score_streams(self.model, streams, self.pad_id, hidden_states=self.config.hidden_states,
-                                attention_spans=spans if self.config.attention else None)
+        outputs = self._score(streams, spans)
         run_out = outputs[0]
         refs = dict(zip(REFERENCES, outputs[1:] if inserted else [outputs[1], outputs[2], outputs[2]]))
         cmp = {ref: compare(run_out, out, after) for ref, out in refs.items()}
@@ -268,6 +272,7 @@ class Engine:
         from measure.metrics.divergence import kl_divergence
 
         stream = state.prompt_ids + fork.shared + state.inserted_ids + after[:-1]
+        # A check, not a measurement: kept out of positions_evaluated.
         (fresh,) = score_streams(self.model, [Stream(None, stream, len(after))], self.pad_id, hidden_states=False)
         return {
             "full_recompute_max_abs_logprob": float((fresh.logprobs - run_out.logprobs).abs().max()),

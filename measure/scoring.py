@@ -105,6 +105,12 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
     return results
 
 
+def positions_in(streams: list[Stream]) -> int:
+    """Token positions a score_streams call evaluates (identical streams count once)."""
+    unique = {(id(s.cache), tuple(s.feed), s.n_out): len(s.feed) for s in streams}
+    return sum(unique.values())
+
+
 def chosen_logprobs(logprobs: torch.Tensor, tokens: list[int]) -> np.ndarray:
     index = torch.tensor(tokens, device=logprobs.device)[:, None]
     return logprobs.gather(1, index)[:, 0].cpu().numpy()

@@ -1,0 +1,104 @@
+"""Command line: measure run | report | compare | augment | data | bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+RUN_HELP = "measure how a model adapts to a context change injected mid-generation"
+
+
+def _list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_run_parser(subparsers) -> None:
+    run = subparsers.add_parser("run", help=RUN_HELP, description=RUN_HELP,
+                                argument_default=argparse.SUPPRESS)
+    run.add_argument("--config", help="TOML file with any of these settings (flags override it)")
+    run.add_argument("--model", help="embedded:smollm2-135m-instruct (default), a HF id, a folder or a .gguf file")
+    run.add_argument("--dataset", help="builtin (default), mawps, svamp, gsm8k, fairytaleqa, nq_open, or a .jsonl file")
+    run.add_argument("--data-dir", help="dataset folder (default $MEASURE_DATA_DIR)")
+    run.add_argument("--limit", type=int, help="number of problems (default 6)")
+    run.add_argument("--variation-types", type=_list,
+                     help="comma list of single_number,multi_number,added_step,question_switch,control")
+    run.add_argument("--conditions", type=_list, help="comma list (default: all seven)")
+    run.add_argument("--points", type=_list, help="injection points: token counts (16) or fractions (0.3), comma list")
+    run.add_argument("--max-new-tokens", type=int)
+    run.add_argument("--seed", type=int)
+    run.add_argument("--temperature", type=float, help="0 (default) decodes greedily")
+    run.add_argument("--device", help="cpu | cuda | mps")
+    run.add_argument("--dtype", help="float32 | bfloat16 | float16")
+    run.add_argument("--out", help="output folder (default reports/run-<time>)")
+    run.add_argument("--resume", action="store_true", help="complete an interrupted run in --out")
+    run.add_argument("--prompt-style", help="chat (default) | raw")
+    run.add_argument("--system-prompt")
+    run.add_argument("--update-form", help="erratum (default) | restatement")
+    run.add_argument("--partial-recompute-last", type=int, help="generated tokens recomputed by 'partial'")
+    run.add_argument("--batch-size", type=int, help="rows decoded together")
+    run.add_argument("--no-attention", dest="attention", action="store_false")
+    run.add_argument("--no-hidden-states", dest="hidden_states", action="store_false")
+    run.add_argument("--no-semantic", dest="semantic", action="store_false")
+    run.add_argument("--no-verify-recompute", dest="verify_recompute", action="store_false")
+    run.add_argument("--trust-remote-code", action="store_true")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=run_command)
+
+
+def _interrupt_on_sigterm() -> None:
+    """Treat SIGTERM like Ctrl-C: records are already flushed; say how to resume."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from measure.model import ModelLoadError
+    from measure.runner import run_measurement
+    from measure.settings import FIELDS, RunSettings, SettingsError, from_toml
+
+    given = {k: v for k, v in vars(args).items() if k in FIELDS}
+    _interrupt_on_sigterm()
+    try:
+        values = {**(from_toml(args.config) if getattr(args, "config", None) else {}), **given}
+        settings = RunSettings(**values)
+        out = run_measurement(settings, show_progress=not getattr(args, "quiet", False))
+    except (SettingsError, ModelLoadError) as error:
+        print(f"measure run: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmeasure run: interrupted; what was measured is saved. Rerun with --resume to finish.",
+              file=sys.stderr)
+        return 130
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from measure.data.cli import register as register_data
+    from measure.report.cli import register as register_report
+
+    parser = argparse.ArgumentParser(prog="measure", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_run_parser(subparsers)
+    register_report(subparsers)
+    register_data(subparsers)
+    from measure.bench import register as register_bench
+
+    register_bench(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""`measure run`: problems -> engine -> metrics -> records -> reports, resumable.
+
+Records are appended and flushed as each problem finishes, so an interrupted run keeps
+everything it measured; rerun with ``resume`` and only the missing records are measured. The
+engine is deterministic (greedy, or sampling seeded per run), so a resumed run's records equal an
+uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from measure.data import load_pairs
+from measure.data.errors import DataError
+from measure.engine import Engine, ProblemResult
+from measure.metrics.summarize import summarize_run
+from measure.model import load_model
+from measure.provenance import now, provenance
+from measure.report.records import record_key, run_record
+from measure.report.store import RecordStore, read_records
+from measure.settings import RunSettings, SettingsError, validate
+
+log = logging.getLogger(__name__)
+SAMPLES = "samples.jsonl"
+SKIPPED = "skipped.jsonl"
+RUN_INFO = "run.json"
+
+
+def default_out() -> Path:
+    return Path("reports") / time.strftime("run-%Y%m%d-%H%M%S")
+
+
+def expected_keys(problem_id: str, settings: RunSettings) -> list[str]:
+    keys = []
+    for condition in settings.conditions:
+        if condition in ("ignore", "oracle"):
+            keys.append(record_key(problem_id, condition, "-"))
+        else:
+            keys.extend(record_key(problem_id, condition, point) for point in _labels(settings))
+    return keys
+
+
+def _labels(settings: RunSettings) -> list[str]:
+    from measure.points import parse_points
+
+    return [point.label for point in parse_points(settings.points)]
+
+
+def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -> list[dict]:
+    """Every run of a problem as a record, its metrics computed (shared with the pytest plugin)."""
+    embedder = None
+    if semantic:
+        from measure.metrics.semantic import get_embedder, semantic_similarity
+
+        embedder = get_embedder()
+    ignore, oracle = result.references["ignore"], result.references["oracle"]
+    records = []
+    for run in result.runs:
+        metrics = summarize_run(run, problem)
+        if embedder is not None:
+            # Compare continuations from the same position: the reference runs' text after t0.
+            def after_t0(reference):
+                return tokenizer.decode(reference.generated_ids[run.t0:], skip_special_tokens=True)
+
+            metrics.update(semantic_similarity(run.continuation_text, after_t0(oracle), after_t0(ignore),
+                                               embedder=embedder))
+        records.append(run_record(run, problem, metrics))
+    return records
+
+
+def skipped_records(result: ProblemResult, settings: RunSettings) -> list[dict]:
+    return [{"problem_id": result.problem_id, "point": label, "reason": reason,
+             "keys": [record_key(result.problem_id, c, label) for c in settings.conditions
+                      if c not in ("ignore", "oracle")]}
+            for label, reason in result.skipped]
+
+
+def prepare_out(settings: RunSettings) -> Path:
+    out = Path(settings.out) if settings.out else default_out()
+    samples = out / SAMPLES
+    if samples.exists() and not settings.resume:
+        raise SettingsError(f"{samples} already exists: pass --resume to complete that run, or choose another --out")
+    if settings.resume and (out / RUN_INFO).exists():
+        saved = json.loads((out / RUN_INFO).read_text())["settings"]
+        differing = {k for k, v in settings.as_dict().items() if k not in ("resume", "out") and saved.get(k) != v}
+        if differing:
+            raise SettingsError(f"--resume: settings differ from the interrupted run in {', '.join(sorted(differing))}; "
+                                f"resume with the same settings (saved in {out / RUN_INFO})")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
+    validate(settings)
+    try:
+        problems = load_pairs(settings.dataset, settings.data_dir, limit=settings.limit,
+                              variation_types=settings.variation_types, seed=settings.seed)
+    except DataError as error:
+        raise SettingsError(str(error)) from None
+    if not problems:
+        raise SettingsError(f"dataset {settings.dataset!r} gave no problems with these filters")
+    out = prepare_out(settings)
+    store = RecordStore(out / SAMPLES)
+    repaired = store.repair()
+    for warning in repaired:
+        log.warning(warning)
+    done = {record["key"] for record in read_records(out / SAMPLES)[0]}
+    skipped_store = RecordStore(out / SKIPPED)
+    skipped = read_records(out / SKIPPED)[0] if settings.resume else []
+    skipped_keys = {key for entry in skipped for key in entry["keys"]}
+
+    loaded = load_model(settings.model, settings.device, settings.dtype, settings.trust_remote_code)
+    engine = Engine(loaded, settings.engine_config())
+    model_info = {"name": loaded.name, "weights_sha256": loaded.weights_sha256, "device": loaded.device,
+                  "dtype": loaded.dtype, "architecture": type(loaded.model).__name__}
+    info = provenance(settings.as_dict(), model_info)
+    info["settings"]["out"] = str(out)
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2))
+
+    todo = [(p, [k for k in expected_keys(p.id, settings) if k not in done and k not in skipped_keys])
+            for p in problems]
+    todo = [(p, keys) for p, keys in todo if keys]
+    total = sum(len(keys) for _, keys in todo)
+    with tqdm(total=total, unit="record", desc="measuring", disable=not show_progress, dynamic_ncols=True) as bar:
+        for problem, missing in todo:
+            bar.set_postfix_str(problem.id)
+            result = engine.run_problem(problem)
+            for entry in skipped_records(result, settings):
+                skipped_store.append(entry)
+                skipped.append(entry)
+                bar.update(len([k for k in entry["keys"] if k in missing]))
+            for record in problem_records(result, problem, loaded.tokenizer, settings.semantic):
+                if record["key"] in missing:
+                    store.append(record)
+                    bar.update(1)
+
+    from measure.report.summary import write_reports
+
+    records, warnings = read_records(out / SAMPLES)
+    info["finished"] = now()
+    info["warnings"] = repaired + warnings
+    (out / RUN_INFO).write_text(json.dumps(info, indent=2))
+    write_reports(out, records, info, skipped)
+    return out
