@@ -108,9 +108,10 @@ def run_bench(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     engine_positions, mismatches = 0, 0
-    for problem in problems:
-        result = engine.run_problem(problem)
-        engine_positions += result.positions_evaluated
+    before = engine.positions_evaluated
+    results = engine.run_problems(problems)
+    engine_positions = engine.positions_evaluated - before
+    for problem, result in zip(problems, results):
         for run in [*result.references.values(), *result.runs]:
             key = (run.condition, run.point)
             if key in naive_tokens[problem.id] and naive_tokens[problem.id][key] != run.generated_ids:

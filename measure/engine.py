@@ -11,8 +11,10 @@ and how anything is stored or reported.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +33,7 @@ from measure.model import LoadedModel
 from measure.points import InjectionPoint, parse_points
 from measure.prompts import PromptFormat, inserted_ids, length_matched_ids
 from measure.results import REFERENCES, RunResult
+from measure.metrics.divergence import kl_divergence
 from measure.scoring import Stream, chosen_logprobs, compare, positions_in, score_streams
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,7 @@ class EngineConfig:
     hidden_states: bool = True
     attention: bool = True
     verify_recompute: bool = False  # also compare each exact stream with a cache-free recompute
+    score_positions: int = 4096  # token positions per teacher-forced batch (bounds logits memory)
 
     def __post_init__(self) -> None:
         self.points = tuple(parse_points(self.points)) if not all(
@@ -71,7 +75,7 @@ class ProblemResult:
     problem_id: str
     runs: list[RunResult]
     skipped: list[tuple[str, str]]  # (point label, why no condition ran there)
-    positions_evaluated: int = 0  # token positions through the model, for throughput figures
+    positions_evaluated: int = 0  # positions through the model for this call of run_problems (on its first result)
     references: dict[str, RunResult] = field(default_factory=dict)  # ignore and oracle, always
 
 
@@ -81,6 +85,14 @@ def row_generator(seed: int, *parts: str) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(int.from_bytes(digest[:8], "little"))
     return generator
+
+
+@dataclass
+class _ScoreJob:
+    """Streams to score together, and how their outputs become a RunResult."""
+
+    streams: list[Stream]
+    finish: Callable[[list], RunResult]
 
 
 class Engine:
@@ -110,11 +122,6 @@ class Engine:
         self.positions_evaluated += sum(d.positions_evaluated for d in decoded)
         return decoded
 
-    def _score(self, streams: list[Stream], spans=None) -> list:
-        self.positions_evaluated += positions_in(streams)
-        return score_streams(self.model, streams, self.pad_id, hidden_states=self.config.hidden_states,
-                             attention_spans=spans if self.config.attention else None)
-
     def _prefill(self, feed: list[int]):
         self.positions_evaluated += len(feed)
         return prefill(self.model, None, feed)[1]
@@ -122,33 +129,54 @@ class Engine:
     def _text(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    # -- the problem ------------------------------------------------------------------------
+    # -- problems ------------------------------------------------------------------------------
     def run_problem(self, problem) -> ProblemResult:
-        prompt = self.config.prompt
-        prompt_a = prompt.prompt_ids(self.tokenizer, problem.question_a, problem.context)
-        prompt_b = prompt.prompt_ids(self.tokenizer, problem.question_b, problem.context)
-        budget = self.config.max_new_tokens
-        ignore, oracle = self._decode([
-            self._row(problem.id, "ignore", "-", None, prompt_a, budget, keep_cache=True),
-            self._row(problem.id, "oracle", "-", None, prompt_b, budget, keep_logprobs=True),
-        ])
+        return self.run_problems([problem])[0]
+
+    def run_problems(self, problems) -> list[ProblemResult]:
+        """Every condition of every problem; rows of all problems and points decode together."""
         start_positions = self.positions_evaluated
-        ignore_run = self._score_reference_run(problem, "ignore", prompt_a, prompt_b, ignore)
-        oracle_run = self._score_reference_run(problem, "oracle", prompt_b, prompt_a, oracle)
-        runs = [run for run, name in ((ignore_run, "ignore"), (oracle_run, "oracle")) if name in self.config.conditions]
-        skipped = []
-        for point in self.config.points:
-            t0 = point.resolve(len(ignore.tokens))
-            if t0 >= len(ignore.tokens):
-                skipped.append((point.label, f"the ignore run stopped after {len(ignore.tokens)} tokens, "
-                                             f"at or before the injection point t0={t0}"))
-                continue
-            if not self.conditions:
-                continue
-            fork = self._fork(problem, point, t0, prompt_a, prompt_b, ignore)
-            runs.extend(self._run_point(problem, fork, ignore_run))
-        return ProblemResult(problem.id, runs, skipped, self.positions_evaluated - start_positions,
-                             {"ignore": ignore_run, "oracle": oracle_run})
+        prompt = self.config.prompt
+        prompts = [(prompt.prompt_ids(self.tokenizer, p.question_a, p.context),
+                    prompt.prompt_ids(self.tokenizer, p.question_b, p.context)) for p in problems]
+        budget = self.config.max_new_tokens
+        rows = []
+        for problem, (prompt_a, prompt_b) in zip(problems, prompts):
+            rows.append(self._row(problem.id, "ignore", "-", None, prompt_a, budget, keep_cache=True))
+            rows.append(self._row(problem.id, "oracle", "-", None, prompt_b, budget, keep_logprobs=True))
+        decoded = self._decode(rows)
+        ignores, oracles = decoded[0::2], decoded[1::2]
+        jobs = []
+        for problem, (prompt_a, prompt_b), ignore, oracle in zip(problems, prompts, ignores, oracles):
+            jobs.append(self._reference_job(problem, "ignore", prompt_a, prompt_b, ignore))
+            jobs.append(self._reference_job(problem, "oracle", prompt_b, prompt_a, oracle))
+        references = self._score_jobs(jobs)
+
+        results, forked = [], []
+        for index, (problem, (prompt_a, prompt_b), ignore) in enumerate(zip(problems, prompts, ignores)):
+            ignore_run, oracle_run = references[2 * index], references[2 * index + 1]
+            runs = [run for run in (ignore_run, oracle_run) if run.condition in self.config.conditions]
+            result = ProblemResult(problem.id, runs, [], 0, {"ignore": ignore_run, "oracle": oracle_run})
+            results.append(result)
+            for point in self.config.points:
+                t0 = point.resolve(len(ignore.tokens))
+                if t0 >= len(ignore.tokens):
+                    result.skipped.append((point.label, f"the ignore run stopped after {len(ignore.tokens)} tokens, "
+                                                        f"at or before the injection point t0={t0}"))
+                elif self.conditions:
+                    fork = self._fork(problem, point, t0, prompt_a, prompt_b, ignore)
+                    forked.extend((result, problem, fork, condition, condition.prepare(fork))
+                                  for condition in self.conditions)
+        decoded = self._decode([
+            self._row(problem.id, condition.name, fork.label, state.cache, state.feed, budget - fork.t0)
+            for _, problem, fork, condition, state in forked])
+        jobs = [self._forked_job(problem, condition.name, fork, state, after, result.references["ignore"])
+                for (result, problem, fork, condition, state), after in zip(forked, decoded)]
+        for (result, *_), run in zip(forked, self._score_jobs(jobs)):
+            result.runs.append(run)
+        # Throughput is reported for the batch as a whole: rows of all problems share passes.
+        results[0].positions_evaluated = self.positions_evaluated - start_positions
+        return results
 
     def _fork(self, problem, point, t0, prompt_a, prompt_b, ignore: Decoded) -> ForkPoint:
         shared = ignore.tokens[:t0]
@@ -173,53 +201,73 @@ class Engine:
             rotary_embedding=self.rotary,
         )
 
-    def _run_point(self, problem, fork: ForkPoint, ignore_run: RunResult) -> list[RunResult]:
-        prepared = [condition.prepare(fork) for condition in self.conditions]
-        budget = self.config.max_new_tokens - fork.t0
-        decoded = self._decode([
-            self._row(problem.id, condition.name, fork.label, state.cache, state.feed, budget)
-            for condition, state in zip(self.conditions, prepared)
-        ])
-        return [self._score_forked_run(problem, condition.name, fork, state, result, ignore_run)
-                for condition, state, result in zip(self.conditions, prepared, decoded)]
-
     # -- scoring ------------------------------------------------------------------------------
-    def _score_reference_run(self, problem, name, own_prompt, other_prompt, decoded: Decoded) -> RunResult:
-        """Score an ignore or oracle run: its own stream against the other prompt's."""
+    def _score_jobs(self, jobs: list[_ScoreJob]) -> list[RunResult]:
+        """Score jobs in batches bounded by positions, so full distributions never pile up."""
+        results, batch, size = [], [], 0
+        for job in jobs:
+            cost = sum(len(stream.feed) for stream in job.streams)
+            if batch and size + cost > self.config.score_positions:
+                results.extend(self._score_batch(batch))
+                batch, size = [], 0
+            batch.append(job)
+            size += cost
+        if batch:
+            results.extend(self._score_batch(batch))
+        return results
+
+    def _score_batch(self, jobs: list[_ScoreJob]) -> list[RunResult]:
+        streams = [stream for job in jobs for stream in job.streams]
+        if not self.config.attention:
+            streams = [dataclasses.replace(stream, attention_spans=None) for stream in streams]
+        self.positions_evaluated += positions_in(streams)
+        outputs = score_streams(self.model, streams, self.pad_id, hidden_states=self.config.hidden_states)
+        results, start = [], 0
+        for job in jobs:
+            results.append(job.finish(outputs[start:start + len(job.streams)]))
+            start += len(job.streams)
+        return results
+
+    def _reference_job(self, problem, name, own_prompt, other_prompt, decoded: Decoded) -> _ScoreJob:
+        """An ignore or oracle run: its own stream against the other prompt's."""
         tokens = decoded.tokens
         n = len(tokens)
-        spans = {"prompt": (0, len(own_prompt)), "prefix": (len(own_prompt), len(own_prompt)),
-                 "inserted": (len(own_prompt), len(own_prompt)), "after": (len(own_prompt), len(own_prompt) + n)}
-        own, other = self._score(
-            [Stream(None, own_prompt + tokens[:-1], n), Stream(None, other_prompt + tokens[:-1], n)], spans)
-        self_cmp, other_cmp = compare(own, own, tokens), compare(own, other, tokens)
-        # For the ignore run, the ignore reference is itself; for the oracle run, the oracle is.
-        by_ref = {"ignore": self_cmp, "oracle": other_cmp} if name == "ignore" else {"ignore": other_cmp, "oracle": self_cmp}
-        by_ref["matched"] = by_ref["oracle"]
-        checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
-            np.asarray(decoded.token_logprobs) - chosen_logprobs(own.logprobs, tokens))))}
-        if decoded.logprobs is not None:
-            from measure.metrics.divergence import kl_divergence
+        p = len(own_prompt)
+        spans = {"prompt": (0, p), "prefix": (p, p), "inserted": (p, p), "after": (p, p + n)}
+        streams = [Stream(None, own_prompt + tokens[:-1], n, spans), Stream(None, other_prompt + tokens[:-1], n)]
 
-            checks["decode_vs_teacher_forced_max_kl"] = float(kl_divergence(decoded.logprobs, own.logprobs.cpu()).max())
-        return RunResult(
-            problem_id=problem.id, condition=name, point="-", t0=0,
-            prompt_ids=list(own_prompt), generated_ids=list(tokens), inserted_ids=[],
-            prompt_text=self._text(own_prompt), inserted_text="",
-            generated_text=self._text(tokens), continuation_text=self._text(tokens),
-            stop_reason=decoded.stop_reason,
-            spans=spans,
-            logprob_run=chosen_logprobs(own.logprobs, tokens),
-            logprob_ref={ref: by_ref[ref]["logprob"] for ref in REFERENCES},
-            kl={ref: by_ref[ref]["kl"] for ref in REFERENCES},
-            js={ref: by_ref[ref]["js"] for ref in REFERENCES},
-            hidden_cosine={ref: by_ref[ref]["hidden_cosine"] for ref in REFERENCES if "hidden_cosine" in by_ref[ref]},
-            attention_mass=own.attention,
-            checks=checks,
-        )
+        def finish(outputs) -> RunResult:
+            own, other = outputs
+            self_cmp, other_cmp = compare(own, own, tokens), compare(own, other, tokens)
+            # For the ignore run the ignore reference is itself; for the oracle run, the oracle is.
+            by_ref = ({"ignore": self_cmp, "oracle": other_cmp} if name == "ignore"
+                      else {"ignore": other_cmp, "oracle": self_cmp})
+            by_ref["matched"] = by_ref["oracle"]
+            checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
+                np.asarray(decoded.token_logprobs) - chosen_logprobs(own.logprobs, tokens))))}
+            if decoded.logprobs is not None:
+                checks["decode_vs_teacher_forced_max_kl"] = float(
+                    kl_divergence(decoded.logprobs, own.logprobs.cpu()).max())
+            return RunResult(
+                problem_id=problem.id, condition=name, point="-", t0=0,
+                prompt_ids=list(own_prompt), generated_ids=list(tokens), inserted_ids=[],
+                prompt_text=self._text(own_prompt), inserted_text="",
+                generated_text=self._text(tokens), continuation_text=self._text(tokens),
+                stop_reason=decoded.stop_reason, spans=spans,
+                logprob_run=chosen_logprobs(own.logprobs, tokens),
+                logprob_ref={ref: by_ref[ref]["logprob"] for ref in REFERENCES},
+                kl={ref: by_ref[ref]["kl"] for ref in REFERENCES},
+                js={ref: by_ref[ref]["js"] for ref in REFERENCES},
+                hidden_cosine={ref: by_ref[ref]["hidden_cosine"] for ref in REFERENCES
+                               if "hidden_cosine" in by_ref[ref]},
+                attention_mass=own.attention,
+                checks=checks,
+            )
 
-    def _score_forked_run(self, problem, name, fork: ForkPoint, state: Prepared, decoded: Decoded,
-                          ignore_run: RunResult) -> RunResult:
+        return _ScoreJob(streams, finish)
+
+    def _forked_job(self, problem, name, fork: ForkPoint, state: Prepared, decoded: Decoded,
+                    ignore_run: RunResult) -> _ScoreJob:
         after = decoded.tokens
         n = len(after)
         last = fork.shared[-1:]
@@ -230,47 +278,47 @@ class Engine:
         spans = {"prompt": (0, prompt_len), "prefix": (prompt_len, prompt_len + t0),
                  "inserted": (prompt_len + t0, inserted_end), "after": (inserted_end, inserted_end + n)}
         streams = [
-            Stream(state.cache, state.feed + after[:-1], n),  # the run itself, through its edited cache
+            Stream(state.cache, state.feed + after[:-1], n, spans),  # the run, through its edited cache
             Stream(fork.ignore_before_last, last + after[:-1], n),  # P_ignore: A, y[:t0], after
             Stream(fork.oracle_before_last, last + after[:-1], n),  # P_oracle: B, y[:t0], after
         ]
         if inserted:
             streams.append(Stream(fork.oracle_before_last, last + inserted + after[:-1], n))  # P_matched
-        outputs = self._score(streams, spans)
-        run_out = outputs[0]
-        refs = dict(zip(REFERENCES, outputs[1:] if inserted else [outputs[1], outputs[2], outputs[2]]))
-        cmp = {ref: compare(run_out, out, after) for ref, out in refs.items()}
-        checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
-            np.asarray(decoded.token_logprobs) - chosen_logprobs(run_out.logprobs, after))))}
-        if self.config.verify_recompute and state.exact_stream:
-            checks.update(self._full_recompute_check(state, fork, after, run_out))
 
-        def joined(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
-            return np.concatenate([pre[..., :t0], post], axis=-1)
+        def finish(outputs) -> RunResult:
+            run_out = outputs[0]
+            refs = dict(zip(REFERENCES, outputs[1:] if inserted else [outputs[1], outputs[2], outputs[2]]))
+            cmp = {ref: compare(run_out, out, after) for ref, out in refs.items()}
+            checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
+                np.asarray(decoded.token_logprobs) - chosen_logprobs(run_out.logprobs, after))))}
+            if self.config.verify_recompute and state.exact_stream:
+                checks.update(self._full_recompute_check(state, fork, after, run_out))
 
-        # Before t0 the run is the ignore run: its arrays there are the ignore run's, except that
-        # the ignore run's own matched reference is the oracle's (no X before t0 either).
-        return RunResult(
-            problem_id=problem.id, condition=name, point=fork.label, t0=t0,
-            prompt_ids=list(state.prompt_ids), generated_ids=fork.shared + after, inserted_ids=list(inserted),
-            prompt_text=self._text(state.prompt_ids), inserted_text=self._text(inserted),
-            generated_text=self._text(fork.shared + after), continuation_text=self._text(after),
-            stop_reason=decoded.stop_reason,
-            spans=spans,
-            logprob_run=joined(ignore_run.logprob_run, chosen_logprobs(run_out.logprobs, after)),
-            logprob_ref={ref: joined(ignore_run.logprob_ref[ref], cmp[ref]["logprob"]) for ref in REFERENCES},
-            kl={ref: joined(ignore_run.kl[ref], cmp[ref]["kl"]) for ref in REFERENCES},
-            js={ref: joined(ignore_run.js[ref], cmp[ref]["js"]) for ref in REFERENCES},
-            hidden_cosine={ref: joined(ignore_run.hidden_cosine[ref], cmp[ref]["hidden_cosine"])
-                           for ref in REFERENCES if "hidden_cosine" in cmp[ref]},
-            attention_mass=run_out.attention,
-            checks=checks,
-        )
+            def joined(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
+                return np.concatenate([pre[..., :t0], post], axis=-1)
+
+            # Before t0 the run is the ignore run: its arrays there are the ignore run's (whose
+            # matched reference is the oracle's: no X before t0 either).
+            return RunResult(
+                problem_id=problem.id, condition=name, point=fork.label, t0=t0,
+                prompt_ids=list(state.prompt_ids), generated_ids=fork.shared + after, inserted_ids=list(inserted),
+                prompt_text=self._text(state.prompt_ids), inserted_text=self._text(inserted),
+                generated_text=self._text(fork.shared + after), continuation_text=self._text(after),
+                stop_reason=decoded.stop_reason, spans=spans,
+                logprob_run=joined(ignore_run.logprob_run, chosen_logprobs(run_out.logprobs, after)),
+                logprob_ref={ref: joined(ignore_run.logprob_ref[ref], cmp[ref]["logprob"]) for ref in REFERENCES},
+                kl={ref: joined(ignore_run.kl[ref], cmp[ref]["kl"]) for ref in REFERENCES},
+                js={ref: joined(ignore_run.js[ref], cmp[ref]["js"]) for ref in REFERENCES},
+                hidden_cosine={ref: joined(ignore_run.hidden_cosine[ref], cmp[ref]["hidden_cosine"])
+                               for ref in REFERENCES if "hidden_cosine" in cmp[ref]},
+                attention_mass=run_out.attention,
+                checks=checks,
+            )
+
+        return _ScoreJob(streams, finish)
 
     def _full_recompute_check(self, state: Prepared, fork: ForkPoint, after, run_out) -> dict[str, float]:
         """Logits through the edited cache vs a cache-free pass over the same token stream."""
-        from measure.metrics.divergence import kl_divergence
-
         stream = state.prompt_ids + fork.shared + state.inserted_ids + after[:-1]
         # A check, not a measurement: kept out of positions_evaluated.
         (fresh,) = score_streams(self.model, [Stream(None, stream, len(after))], self.pad_id, hidden_states=False)

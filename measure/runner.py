@@ -127,17 +127,19 @@ def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
     todo = [(p, keys) for p, keys in todo if keys]
     total = sum(len(keys) for _, keys in todo)
     with tqdm(total=total, unit="record", desc="measuring", disable=not show_progress, dynamic_ncols=True) as bar:
-        for problem, missing in todo:
-            bar.set_postfix_str(problem.id)
-            result = engine.run_problem(problem)
-            for entry in skipped_records(result, settings):
-                skipped_store.append(entry)
-                skipped.append(entry)
-                bar.update(len([k for k in entry["keys"] if k in missing]))
-            for record in problem_records(result, problem, loaded.tokenizer, settings.semantic):
-                if record["key"] in missing:
-                    store.append(record)
-                    bar.update(1)
+        for start in range(0, len(todo), settings.group_size):
+            group = todo[start:start + settings.group_size]
+            bar.set_postfix_str(", ".join(problem.id for problem, _ in group))
+            results = engine.run_problems([problem for problem, _ in group])
+            for (problem, missing), result in zip(group, results):
+                for entry in skipped_records(result, settings):
+                    skipped_store.append(entry)
+                    skipped.append(entry)
+                    bar.update(len([k for k in entry["keys"] if k in missing]))
+                for record in problem_records(result, problem, loaded.tokenizer, settings.semantic):
+                    if record["key"] in missing:
+                        store.append(record)
+                        bar.update(1)
 
     from measure.report.summary import write_reports
 

@@ -25,33 +25,43 @@ class Stream:
     cache: DynamicCache | None
     feed: list[int]
     n_out: int  # score the last n_out fed positions
+    # Spans (start, end) of the stream's own tokens: when given, the attention mass of the scored
+    # queries onto each span is captured, per layer and head.
+    attention_spans: dict[str, tuple[int, int]] | None = None
 
 
 @dataclass
 class StreamOutput:
     logprobs: torch.Tensor  # (n_out, vocab) float32
     hidden: torch.Tensor | None  # (n_layers + 1, n_out, hidden)
-    attention: np.ndarray | None = None  # (n_layers, n_heads, n_out, n_spans), first stream only
+    attention: np.ndarray | None = None  # (n_layers, n_heads, n_out, n_spans)
 
 
 def _zero_cache_like(reference: DynamicCache, config) -> DynamicCache:
     return kv.build_cache(((k[:1, :, :0], v[:1, :, :0]) for k, v in kv.kv_pairs(reference)), config)
 
 
+def stream_key(stream: Stream) -> tuple:
+    return id(stream.cache), tuple(stream.feed), stream.n_out
+
+
 @torch.inference_mode()
-def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool = True,
-                  attention_spans: dict[str, tuple[int, int]] | None = None) -> list[StreamOutput]:
+def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool = True) -> list[StreamOutput]:
     """One batched forward over the streams; returns each stream's scored positions.
 
     Identical streams (same cache object, same feed) are computed once and share the result:
     for an identical-problem control the ignore and oracle references are then exactly equal,
     not merely equal up to the round-off of two batch rows.
     """
-    keys = [(id(s.cache), tuple(s.feed), s.n_out) for s in streams]
+    keys = [stream_key(s) for s in streams]
     unique = list(dict.fromkeys(keys))
     if len(unique) < len(streams):
-        first = {key: streams[keys.index(key)] for key in unique}
-        outputs = dict(zip(unique, score_streams(model, list(first.values()), pad_id, hidden_states, attention_spans)))
+        # One representative per key; the one asking for attention, if any does.
+        chosen: dict[tuple, Stream] = {}
+        for key, stream in zip(keys, streams):
+            if key not in chosen or (stream.attention_spans is not None and chosen[key].attention_spans is None):
+                chosen[key] = stream
+        outputs = dict(zip(chosen, score_streams(model, list(chosen.values()), pad_id, hidden_states)))
         return [outputs[key] for key in keys]
     config = model.config
     device = model.device
@@ -62,36 +72,37 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
         batch_cache, pads = kv.stack_left_padded(caches, config)
         lengths = [kv.kv_length(c) for c in caches]
     else:
-        batch_cache, pads, lengths = None, [0] * len(streams), [0] * len(streams)
+        batch_cache, pads, lengths = DynamicCache(config=config), [0] * len(streams), [0] * len(streams)
     width = max(len(s.feed) for s in streams)
-    ids = torch.full((len(streams), width), pad_id, dtype=torch.long, device=device)
     past = kv.kv_length(batch_cache)
+    ids = torch.full((len(streams), width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros(len(streams), past + width, dtype=torch.long, device=device)
     positions = torch.zeros(len(streams), width, dtype=torch.long, device=device)
     for row, stream in enumerate(streams):
         ids[row, :len(stream.feed)] = torch.tensor(stream.feed, device=device)
         mask[row, pads[row]:past + len(stream.feed)] = 1
         positions[row] = torch.arange(lengths[row], lengths[row] + width, device=device)
-    if batch_cache is None:
-        batch_cache = DynamicCache(config=config)
     forward = dict(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache,
                    use_cache=True, output_hidden_states=hidden_states)
-    attention = None
-    if attention_spans is not None:
-        # Attention of the first stream's scored queries onto the spans of its own token stream.
-        # Queries are counted from the end of the padded feed, so capture from its first scored
-        # position onwards and keep that stream's rows.
-        first = streams[0]
-        n_query = width - (len(first.feed) - first.n_out)
+    captured = [row for row, s in enumerate(streams) if s.attention_spans is not None]
+    attention: dict[int, np.ndarray] = {}
+    if captured:
+        # Capture from the earliest scored query of any captured row to the end of the padded
+        # feed; each row then keeps its own scored queries.
+        first_scored = {row: len(streams[row].feed) - streams[row].n_out for row in captured}
+        n_query = width - min(first_scored.values())
         with AttentionCapture(model, n_query=n_query) as capture:
             out = model(**forward)
         by_layer = capture.probabilities()
-        # The stream's last token is scored but never fed, so no key exists for it: clip spans.
-        keys = lengths[0] + len(first.feed)
-        spans = {name: (min(start, keys), min(end, keys)) for name, (start, end) in attention_spans.items()}
-        attention = torch.stack([
-            span_mass(by_layer[layer][:1, :, :first.n_out], spans, kv_offset=pads[0])[0]
-            for layer in sorted(by_layer)]).cpu().numpy()
+        for row in captured:
+            stream = streams[row]
+            start = first_scored[row] - (width - n_query)
+            # The stream's last token is scored but never fed: no key exists for it, clip spans.
+            keys_end = lengths[row] + len(stream.feed)
+            spans = {name: (min(a, keys_end), min(b, keys_end)) for name, (a, b) in stream.attention_spans.items()}
+            attention[row] = torch.stack([
+                span_mass(by_layer[layer][row:row + 1, :, start:start + stream.n_out], spans, kv_offset=pads[row])[0]
+                for layer in sorted(by_layer)]).cpu().numpy()
     else:
         out = model(**forward)
     results = []
@@ -101,13 +112,13 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
         logprobs = torch.log_softmax(out.logits[row, window].float(), dim=-1)
         hidden = (torch.stack([layer[row, window].float() for layer in out.hidden_states])
                   if hidden_states else None)
-        results.append(StreamOutput(logprobs, hidden, attention if row == 0 else None))
+        results.append(StreamOutput(logprobs, hidden, attention.get(row)))
     return results
 
 
 def positions_in(streams: list[Stream]) -> int:
     """Token positions a score_streams call evaluates (identical streams count once)."""
-    unique = {(id(s.cache), tuple(s.feed), s.n_out): len(s.feed) for s in streams}
+    unique = {stream_key(s): len(s.feed) for s in streams}
     return sum(unique.values())
 
 

@@ -45,7 +45,8 @@ class RunSettings:
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     update_form: str = "erratum"
     partial_recompute_last: int = 1
-    batch_size: int = 16
+    batch_size: int = 64
+    group_size: int = 3  # problems measured together (their rows share decode batches)
     attention: bool = True
     hidden_states: bool = True
     semantic: bool = True
@@ -127,6 +128,8 @@ def validate(settings: RunSettings) -> None:
         fail(f"--dataset {settings.dataset!r}: choose one of {', '.join(DATASETS)} or a .jsonl file")
     if settings.batch_size < 1:
         fail("--batch-size must be at least 1")
+    if settings.group_size < 1:
+        fail("--group-size must be at least 1")
     check_writable(Path(settings.out) if settings.out else None)
 
 

@@ -205,3 +205,20 @@ def test_point_beyond_the_ignore_run_is_skipped_with_a_reason():
 def test_bad_settings_are_named(bad, message):
     with pytest.raises(ValueError, match=message):
         EngineConfig(**bad)
+
+
+def test_problems_run_together_equal_problems_run_alone(loaded):
+    """Batching rows of several problems (different prompt and inserted lengths) changes nothing."""
+    pairs = [make_pair(), make_pair("Sarah has 70 apples. She buys 7 more apples. How many now?", "p2"),
+             make_pair(make_pair().question_a, "p3")]
+    config = EngineConfig(max_new_tokens=14, points=("3", "0.5"), conditions=conditions_for(loaded))
+    engine = Engine(loaded, config)
+    together = engine.run_problems(pairs)
+    for pair, joint in zip(pairs, together):
+        alone = {(r.condition, r.point): r for r in Engine(loaded, config).run_problem(pair).runs}
+        assert set(alone) == {(r.condition, r.point) for r in joint.runs}
+        for run in joint.runs:
+            single = alone[(run.condition, run.point)]
+            assert run.generated_ids == single.generated_ids, (pair.id, run.condition, run.point)
+            for ref in ("ignore", "oracle", "matched"):
+                np.testing.assert_allclose(run.kl[ref], single.kl[ref], atol=1e-4)

@@ -1,0 +1,75 @@
+"""`measure report DIR` and `measure compare BASE NEW [--fail GATE ...]` subcommands.
+
+`register(subparsers)` adds both to the top-level parser; each sets `func` to its handler, which
+returns the process exit code: 0 success, 1 a gate failed (compare), 2 a usage error (unknown
+metric in a gate, bad gate, missing files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from measure.report.compare import CompareError
+
+GATE_HELP = """gate METRIC.STAT:TOL, repeatable; e.g. 'adaptation_latency.median:+2' (may rise by at most 2),
+'kl_oracle_short.mean:5%%' (may move by at most 5%% of the base either way), '-0.1' (may fall by at
+most 0.1); prefix 'CONDITION/' to gate one condition. See measure.report.compare for the rules."""
+
+
+def register(subparsers) -> None:
+    report = subparsers.add_parser("report", help="re-render report.html and metrics.json from a run directory")
+    report.add_argument("run_dir", help="directory holding samples.jsonl (and metrics.json or run.json)")
+    report.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 2000)")
+    report.set_defaults(func=run_report)
+
+    comp = subparsers.add_parser("compare", help="differences between two runs, with regression gates")
+    comp.add_argument("base", help="baseline run directory (or its metrics.json)")
+    comp.add_argument("new", help="new run directory (or its metrics.json)")
+    comp.add_argument("--fail", action="append", default=[], metavar="GATE", help=GATE_HELP)
+    comp.add_argument("--per-variation", action="store_true",
+                      help="also show and gate the rows of each variation type (default: variation types pooled)")
+    comp.add_argument("--changed", action="store_true", help="show only rows whose value changed")
+    comp.set_defaults(func=run_compare)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from measure.report.summary import REPORT_FILE, render_from_dir
+
+    options = {} if args.resamples is None else {"n_resamples": args.resamples}
+    try:
+        metrics = render_from_dir(args.run_dir, **options)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    for warning in metrics.get("warnings") or []:
+        print(f"warning: {warning}", file=sys.stderr)
+    counts = metrics.get("counts") or {}
+    print(f"{args.run_dir}/{REPORT_FILE}: {counts.get('records', 0)} records, {counts.get('problems', 0)} problems")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from measure.report.compare import compare
+
+    try:
+        result = compare(args.base, args.new, args.fail, per_variation=args.per_variation)
+    except CompareError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(result.table(only_changed=args.changed))
+    print()
+    print(result.summary())
+    return result.exit_code
+
+
+def main(argv=None) -> int:
+    """Standalone entry (``python -m measure.report.cli``) until the top-level CLI wires it in."""
+    parser = argparse.ArgumentParser(prog="measure")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""``report.html``: one self-contained page (inline CSS and SVG, no scripts, no external fetches).
+
+The page shows the run's provenance and settings, summary tables per condition x variation type
+x injection point (window means with bootstrap CIs, Kaplan-Meier median latencies with CI and the
+censored share, adapted/stale/other rates), paired comparisons against the baselines, adaptation
+curves, latency survival curves, attention onto the inserted text per layer x position, and token
+strips of individual runs coloured by attribution.
+
+Every string that comes from the data or the model goes through Jinja2 autoescaping; the only
+markup inserted unescaped is the SVG that :mod:`measure.report.plots` draws (matplotlib escapes
+the text it writes).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+
+from measure.metrics.attribution import DEFAULT_LIKELY, LABELS, attribute_tokens
+from measure.report import plots
+
+TEMPLATES = Path(__file__).parent / "templates"
+#: Token strips shown at most (runs); the rest are counted in a note.
+MAX_STRIPS = 24
+#: Tokens shown per strip at most (before + after the change).
+MAX_STRIP_TOKENS = 160
+
+DIVERGENCE_COLUMNS = (
+    ("kl_oracle_immediate", "KL oracle 1-5"), ("kl_oracle_short", "KL oracle 6-20"), ("kl_oracle_long", "KL oracle 21+"),
+    ("kl_matched_immediate", "KL matched 1-5"), ("kl_matched_short", "KL matched 6-20"),
+    ("kl_matched_long", "KL matched 21+"),
+    ("kl_ignore_immediate", "KL ignore 1-5"), ("kl_ignore_short", "KL ignore 6-20"),
+    ("log_ratio_immediate", "r(t) 1-5"), ("log_ratio_short", "r(t) 6-20"), ("log_ratio_long", "r(t) 21+"),
+)
+LATENCY_COLUMNS = (
+    ("adaptation_latency", "adaptation latency"), ("adaptation_latency_kl", "adaptation latency (KL)"),
+    ("detection_latency", "detection latency"), ("stabilization_latency", "stabilization latency"),
+    ("outcome_adapted", "adapted"), ("outcome_stale", "stale"), ("outcome_other", "other"),
+    ("attr_injected_share", "injected share"), ("attr_original_share", "original share"),
+)
+PAIRED_COLUMNS = ("n", "mean_diff", "median_diff", "wilcoxon_p", "wilcoxon_p_holm", "rank_biserial", "cohen_dz",
+                  "n_censored_pairs")
+
+
+# ------------------------------------------------------------------------ formatting
+
+
+def fmt(value, digits: int = 3) -> str:
+    """A number for a table cell: 3 significant digits, '–' for missing."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–"
+        if value == 0:
+            return "0"
+        if abs(value) >= 1e4 or abs(value) < 1e-3:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def fmt_pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.0f}%"
+
+
+def cell(row: dict | None) -> dict:
+    """Display pieces of one aggregate row: ``{main, ci, note, title}``."""
+    if not row or row.get("n", 0) == 0:
+        return {"main": "–", "ci": "", "note": "", "title": "no values"}
+    agg = row.get("aggregation")
+    lo, hi = row.get("ci_low"), row.get("ci_high")
+    if agg == "km_median":
+        share = row.get("share_censored")
+        if not row.get("median_reached"):
+            main = "not reached"
+        else:
+            main = fmt(row.get("estimate"))
+        ci = "" if lo is None and hi is None else f"[{fmt(lo)}, {'open' if hi is None else fmt(hi)}]"
+        note = f"{fmt_pct(share)} censored"
+        title = f"Kaplan-Meier median, n={row.get('n')}, events={row.get('n_events')}, censored={row.get('n_censored')}"
+    elif agg == "rate":
+        main = fmt_pct(row.get("estimate"))
+        ci = "" if lo is None else f"[{fmt_pct(lo)}, {fmt_pct(hi)}]"
+        note = f"{row.get('k', '?')}/{row.get('n')}"
+        title = "share with Wilson CI"
+    else:
+        main = fmt(row.get("estimate"))
+        ci = "" if lo is None else f"[{fmt(lo)}, {fmt(hi)}]"
+        note = f"n={row.get('n')}"
+        title = "mean with bootstrap CI"
+    return {"main": main, "ci": ci, "note": note, "title": title}
+
+
+def flatten(obj, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested dicts as ``(dotted.key, text)`` rows; lists and scalars rendered as JSON text."""
+    if isinstance(obj, dict):
+        rows = []
+        for key, value in obj.items():
+            rows.extend(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return rows
+    text = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, allow_nan=False, default=str)
+    return [(prefix, text)]
+
+
+# ------------------------------------------------------------------------ tables
+
+
+POOLED = "all"
+
+
+def _vt_label(vt) -> str:
+    return "null" if vt is None else str(vt)
+
+
+def _group_key(row: dict) -> tuple:
+    vt = row.get("variation_type")
+    return (plots.condition_sort_key(row.get("condition")), plots.point_sort_key(row.get("point")),
+            (0, "") if vt == POOLED else (1, _vt_label(vt)))
+
+
+def summary_tables(aggregate: list[dict], pooled: list[dict] = ()) -> dict:
+    """Rows per condition x point x variation type (pooled "all" first) with display cells."""
+    index: dict[tuple, dict[str, dict]] = {}
+    for row in [*({**r, "variation_type": POOLED} for r in pooled), *aggregate]:
+        ident = (row.get("condition"), row.get("variation_type"), row.get("point"))
+        index.setdefault(ident, {})[row.get("metric")] = row
+    idents = sorted(index, key=lambda i: _group_key({"condition": i[0], "variation_type": i[1], "point": i[2]}))
+    present = {m for metrics in index.values() for m in metrics}
+
+    def table(columns):
+        cols = [(m, label) for m, label in columns if m in present]
+        rows = []
+        for ident in idents:
+            metrics = index[ident]
+            n = max((r.get("n") or 0 for r in metrics.values()), default=0)
+            rows.append({"condition": ident[0], "variation_type": _vt_label(ident[1]), "pooled": ident[1] == POOLED,
+                         "point": ident[2], "n": n, "cells": [cell(metrics.get(m)) for m, _ in cols]})
+        return {"columns": [label for _, label in cols], "rows": rows}
+
+    return {"divergence": table(DIVERGENCE_COLUMNS), "latency": table(LATENCY_COLUMNS)}
+
+
+def paired_rows(paired: list[dict]) -> list[dict]:
+    """Display rows of a paired table, comparisons without any pair left out."""
+    rows = sorted(paired, key=lambda r: (str(r.get("baseline")), str(r.get("metric")), _group_key(r)))
+    out = []
+    for r in rows:
+        if not r.get("n"):
+            continue
+        p = r.get("wilcoxon_p_holm")
+        out.append({
+            "baseline": r.get("baseline"), "metric": r.get("metric"), "condition": r.get("condition"),
+            "variation_type": POOLED if "variation_type" not in r else _vt_label(r.get("variation_type")),
+            "point": r.get("point"), "values": [fmt(r.get(c)) for c in PAIRED_COLUMNS],
+            "significant": p is not None and p < 0.05,
+        })
+    return out
+
+
+# ------------------------------------------------------------------------ token strips
+
+
+def _lp(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in (values or [])], dtype=np.float64)
+
+
+def one_line(text: str) -> str:
+    """Whitespace runs (newlines included) as single spaces, for inline display."""
+    return " ".join(str(text).split())
+
+
+def show_piece(piece: str) -> str:
+    """A token's text with newlines and tabs made visible."""
+    return str(piece).replace("\n", "⏎").replace("\t", "⇥") or "∅"
+
+
+def token_strip(record: dict, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
+    """Tokens of one run: before the change (grey), the change marker, after it by attribution."""
+    tokens = (record.get("tokens") or {}).get("generated") or []
+    texts = record.get("texts") or {}
+    pieces = texts.get("generated_pieces")
+    if not (isinstance(pieces, list) and len(pieces) == len(tokens)):
+        pieces = None
+    t0 = int(record.get("t0") or 0)
+    refs = (record.get("arrays") or {}).get("logprob_ref") or {}
+    oracle, ignore = _lp(refs.get("oracle")), _lp(refs.get("ignore"))
+    n = len(tokens)
+    if oracle.size == n and ignore.size == n:
+        labels = list(attribute_tokens(oracle, ignore, t0, DEFAULT_LIKELY))
+    else:
+        labels = ["neither"] * (n - t0)
+    start = max(0, min(t0 - 8, n - max_tokens))  # keep a little context before the change
+    end = min(n, start + max_tokens)
+    cells = []
+    for i in range(start, end):
+        text = show_piece(pieces[i]) if pieces else f"#{tokens[i]}"
+        if i < t0:
+            cells.append({"text": text, "cls": "pre", "title": f"before the change, index {i}, id {tokens[i]}"})
+            continue
+        lab = labels[i - t0]
+        pb = math.exp(oracle[i]) if i < oracle.size and math.isfinite(oracle[i]) else None
+        pa = math.exp(ignore[i]) if i < ignore.size and math.isfinite(ignore[i]) else None
+        cells.append({"text": text, "cls": lab,
+                      "title": f"k={i - t0 + 1} {lab}: p_B={fmt(pb)} p_A={fmt(pa)} id {tokens[i]}"})
+    counts = {lab: labels.count(lab) for lab in LABELS}
+    return {
+        "key": record.get("key"), "condition": record.get("condition"), "point": record.get("point"),
+        "problem_id": record.get("problem_id"), "variation_type": record.get("variation_type"), "t0": t0,
+        "n": n, "cells": cells, "marker_at": max(0, t0 - start), "truncated_before": start, "truncated_after": n - end,
+        "inserted": texts.get("inserted") or "", "inserted_line": one_line(texts.get("inserted") or ""), "continuation": texts.get("continuation") or "",
+        "generated": texts.get("generated") or "", "prompt": texts.get("prompt") or "", "counts": counts,
+        "outcome": (record.get("metrics") or {}).get("outcome"), "has_pieces": pieces is not None,
+    }
+
+
+def select_strips(records: list[dict], limit: int = MAX_STRIPS) -> tuple[list[dict], int]:
+    """Runs with a change (not the references), problem by problem; and how many there were."""
+    runs = [r for r in records if r.get("condition") not in plots.REFERENCE_CONDITIONS]
+    runs.sort(key=lambda r: (str(r.get("problem_id")), plots.point_sort_key(r.get("point")),
+                             plots.condition_sort_key(r.get("condition"))))
+    return runs[:limit], len(runs)
+
+
+# ------------------------------------------------------------------------ page
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["fmt"] = fmt
+    env.filters["pct"] = fmt_pct
+    return env
+
+
+def _inline(svg: str | None) -> Markup | None:
+    return Markup(svg) if svg else None
+
+
+def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STRIPS) -> str:
+    """The report page for the (deduplicated) records and their ``metrics.json`` dict."""
+    strips, n_runs = select_strips(records, max_strips)
+    figures = {
+        "curves": _inline(plots.adaptation_curves_svg(records)),
+        "survival": _inline(plots.survival_svg(records, "adaptation_latency")),
+        "survival_detection": _inline(plots.survival_svg(records, "detection_latency")),
+        "attention": _inline(plots.attention_heatmap_svg(records)),
+    }
+    provenance = metrics.get("provenance") or {}
+    context = {
+        "title": f"measure report: {provenance.get('run_name') or provenance.get('name') or provenance.get('model') or 'run'}",
+        "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "provenance": flatten(provenance),
+        "settings": flatten(metrics.get("settings") or {}),
+        "counts": metrics.get("counts") or {},
+        "per_condition_point": (metrics.get("counts") or {}).get("per_condition_point") or {},
+        "skipped": [flatten(s) for s in metrics.get("skipped") or []],
+        "checks": metrics.get("checks") or {},
+        "warnings": metrics.get("warnings") or [],
+        "tables": summary_tables(metrics.get("aggregate") or [], metrics.get("aggregate_pooled") or []),
+        "paired_pooled": paired_rows(metrics.get("paired_pooled") or []),
+        "paired": paired_rows(metrics.get("paired") or []),
+        "paired_columns": PAIRED_COLUMNS,
+        "figures": figures,
+        "attention_captured": any(((r.get("arrays") or {}).get("attention_layers_tokens") or {}).get("inserted")
+                                  for r in records),
+        "strips": [token_strip(r) for r in strips],
+        "n_strip_runs": n_runs,
+        "labels": LABELS,
+        "likely": DEFAULT_LIKELY,
+    }
+    return environment().get_template("report.html.j2").render(**context)
+
+
+def write_html(path: Path, records: list[dict], metrics: dict) -> Path:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_html(records, metrics), encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,289 @@
+"""Inline SVG figures for ``report.html``, drawn with matplotlib (Agg, no pyplot global state).
+
+Each ``*_svg`` function takes sample records and returns one ``<svg>`` element as a string
+(XML prolog and DOCTYPE stripped), or None when there is nothing to draw. Text is kept as SVG
+text (``svg.fonttype = "none"``), which matplotlib XML-escapes, so the figures are small and
+searchable and cannot carry markup from the data.
+
+Curves are indexed by position after the change: position k = 1 is array index ``t0`` (the first
+token generated after the change), as in :mod:`measure.metrics.windows`. Bands are mean +- 1.96
+standard errors over the runs that reach that position (a normal approximation: per-position
+bootstraps would cost more than the whole report; the tables carry the bootstrap CIs).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import warnings
+from collections import defaultdict
+from contextlib import contextmanager
+
+import numpy as np
+from matplotlib import rc_context
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from measure.report.summary import REFERENCE_CONDITIONS
+
+CONDITION_ORDER = ("ignore", "oracle", "injection", "flush", "partial", "noise", "repeat")
+COLORS = {
+    "ignore": "#7f7f7f", "oracle": "#2ca02c", "injection": "#d62728", "flush": "#1f77b4",
+    "partial": "#9467bd", "noise": "#8c564b", "repeat": "#e377c2",
+}
+EXTRA_COLORS = ("#17becf", "#bcbd22", "#ff7f0e", "#393b79", "#637939")
+CURVES = (
+    ("kl:ignore", "KL(run || ignore)"),
+    ("kl:oracle", "KL(run || oracle)"),
+    ("kl:matched", "KL(run || matched)"),
+    ("ratio", "r(t) = log P_oracle - log P_ignore"),
+)
+
+
+def condition_sort_key(name) -> tuple:
+    name = "" if name is None else str(name)
+    return (CONDITION_ORDER.index(name) if name in CONDITION_ORDER else len(CONDITION_ORDER), name)
+
+
+def point_sort_key(point) -> tuple:
+    """"-" first, then absolute points by value, then fractions by value."""
+    point = str(point)
+    if point == "-":
+        return (0, 0.0, point)
+    match = re.fullmatch(r"([tf])([0-9.]+)", point)
+    if match:
+        return (1 if match.group(1) == "t" else 2, float(match.group(2)), point)
+    return (3, 0.0, point)
+
+
+def color_for(condition, _cache={}) -> str:
+    if condition in COLORS:
+        return COLORS[condition]
+    if condition not in _cache:
+        _cache[condition] = EXTRA_COLORS[len(_cache) % len(EXTRA_COLORS)]
+    return _cache[condition]
+
+
+def _array(values) -> np.ndarray:
+    """A JSON list (None for missing) as float64 with NaN."""
+    if values is None:
+        return np.array([], dtype=np.float64)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def curve_after_t0(record: dict, curve: str) -> np.ndarray:
+    """One per-position curve of a record from index t0 on: ``(n_after,)``, NaN where missing."""
+    arrays = record.get("arrays") or {}
+    t0 = int(record.get("t0") or 0)
+    if curve == "ratio":
+        refs = arrays.get("logprob_ref") or {}
+        if "oracle" not in refs or "ignore" not in refs:
+            return np.array([])
+        values = _array(refs["oracle"]) - _array(refs["ignore"])
+    else:
+        kind, ref = curve.split(":")
+        values = _array((arrays.get(kind) or {}).get(ref))
+    return values[t0:]
+
+
+def mean_band(curves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per position: mean, low, high (mean +- 1.96 SE) and n over ragged curves."""
+    length = max((len(c) for c in curves), default=0)
+    grid = np.full((len(curves), length), np.nan)
+    for i, c in enumerate(curves):
+        grid[i, : len(c)] = c
+    n = np.sum(np.isfinite(grid), axis=0)
+    with np.errstate(all="ignore"), _quiet():
+        mean = np.nanmean(grid, axis=0)
+        sd = np.nanstd(grid, axis=0, ddof=1)
+    se = np.where(n >= 2, sd / np.sqrt(np.maximum(n, 1)), np.nan)
+    return mean, mean - 1.96 * se, mean + 1.96 * se, n
+
+
+@contextmanager
+def _quiet():
+    """Silence numpy's empty-slice warnings (all-NaN columns are expected at the ragged end)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _svg(fig: Figure) -> str:
+    buffer = io.StringIO()
+    with rc_context({"svg.fonttype": "none"}):
+        fig.savefig(buffer, format="svg")
+    text = buffer.getvalue()
+    start = text.find("<svg")
+    return text[start:].strip()
+
+
+def _by_point_condition(records: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    table: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        table[str(r.get("point"))][str(r.get("condition"))].append(r)
+    return {p: dict(sorted(table[p].items(), key=lambda kv: condition_sort_key(kv[0])))
+            for p in sorted(table, key=point_sort_key)}
+
+
+def adaptation_curves_svg(records: list[dict], max_positions: int | None = None) -> str | None:
+    """Rows = injection points, columns = KL to each reference and r(t); one line per condition."""
+    table = _by_point_condition(records)
+    if not table:
+        return None
+    fig = _figure(13, 2.6 * len(table) + 0.4)
+    axes = fig.subplots(len(table), len(CURVES), squeeze=False)
+    handles = {}
+    for row, (point, by_condition) in enumerate(table.items()):
+        for col, (curve, title) in enumerate(CURVES):
+            ax = axes[row][col]
+            for condition, runs in by_condition.items():
+                curves = [c for c in (curve_after_t0(r, curve) for r in runs) if c.size]
+                if not curves:
+                    continue
+                mean, low, high, n = mean_band(curves)
+                if max_positions:
+                    mean, low, high = mean[:max_positions], low[:max_positions], high[:max_positions]
+                k = np.arange(1, len(mean) + 1)
+                (line,) = ax.plot(k, mean, color=color_for(condition), lw=1.4, label=f"{condition} (n={len(curves)})")
+                ax.fill_between(k, low, high, color=color_for(condition), alpha=0.15, lw=0)
+                handles.setdefault(condition, line)
+            if curve == "ratio":
+                ax.axhline(0, color="black", lw=0.6, ls=":")
+            where = "reference runs (t0 = 0)" if point == "-" else f"point {point}"
+            ax.set_title(f"{title}\n{where}", fontsize=9)
+            ax.set_xlabel("tokens since the change", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if col == 0:
+                ax.set_ylabel("nats" if curve != "ratio" else "", fontsize=8)
+            if col == len(CURVES) - 1:
+                ax.legend(fontsize=7, loc="best", frameon=False)
+    return _svg(fig)
+
+
+def kaplan_meier(times, censored) -> tuple[np.ndarray, np.ndarray]:
+    """Product-limit survival S(t): step times (starting at 0) and S just after each time."""
+    t = np.asarray(times, dtype=float)
+    c = np.asarray(censored, dtype=bool)
+    steps_t, steps_s, s = [0.0], [1.0], 1.0
+    for u in np.unique(t[~c]):
+        at_risk = int(np.sum(t >= u))
+        events = int(np.sum((t == u) & ~c))
+        if at_risk:
+            s *= 1.0 - events / at_risk
+        steps_t.append(float(u))
+        steps_s.append(s)
+    if t.size:
+        steps_t.append(float(t.max()))
+        steps_s.append(s)
+    return np.array(steps_t), np.array(steps_s)
+
+
+def survival_svg(records: list[dict], metric: str = "adaptation_latency") -> str | None:
+    """Kaplan-Meier curves of a censored latency per condition, one panel per injection point."""
+    table = _by_point_condition(records)
+    panels = []
+    for point, by_condition in table.items():
+        series = {}
+        for condition, runs in by_condition.items():
+            pairs = [((r.get("metrics") or {}).get(metric), (r.get("metrics") or {}).get(f"{metric}_censored"))
+                     for r in runs]
+            pairs = [(v, bool(c)) for v, c in pairs if isinstance(v, (int, float)) and math.isfinite(v) and c is not None]
+            if pairs:
+                series[condition] = pairs
+        if series:
+            panels.append((point, series))
+    if not panels:
+        return None
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = _figure(4.4 * cols, 2.9 * rows + 0.3)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (point, series) in zip(axes.flat, panels):
+        for condition, pairs in series.items():
+            times, cens = zip(*pairs)
+            st, ss = kaplan_meier(times, cens)
+            n_cens = sum(cens)
+            ax.step(st, ss, where="post", color=color_for(condition), lw=1.4,
+                    label=f"{condition} (n={len(times)}, {n_cens} censored)")
+            ct = np.array([t for t, c in pairs if c], dtype=float)
+            if ct.size:  # censoring ticks at S(t) of each censored time
+                s_at = np.array([ss[np.searchsorted(st, x, side="right") - 1] for x in ct])
+                ax.plot(ct, s_at, "|", color=color_for(condition), ms=8)
+        ax.axhline(0.5, color="black", lw=0.6, ls=":")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(f"{metric}: " + ("reference runs" if point == "-" else f"point {point}"), fontsize=9)
+        ax.set_xlabel("tokens since the change", fontsize=8)
+        ax.set_ylabel("share without the event yet", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7, frameon=False)
+    return _svg(fig)
+
+
+def attention_grids(records: list[dict]) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
+    """Mean attention mass onto the inserted span, ``(layers, n_after)`` per (point, condition).
+
+    Runs of different lengths are averaged where they overlap (NaN-padded); the int is the
+    number of runs. Records without ``arrays.attention_layers_tokens.inserted``, or whose
+    inserted span is empty, are skipped.
+    """
+    acc: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+    for r in records:
+        grid = ((r.get("arrays") or {}).get("attention_layers_tokens") or {}).get("inserted")
+        span = (r.get("spans") or {}).get("inserted")
+        if not grid or (span and len(span) == 2 and span[1] <= span[0]):
+            continue  # nothing was inserted (references, flush, partial): the mass is 0 by construction
+        arr = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=np.float64)
+        if arr.ndim == 2 and arr.size:
+            acc[(str(r.get("point")), str(r.get("condition")))].append(arr)
+    out = {}
+    for key, grids in acc.items():
+        layers = max(g.shape[0] for g in grids)
+        length = max(g.shape[1] for g in grids)
+        stack = np.full((len(grids), layers, length), np.nan)
+        for i, g in enumerate(grids):
+            stack[i, : g.shape[0], : g.shape[1]] = g
+        with _quiet():
+            out[key] = (np.nanmean(stack, axis=0), len(grids))
+    return out
+
+
+def attention_heatmap_svg(records: list[dict], max_positions: int = 64) -> str | None:
+    """Heatmaps layer x tokens-since-change of attention onto the inserted text; None if not captured."""
+    grids = attention_grids(records)
+    if not grids:
+        return None
+    keys = sorted(grids, key=lambda k: (point_sort_key(k[0]), condition_sort_key(k[1])))
+    vmax = max((float(np.nanmax(g)) for g, _ in grids.values() if np.isfinite(g).any()), default=1.0) or 1.0
+    cols = min(3, len(keys))
+    rows = math.ceil(len(keys) / cols)
+    fig = _figure(4.4 * cols, 2.5 * rows + 0.3)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    image = None
+    for ax, key in zip(axes.flat, keys):
+        grid, n = grids[key]
+        grid = grid[:, :max_positions]
+        image = ax.imshow(np.ma.masked_invalid(grid), aspect="auto", origin="lower", cmap="viridis", vmin=0.0, vmax=vmax,
+                          interpolation="nearest", extent=(0.5, grid.shape[1] + 0.5, -0.5, grid.shape[0] - 0.5))
+        ax.set_title(f"{key[1]} at {key[0]} (n={n})", fontsize=9)
+        ax.set_xlabel("tokens since the change", fontsize=8)
+        ax.set_ylabel("layer", fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="attention mass on inserted text")
+    return _svg(fig)
+
+
+__all__ = [
+    "REFERENCE_CONDITIONS", "adaptation_curves_svg", "survival_svg", "attention_heatmap_svg", "kaplan_meier",
+    "mean_band", "curve_after_t0", "attention_grids", "condition_sort_key", "point_sort_key",
+]
