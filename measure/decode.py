@@ -1,9 +1,9 @@
 """Batched decoding of rows that each continue their own KV cache.
 
-Rows may start from caches of different lengths (inserted texts differ in length): each row's
-feed is prefilled on its own, then the rows are stacked with left padding and decoded in
-lockstep, each with its own attention mask and position ids, so padding takes no RoPE position
-and a batched row produces the same tokens as the row decoded alone.
+Rows may start from caches of different lengths and feed different numbers of tokens (inserted
+texts differ in length): caches are stacked with left padding, feeds right-padded and prefilled in
+one forward, then the rows decode in lockstep, each with its own attention mask and position ids,
+so padding takes no RoPE position and a batched row produces the same tokens as the row alone.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class _Live:
     row: DecodeRow
     length: int  # KV positions of this row (without padding)
     decoded: Decoded = field(default_factory=lambda: Decoded([], [], "max_new_tokens"))
+    done: bool = False
     steps: list[torch.Tensor] = field(default_factory=list)
 
 
@@ -68,10 +69,11 @@ def prefill(model, cache: DynamicCache | None, feed: list[int]) -> tuple[torch.T
     return out.logits[0, -1].float(), out.cache
 
 
-def _extract_row(cache: DynamicCache, row: int, pad: int, length: int, config) -> DynamicCache:
+def _extract_row(cache, row: int, row_mask: torch.Tensor, config) -> DynamicCache:
+    """The row's own positions (those its mask keeps), as a one-row cache."""
+    keep = row_mask.nonzero()[:, 0]
     return kv.build_cache(
-        ((k[row:row + 1, :, pad:pad + length].clone(), v[row:row + 1, :, pad:pad + length].clone())
-         for k, v in kv.kv_pairs(cache)),
+        ((k[row:row + 1].index_select(2, keep), v[row:row + 1].index_select(2, keep)) for k, v in kv.kv_pairs(cache)),
         config,
     )
 
@@ -96,68 +98,93 @@ def decode_rows(
 
 
 def _decode_batch(model, chunk, eos_ids, pad_id, temperature, progress):
+    """Prefill every row's feed in one padded forward, then decode the rows in lockstep.
+
+    Layout of a row on the cache axis: [left padding][its cache][its feed][right padding]
+    [one position per decode step]. Padding is masked out for good and takes no position id,
+    so each row sees exactly its own stream.
+    """
     config = model.config
     device = model.device
+    rows = [row for _, row in chunk]
+    if any(not row.feed for row in rows):
+        raise ValueError("a decode row needs at least one token to feed")
+    template = next((row.cache for row in rows if kv.kv_length(row.cache) > 0), None)
+    lengths = [kv.kv_length(row.cache) for row in rows]
+    if template is None:
+        batch_cache, pads = DynamicCache(config=config), [0] * len(rows)
+    else:
+        caches = [row.cache if kv.kv_length(row.cache) > 0 else kv.empty_like(template, config) for row in rows]
+        batch_cache, pads = kv.stack_left_padded(caches, config)
+    past = max(lengths)
+    width = max(len(row.feed) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros(len(rows), past + width, dtype=torch.long, device=device)
+    positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        ids[i, :len(row.feed)] = torch.tensor(row.feed, device=device)
+        mask[i, pads[i]:past + len(row.feed)] = 1
+        positions[i] = torch.arange(lengths[i], lengths[i] + width, device=device)
+    if template is None:
+        batch_cache = kv.preallocated_empty(batch_size=len(rows), like=model, capacity=width + max(r.max_new_tokens for r in rows))
+    else:
+        batch_cache = kv.preallocated(batch_cache, extra=width + max(row.max_new_tokens for row in rows))
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache, use_cache=True)
+    logits = out.logits[torch.arange(len(rows), device=device),
+                        torch.tensor([len(row.feed) - 1 for row in rows], device=device)]
     live: list[_Live] = []
-    caches, first_logits = [], []
-    for index, row in chunk:
-        if not row.feed:
-            raise ValueError("a decode row needs at least one token to feed")
-        logits, cache = prefill(model, row.cache, row.feed)
-        state = _Live(index, row, kv.kv_length(cache))
+    for (index, row), length in zip(chunk, lengths):
+        state = _Live(index, row, length + len(row.feed))
         state.decoded.positions_evaluated = len(row.feed)
         live.append(state)
-        caches.append(cache)
-        first_logits.append(logits)
-    batch_cache, pads = kv.stack_left_padded(caches, config)
-    logits = torch.stack(first_logits)
-    width = kv.kv_length(batch_cache)
-    mask = torch.zeros(len(live), width, dtype=torch.long, device=device)
-    for i, pad in enumerate(pads):
-        mask[i, pad:] = 1
-    pads = torch.tensor(pads, device=device)
 
-    while live:
+    while True:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        next_tokens, keep = [], []
+        greedy = logprobs.argmax(dim=-1).tolist()
+        fed = []
         for i, state in enumerate(live):
-            token = choose_token(logprobs[i], state.row.generator, temperature)
+            if state.done:
+                fed.append(pad_id)
+                continue
+            generator = state.row.generator
+            token = greedy[i] if generator is None else choose_token(logprobs[i], generator, temperature)
             state.decoded.tokens.append(token)
             state.decoded.token_logprobs.append(float(logprobs[i, token]))
             if state.row.keep_logprobs:
                 state.steps.append(logprobs[i].cpu())
-            finished = token in eos_ids or len(state.decoded.tokens) >= state.row.max_new_tokens
-            if finished:
+            fed.append(token)
+            if token in eos_ids or len(state.decoded.tokens) >= state.row.max_new_tokens:
+                state.done = True
                 state.decoded.stop_reason = "eos" if token in eos_ids else "max_new_tokens"
-                yield state.index, _finish(state, batch_cache, i, int(pads[i]), config)
-            else:
-                keep.append(i)
-                next_tokens.append(token)
+                yield state.index, _finish(state, batch_cache, i, mask[i], config)
         if progress is not None:
             progress(len(live))
-        if not keep:
+        active = [i for i, state in enumerate(live) if not state.done]
+        if not active:
             return
-        if len(keep) < len(live):
-            index = torch.tensor(keep, device=device)
-            batch_cache = kv.build_cache(
-                ((k.index_select(0, index), v.index_select(0, index)) for k, v in kv.kv_pairs(batch_cache)), config
-            )
-            mask, pads = mask.index_select(0, index), pads.index_select(0, index)
-            live = [live[i] for i in keep]
-        ids = torch.tensor(next_tokens, device=device)[:, None]
+        if len(live) - len(active) >= max(1, len(live) // 4):
+            # Dropping finished rows copies the whole cache: do it only when it saves a quarter
+            # of the batch; until then finished rows ride along and what they produce is ignored.
+            index = torch.tensor(active, device=device)
+            batch_cache.batch_select_indices(index)
+            mask = mask.index_select(0, index)
+            live = [live[i] for i in active]
+            fed = [fed[i] for i in active]
+        ids = torch.tensor(fed, device=device)[:, None]
         positions = torch.tensor([state.length for state in live], device=device)[:, None]
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache, use_cache=True)
-        batch_cache, logits = out.cache, out.logits[:, -1]
+        logits = out.logits[:, -1]
         for state in live:
             state.length += 1
-            state.decoded.positions_evaluated += 1
+            if not state.done:
+                state.decoded.positions_evaluated += 1
 
 
-def _finish(state: _Live, batch_cache, row: int, pad: int, config) -> Decoded:
+def _finish(state: _Live, batch_cache, row: int, row_mask: torch.Tensor, config) -> Decoded:
     decoded = state.decoded
     if state.row.keep_logprobs:
         decoded.logprobs = torch.stack(state.steps)
     if state.row.keep_cache:
-        decoded.cache = _extract_row(batch_cache, row, pad, state.length, config)
+        decoded.cache = _extract_row(batch_cache, row, row_mask, config)
     return decoded

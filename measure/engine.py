@@ -203,18 +203,26 @@ class Engine:
 
     # -- scoring ------------------------------------------------------------------------------
     def _score_jobs(self, jobs: list[_ScoreJob]) -> list[RunResult]:
-        """Score jobs in batches bounded by positions, so full distributions never pile up."""
-        results, batch, size = [], [], 0
-        for job in jobs:
-            cost = sum(len(stream.feed) for stream in job.streams)
-            if batch and size + cost > self.config.score_positions:
-                results.extend(self._score_batch(batch))
-                batch, size = [], 0
-            batch.append(job)
-            size += cost
+        """Score jobs in batches bounded by padded positions, so full distributions never pile up.
+
+        Jobs are batched in order of their longest feed, so that rows of one forward have
+        similar lengths and little of the batch is padding.
+        """
+        def width(job: _ScoreJob) -> int:
+            return max(len(stream.feed) for stream in job.streams)
+
+        order = sorted(range(len(jobs)), key=lambda i: width(jobs[i]))
+        results: dict[int, RunResult] = {}
+        batch: list[int] = []
+        for index in order:
+            rows = sum(len(jobs[i].streams) for i in batch) + len(jobs[index].streams)
+            if batch and rows * width(jobs[index]) > self.config.score_positions:
+                results.update(zip(batch, self._score_batch([jobs[i] for i in batch])))
+                batch = []
+            batch.append(index)
         if batch:
-            results.extend(self._score_batch(batch))
-        return results
+            results.update(zip(batch, self._score_batch([jobs[i] for i in batch])))
+        return [results[i] for i in range(len(jobs))]
 
     def _score_batch(self, jobs: list[_ScoreJob]) -> list[RunResult]:
         streams = [stream for job in jobs for stream in job.streams]

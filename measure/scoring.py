@@ -37,10 +37,6 @@ class StreamOutput:
     attention: np.ndarray | None = None  # (n_layers, n_heads, n_out, n_spans)
 
 
-def _zero_cache_like(reference: DynamicCache, config) -> DynamicCache:
-    return kv.build_cache(((k[:1, :, :0], v[:1, :, :0]) for k, v in kv.kv_pairs(reference)), config)
-
-
 def stream_key(stream: Stream) -> tuple:
     return id(stream.cache), tuple(stream.feed), stream.n_out
 
@@ -67,7 +63,7 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
     device = model.device
     with_cache = [s.cache for s in streams if s.cache is not None and kv.kv_length(s.cache) > 0]
     if with_cache:
-        caches = [s.cache if s.cache is not None and kv.kv_length(s.cache) > 0 else _zero_cache_like(with_cache[0], config)
+        caches = [s.cache if s.cache is not None and kv.kv_length(s.cache) > 0 else kv.empty_like(with_cache[0], config)
                   for s in streams]
         batch_cache, pads = kv.stack_left_padded(caches, config)
         lengths = [kv.kv_length(c) for c in caches]
