@@ -14,6 +14,7 @@ import torch
 from transformers import DynamicCache
 
 from measure import cache as kv
+from measure.memory import batch_cap
 
 
 @dataclass
@@ -88,7 +89,13 @@ def decode_rows(
     batch_size: int = 16,
     progress=None,
 ) -> list[Decoded]:
-    """Decode every row; rows are processed ``batch_size`` at a time in one padded batch."""
+    """Decode every row; rows are processed ``batch_size`` at a time in one padded batch.
+
+    ``batch_size`` is capped by what fits in free memory (see measure.memory.batch_cap).
+    """
+    if rows:
+        longest = max(kv.kv_length(row.cache) + len(row.feed) + row.max_new_tokens for row in rows)
+        batch_size = min(batch_size, batch_cap(model, longest))
     results: list[Decoded | None] = [None] * len(rows)
     for start in range(0, len(rows), batch_size):
         chunk = list(enumerate(rows[start:start + batch_size], start))

@@ -34,7 +34,7 @@ from measure.points import InjectionPoint, parse_points
 from measure.prompts import PromptFormat, inserted_ids, length_matched_ids
 from measure.results import REFERENCES, RunResult
 from measure.metrics.divergence import kl_divergence
-from measure.scoring import Stream, chosen_logprobs, compare, positions_in, score_streams
+from measure.scoring import Stream, chosen_logprobs, compare, positions_in, score_streams, stream_key
 
 log = logging.getLogger(__name__)
 UPDATE_FORMS = ("erratum", "restatement")
@@ -128,6 +128,9 @@ class Engine:
 
     def _text(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def _pieces(self, ids) -> list[str]:
+        return [self.tokenizer.decode([token]) for token in ids]
 
     # -- problems ------------------------------------------------------------------------------
     def run_problem(self, problem) -> ProblemResult:
@@ -225,16 +228,36 @@ class Engine:
         return [results[i] for i in range(len(jobs))]
 
     def _score_batch(self, jobs: list[_ScoreJob]) -> list[RunResult]:
-        streams = [stream for job in jobs for stream in job.streams]
-        if not self.config.attention:
-            streams = [dataclasses.replace(stream, attention_spans=None) for stream in streams]
-        self.positions_evaluated += positions_in(streams)
-        outputs = score_streams(self.model, streams, self.pad_id, hidden_states=self.config.hidden_states)
-        results, start = [], 0
+        """Score the jobs' streams, regrouped by length so that forwards carry little padding.
+
+        A job's streams differ in length (the run and P_matched carry the inserted text, P_ignore
+        and P_oracle do not), so the streams of all jobs here are deduplicated, sorted by length
+        and cut into forwards of similar lengths; each job then gets its outputs back.
+        """
+        streams: dict[tuple, Stream] = {}
         for job in jobs:
-            results.append(job.finish(outputs[start:start + len(job.streams)]))
-            start += len(job.streams)
-        return results
+            for stream in job.streams:
+                if not self.config.attention:
+                    stream.attention_spans = None
+                key = stream_key(stream)
+                if key not in streams or (stream.attention_spans is not None and streams[key].attention_spans is None):
+                    streams[key] = stream
+        self.positions_evaluated += positions_in(list(streams.values()))
+        outputs: dict[tuple, object] = {}
+        pending: list[tuple] = []
+        for key in sorted(streams, key=lambda k: len(streams[k].feed)):
+            length = len(streams[key].feed)
+            too_big = (len(pending) + 1) * length > self.config.score_positions
+            # A new forward once lengths grow by a third, if the current one is already wide.
+            too_ragged = len(pending) >= 8 and length > 1.33 * len(streams[pending[0]].feed)
+            if pending and (too_big or too_ragged):
+                outputs.update(zip(pending, score_streams(self.model, [streams[k] for k in pending], self.pad_id,
+                                                          hidden_states=self.config.hidden_states)))
+                pending = []
+            pending.append(key)
+        outputs.update(zip(pending, score_streams(self.model, [streams[k] for k in pending], self.pad_id,
+                                                  hidden_states=self.config.hidden_states)))
+        return [job.finish([outputs[stream_key(stream)] for stream in job.streams]) for job in jobs]
 
     def _reference_job(self, problem, name, own_prompt, other_prompt, decoded: Decoded) -> _ScoreJob:
         """An ignore or oracle run: its own stream against the other prompt's."""
@@ -261,6 +284,7 @@ class Engine:
                 prompt_ids=list(own_prompt), generated_ids=list(tokens), inserted_ids=[],
                 prompt_text=self._text(own_prompt), inserted_text="",
                 generated_text=self._text(tokens), continuation_text=self._text(tokens),
+                generated_pieces=self._pieces(tokens),
                 stop_reason=decoded.stop_reason, spans=spans,
                 logprob_run=chosen_logprobs(own.logprobs, tokens),
                 logprob_ref={ref: by_ref[ref]["logprob"] for ref in REFERENCES},
@@ -312,6 +336,7 @@ class Engine:
                 prompt_ids=list(state.prompt_ids), generated_ids=fork.shared + after, inserted_ids=list(inserted),
                 prompt_text=self._text(state.prompt_ids), inserted_text=self._text(inserted),
                 generated_text=self._text(fork.shared + after), continuation_text=self._text(after),
+                generated_pieces=self._pieces(fork.shared + after),
                 stop_reason=decoded.stop_reason, spans=spans,
                 logprob_run=joined(ignore_run.logprob_run, chosen_logprobs(run_out.logprobs, after)),
                 logprob_ref={ref: joined(ignore_run.logprob_ref[ref], cmp[ref]["logprob"]) for ref in REFERENCES},

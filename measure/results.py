@@ -38,6 +38,7 @@ class RunResult:
     inserted_text: str
     generated_text: str
     continuation_text: str  # text of generated_ids[t0:]
+    generated_pieces: list[str]  # each generated token decoded on its own (for token strips)
     stop_reason: str  # "eos" | "max_new_tokens"
     # Token-stream spans (start, end) in the run's own stream prompt + y[:t0] + X + after.
     spans: dict[str, tuple[int, int]]

@@ -122,20 +122,25 @@ def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
     info["settings"]["out"] = str(out)
     (out / RUN_INFO).write_text(json.dumps(info, indent=2))
 
-    todo = [(p, [k for k in expected_keys(p.id, settings) if k not in done and k not in skipped_keys])
-            for p in problems]
-    todo = [(p, keys) for p, keys in todo if keys]
-    total = sum(len(keys) for _, keys in todo)
+    # Groups are fixed chunks of the problem list, not of what is missing: a resumed group then
+    # batches exactly the rows it batched before, so its numbers are bit-for-bit the same.
+    groups = []
+    for start in range(0, len(problems), settings.group_size):
+        group = [(p, [k for k in expected_keys(p.id, settings) if k not in done and k not in skipped_keys])
+                 for p in problems[start:start + settings.group_size]]
+        if any(missing for _, missing in group):
+            groups.append(group)
+    total = sum(len(missing) for group in groups for _, missing in group)
     with tqdm(total=total, unit="record", desc="measuring", disable=not show_progress, dynamic_ncols=True) as bar:
-        for start in range(0, len(todo), settings.group_size):
-            group = todo[start:start + settings.group_size]
+        for group in groups:
             bar.set_postfix_str(", ".join(problem.id for problem, _ in group))
             results = engine.run_problems([problem for problem, _ in group])
             for (problem, missing), result in zip(group, results):
                 for entry in skipped_records(result, settings):
-                    skipped_store.append(entry)
-                    skipped.append(entry)
-                    bar.update(len([k for k in entry["keys"] if k in missing]))
+                    if any(key in missing for key in entry["keys"]):
+                        skipped_store.append(entry)
+                        skipped.append(entry)
+                        bar.update(len([k for k in entry["keys"] if k in missing]))
                 for record in problem_records(result, problem, loaded.tokenizer, settings.semantic):
                     if record["key"] in missing:
                         store.append(record)

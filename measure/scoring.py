@@ -78,8 +78,12 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
         ids[row, :len(stream.feed)] = torch.tensor(stream.feed, device=device)
         mask[row, pads[row]:past + len(stream.feed)] = 1
         positions[row] = torch.arange(lengths[row], lengths[row] + width, device=device)
+    # Only scored positions need the vocabulary projection (the largest single matmul here):
+    # keep logits from the earliest scored position of any row.
+    first_kept = min(len(s.feed) - s.n_out for s in streams)
     forward = dict(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache,
-                   use_cache=True, output_hidden_states=hidden_states)
+                   use_cache=True, output_hidden_states=hidden_states,
+                   logits_to_keep=torch.arange(first_kept, width, device=device))
     captured = [row for row, s in enumerate(streams) if s.attention_spans is not None]
     attention: dict[int, np.ndarray] = {}
     if captured:
@@ -105,7 +109,7 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
     for row, stream in enumerate(streams):
         end = len(stream.feed)
         window = slice(end - stream.n_out, end)
-        logprobs = torch.log_softmax(out.logits[row, window].float(), dim=-1)
+        logprobs = torch.log_softmax(out.logits[row, end - stream.n_out - first_kept:end - first_kept].float(), dim=-1)
         hidden = (torch.stack([layer[row, window].float() for layer in out.hidden_states])
                   if hidden_states else None)
         results.append(StreamOutput(logprobs, hidden, attention.get(row)))

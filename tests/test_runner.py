@@ -90,7 +90,7 @@ def test_existing_output_needs_resume(uninterrupted):
     (["--points", "40"], "beyond the generation length"),
     (["--dataset", "nope"], "--dataset"),
     (["--variation-types", "sideways"], "unknown variation type"),
-    (["--out", "/proc/forbidden/run"], "not a writable folder"),
+    (["--out", "{tmp}/a-file/run"], "not a writable folder"),
 ])
 def test_bad_settings_fail_before_the_model_loads(flags, message, monkeypatch, tmp_path):
     def no_model(*args, **kwargs):
@@ -99,7 +99,8 @@ def test_bad_settings_fail_before_the_model_loads(flags, message, monkeypatch, t
     monkeypatch.setattr(runner, "load_model", no_model)
     values = dict(model="tiny:llama", limit=2, max_new_tokens=12, points=["3"], out=str(tmp_path / "o"))
     from measure.cli import build_parser
-    args = build_parser().parse_args(["run", *flags])
+    (tmp_path / "a-file").write_text("a file, not a folder")
+    args = build_parser().parse_args(["run", *[flag.format(tmp=tmp_path) for flag in flags]])
     values.update({k: v for k, v in vars(args).items() if k in RunSettings.__dataclass_fields__})
     with pytest.raises(SettingsError, match=message):
         runner.run_measurement(RunSettings(**values), show_progress=False)

@@ -66,7 +66,7 @@ def run_record(run: RunResult, problem, metrics: dict) -> dict:
         "stop_reason": run.stop_reason,
         "tokens": {"prompt": run.prompt_ids, "inserted": run.inserted_ids, "generated": run.generated_ids},
         "texts": {"prompt": run.prompt_text, "inserted": run.inserted_text, "generated": run.generated_text,
-                  "continuation": run.continuation_text},
+                  "continuation": run.continuation_text, "generated_pieces": run.generated_pieces},
         "spans": {name: list(span) for name, span in run.spans.items()},
         "arrays": arrays,
         "metrics": metrics,

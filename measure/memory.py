@@ -1,0 +1,45 @@
+"""How many rows fit in memory: KV-cache size per token and a batch-size cap from free memory."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def kv_bytes_per_token(model: torch.nn.Module) -> int:
+    """Bytes of keys and values one token position occupies across all layers, one row."""
+    config = model.config.get_text_config(decoder=True)
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = next(model.parameters()).element_size()
+    return 2 * config.num_hidden_layers * heads * head_dim * element
+
+
+def row_bytes(model: torch.nn.Module, positions: int) -> int:
+    """Peak bytes one decode row needs: its KV cache, plus one step's logits and log-probs (fp32)."""
+    vocab = model.config.get_text_config(decoder=True).vocab_size
+    return kv_bytes_per_token(model) * positions + 3 * 4 * vocab
+
+
+def free_bytes(device: torch.device | str) -> int:
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def batch_cap(model: torch.nn.Module, positions: int, fraction: float = 0.5) -> int:
+    """Rows that fit in ``fraction`` of the free memory when each holds ``positions`` tokens.
+
+    Half by default: the model's own activations for a batched forward and the teacher-forced
+    scoring that follows need room too, and the caches of the forked prefixes stay alive.
+    """
+    return max(1, int(fraction * free_bytes(model.device) // row_bytes(model, positions)))

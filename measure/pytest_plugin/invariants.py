@@ -1,0 +1,122 @@
+"""The sanity invariants of each condition (DESIGN.md, "Invariants every run asserts").
+
+Every invariant is a named comparison of a measured value with a stated bound. A measurement test
+computes them, records them with its record (``record["invariants"]``: value, bound, relation,
+ok, what), and fails if any does not hold; the record is kept either way, and the failed names
+are listed in ``record["test"]["failed_invariants"]``.
+
+Which invariants belong to which run:
+
+- every run: all per-token curves finite and KL >= 0; decode-time log-probabilities equal a
+  teacher-forced recompute through the same cache (``decode_vs_recompute``);
+- injection, noise, repeat, flush (the exact-stream conditions): the logits through the edited
+  cache equal a cache-free recompute of the same token stream (``cache_equivalence_logprob`` and
+  ``cache_equivalence_kl``);
+- oracle: its decode-time distributions equal a teacher-forced pass over B + its tokens
+  (``oracle_self_kl``); ignore: its own ignore reference is itself (``ignore_self_kl``);
+- identical-problem controls: KL(run || P_oracle) == KL(run || P_ignore) exactly, token by token
+  (``control_oracle_equals_ignore``); flush on a control re-prefills the same stream, so it
+  continues the ignore run (``control_flush_continues_ignore``);
+- noise and repeat: the deviation they cause, mean KL(run || P_ignore) after t0, is finite and
+  below a stated ceiling (``noise_deviation`` / ``repeat_deviation``); the value is recorded, so the
+  report shows how far an irrelevant or redundant insertion moves the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+EXACT_STREAM_CONDITIONS = ("injection", "noise", "repeat", "flush")
+DEVIATION_CONDITIONS = ("noise", "repeat")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Bounds of the invariants. The defaults are for float32 on CPU (SmolLM2: cache vs recompute
+    differs by ~1e-4 in log-probabilities and ~1e-9 in KL)."""
+
+    logprob: float = 5e-4  # max |log p difference| between two routes to the same distribution
+    kl: float = 1e-6  # max KL between two routes to the same distribution (nats)
+    noise_deviation: float = 6.0  # ceiling on mean KL(noise run || P_ignore) after t0 (nats)
+    repeat_deviation: float = 6.0  # ceiling on mean KL(repeat run || P_ignore) after t0 (nats)
+
+
+@dataclass(frozen=True)
+class Invariant:
+    name: str
+    value: float | None  # the measured value (None when it could not be measured)
+    bound: float
+    relation: str  # "<" or "=="
+    ok: bool
+    what: str
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("name")
+        if data["value"] is not None and not math.isfinite(data["value"]):
+            data["value"] = None
+        return data
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.value!r} (must be {self.relation} {self.bound:g}): {self.what}"
+
+
+def below(name: str, value, bound: float, what: str) -> Invariant:
+    value = None if value is None else float(value)
+    ok = value is not None and math.isfinite(value) and value < bound
+    return Invariant(name, value, bound, "<", ok, what)
+
+
+def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        return math.inf
+    both_nan = np.isnan(a) & np.isnan(b)
+    diff = np.where(both_nan, 0.0, np.abs(a - b))
+    return float(np.max(diff)) if diff.size else 0.0
+
+
+def run_invariants(run, variation_type: str | None, tol: Tolerances = Tolerances()) -> list[Invariant]:
+    """The invariants that belong to ``run`` (a :class:`measure.results.RunResult`)."""
+    checks = run.checks
+    out = []
+    curves = [run.logprob_run, *run.logprob_ref.values(), *run.kl.values(), *run.js.values()]
+    bad = sum(int(np.sum(~np.isfinite(np.asarray(c, dtype=float)))) for c in curves)
+    negative = sum(int(np.sum(np.asarray(k, dtype=float) < -tol.kl)) for k in run.kl.values())
+    out.append(below("curves_finite", bad + negative, 1,
+                     "per-token log-probabilities, KL and JS are finite and KL >= 0 (count of violations)"))
+    out.append(below("decode_vs_recompute", checks.get("decode_vs_recompute_max_abs_logprob"), tol.logprob,
+                     "max |log p| difference between decode time and a teacher-forced pass through the same cache"))
+    if run.condition in EXACT_STREAM_CONDITIONS:
+        out.append(below("cache_equivalence_logprob", checks.get("full_recompute_max_abs_logprob"), tol.logprob,
+                         "max |log p| difference between the edited cache and a cache-free recompute of the stream"))
+        out.append(below("cache_equivalence_kl", checks.get("full_recompute_max_kl"), tol.kl,
+                         "max KL between the edited cache and a cache-free recompute of the stream"))
+    if run.condition == "oracle":
+        out.append(below("oracle_self_kl", checks.get("decode_vs_teacher_forced_max_kl"), tol.kl,
+                         "max KL between the oracle run's decode-time distributions and a teacher-forced pass over B"))
+    if run.condition == "ignore":
+        out.append(below("ignore_self_kl", float(np.max(run.kl["ignore"], initial=0.0)), tol.kl,
+                         "max KL(ignore run || P_ignore): the ignore reference is the run itself"))
+    if variation_type is None:
+        diff = max(_max_abs_diff(run.kl["oracle"], run.kl["ignore"]),
+                   _max_abs_diff(run.logprob_ref["oracle"], run.logprob_ref["ignore"]))
+        out.append(Invariant("control_oracle_equals_ignore", diff, 0.0, "==", diff == 0.0,
+                             "identical problem: KL(run||P_oracle) and log P_oracle equal their ignore "
+                             "counterparts exactly (max |difference|)"))
+        if run.condition == "flush":
+            after = np.asarray(run.kl["ignore"][run.t0:], dtype=float)
+            out.append(below("control_flush_continues_ignore", float(np.max(after, initial=0.0)), tol.kl,
+                             "identical problem: flush re-prefills the same stream, so max KL(run||P_ignore) "
+                             "after t0 is round-off"))
+    if run.condition in DEVIATION_CONDITIONS:
+        after = np.asarray(run.kl["ignore"][run.t0:], dtype=float)
+        mean = float(np.mean(after)) if after.size else math.nan
+        ceiling = tol.noise_deviation if run.condition == "noise" else tol.repeat_deviation
+        out.append(below(f"{run.condition}_deviation", mean, ceiling,
+                         f"mean KL({run.condition} run || P_ignore) after t0, nats: how far the inserted "
+                         f"{'irrelevant' if run.condition == 'noise' else 'restated'} text moves the model"))
+    return out
