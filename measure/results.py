@@ -38,7 +38,6 @@ class RunResult:
     inserted_text: str
     generated_text: str
     continuation_text: str  # text of generated_ids[t0:]
-    generated_pieces: list[str]  # each generated token decoded on its own (for token strips)
     stop_reason: str  # "eos" | "max_new_tokens"
     # Token-stream spans (start, end) in the run's own stream prompt + y[:t0] + X + after.
     spans: dict[str, tuple[int, int]]
@@ -50,6 +49,7 @@ class RunResult:
     js: dict[str, np.ndarray]
     hidden_cosine: dict[str, np.ndarray] = field(default_factory=dict)
     attention_mass: np.ndarray | None = None
+    generated_pieces: list[str] = field(default_factory=list)  # each generated token decoded alone
     # Invariant measurements made while producing this run (name -> value), e.g. the largest
     # |log p| difference between decode-time and recomputed log-probabilities.
     checks: dict[str, float] = field(default_factory=dict)
