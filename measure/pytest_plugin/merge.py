@@ -108,7 +108,8 @@ def write_session_reports(out: Path, merged: Merged, info: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_samples(out / SAMPLES, merged.records)
     skipped = [{"test": m["nodeid"], "key": m["key"], "reason": m["reason"]} for m in merged.missing]
-    info = {**info, "tests": {"expected": len(merged.expected), "with_records": len(merged.expected) - len(merged.missing),
+    info = {**info, "tests": {"expected": len(merged.expected),
+                              "with_records": len(merged.expected) - len(merged.missing),
                               "without_record": merged.missing, "workers": merged.workers}}
     # run.json also keeps the skipped list and warnings, so `measure report DIR` re-renders them.
     saved = {**info, "skipped": skipped, "warnings": merged.warnings}

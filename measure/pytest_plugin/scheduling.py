@@ -13,8 +13,9 @@ Two faults of pytest-xdist 3.8.0 under ``--dist loadgroup``, both fixed here for
   units and the crashed test included, so the replacement is sent an empty unit or re-runs the
   test that killed its predecessor; and a worker given a single test never runs it, because a
   worker waits for the next test (or a shutdown) before running one. Here only unfinished work
-  goes back on the queue, the crashed test is marked done (xdist has reported it failed), and a
-  worker is told to shut down as soon as the queue is empty, so it runs what it holds.
+  goes back on the queue, the crashed test is marked done (xdist has reported it failed), a
+  worker always holds two tests or everything left, and it is told to shut down as soon as the
+  queue is empty, so it runs what it holds.
 
 The measure plugin uses :class:`CrashSafeLoadGroupScheduling` for ``--dist loadgroup``, which it
 also switches on for ``-n N`` without an explicit ``--dist``.
@@ -87,6 +88,12 @@ class CrashSafeLoadGroupScheduling(LoadGroupScheduling):
         return crashitem
 
     def _reschedule(self, node) -> None:
+        if node.shutting_down:
+            return
         super()._reschedule(node)
+        # A worker runs a test only once it holds the next one (or a shutdown): make sure it holds
+        # two, or everything that is left followed by a shutdown.
+        while self.workqueue and self._pending_of(self.assigned_work[node]) < 2:
+            self._assign_work_unit(node)
         if not self.workqueue and not node.shutting_down:
             node.shutdown()
