@@ -86,12 +86,24 @@ def _dequantized_cache_folder(gguf: Path) -> Path:
 
 
 def _load_gguf_cached(gguf: Path):
-    """Load a GGUF, going through a safetensors copy of its dequantized weights."""
+    """Load a GGUF, going through a safetensors copy of its dequantized weights.
+
+    The conversion runs under an exclusive file lock: parallel test workers or runs that start
+    together must not write the same folder at once; the ones that wait then find it done.
+    """
+    import fcntl
+
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = _dequantized_cache_folder(gguf)
     marker = folder / "complete"
-    if not marker.exists():
+    if marker.exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists():
+            return folder
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The dequantized weights are plain float tensors; without dropping the quantizer
@@ -99,12 +111,10 @@ def _load_gguf_cached(gguf: Path):
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        tmp = folder.with_name(folder.name + ".partial")
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "source_sha256").write_text(file_sha256(gguf))
-        tmp.rename(folder) if not folder.exists() else None
-        marker.write_text("ok\n")
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+        (folder / "source_sha256").write_text(file_sha256(gguf))
+        marker.write_text("ok\n")  # last: a folder without it is incomplete and redone
     return folder
 
 
