@@ -10,7 +10,9 @@ Both run in one process on the same problems; the benchmark checks they produce 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
 
 import torch
@@ -73,7 +75,7 @@ def naive_problem(engine: Engine, problem) -> tuple[dict, int]:
     return tokens, evaluated
 
 
-def matmul_gflops(seconds: float = 1.0, size: int = 1024) -> float:
+def matmul_gflops(seconds: float = 2.0, size: int = 1024) -> float:
     """The machine's measured fp32 matmul rate (GFLOP/s) with torch's current thread count."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     torch.mm(a, b)
@@ -84,49 +86,140 @@ def matmul_gflops(seconds: float = 1.0, size: int = 1024) -> float:
     return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
 
 
+class PeakMemory:
+    """Peak resident memory of this process while the block runs (sampled every 10 ms)."""
+
+    def __enter__(self):
+        self.base = self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def grown(self) -> int:
+        return self.peak - self.base
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def timed_engine(loaded, problems, points, max_new_tokens, batch_size):
+    engine = Engine(loaded, EngineConfig(max_new_tokens=max_new_tokens, points=points, batch_size=batch_size))
+    start = time.perf_counter()
+    results = engine.run_problems(problems)
+    return engine, results, time.perf_counter() - start
+
+
+def decode_memory_per_row(loaded, rows_small: int = 4, rows_large: int = 16, new_tokens: int = 64) -> tuple[float, float]:
+    """Peak memory growth of decoding ``rows_small`` vs ``rows_large`` rows: (MB per row, MB fixed)."""
+    vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
+    prompt = [token % vocab for token in range(1000, 1200)]
+    grown = []
+    for rows in (rows_small, rows_large):
+        batch = [DecodeRow(None, prompt, new_tokens) for _ in range(rows)]
+        with PeakMemory() as memory:
+            decode_rows(loaded.model, batch, set(), loaded.tokenizer.pad_token_id, batch_size=rows)
+        grown.append(memory.grown)
+    per_row = (grown[1] - grown[0]) / (rows_large - rows_small)
+    return per_row / 1e6, (grown[0] - per_row * rows_small) / 1e6
+
+
+def gpu_decode_rates(loaded, batch_sizes=(1, 8, 32), new_tokens: int = 64) -> dict[int, float]:
+    vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
+    prompt = [token % vocab for token in range(1000, 1100)]
+    rates = {}
+    for size in batch_sizes:
+        rows = [DecodeRow(None, prompt, new_tokens) for _ in range(size)]
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        decode_rows(loaded.model, rows, set(), loaded.tokenizer.pad_token_id, batch_size=size)
+        torch.cuda.synchronize()
+        rates[size] = size * new_tokens / (time.perf_counter() - start)
+    return rates
+
+
+TARGETS = {"engine / naive time": 0.30, "useful share of matmul rate": 0.40, "2x tokens time ratio": 2.2}
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from measure.data import load_pairs
+    from measure.memory import batch_cap, row_bytes
     from measure.model import load_model
 
     loaded = load_model(args.model, args.device, args.dtype)
-    config = EngineConfig(max_new_tokens=args.max_new_tokens, points=tuple(args.points.split(",")),
-                          batch_size=args.batch_size, attention=False, hidden_states=True)
-    engine = Engine(loaded, config)
+    points = tuple(args.points.split(","))
     problems = load_pairs("builtin", limit=args.problems)
     parameters = sum(p.numel() for p in loaded.model.parameters())
-    print(f"model {loaded.name}: {parameters / 1e6:.1f}M parameters, {args.problems} problems, "
-          f"{len(engine.conditions)} forked conditions x {len(config.points)} points, "
-          f"{args.max_new_tokens} new tokens, torch threads {torch.get_num_threads()}")
+    print(f"model {loaded.name}: {parameters / 1e6:.1f}M parameters on {loaded.device} ({loaded.dtype}); "
+          f"{len(problems)} problems, ignore + oracle + 5 conditions x {len(points)} points, all references "
+          f"and metrics inputs, {args.max_new_tokens} new tokens; torch threads {torch.get_num_threads()}")
+    rate_before = matmul_gflops() if loaded.device == "cpu" else None
 
-    start = time.perf_counter()
-    naive_tokens, naive_positions = {}, 0
-    for problem in problems:
-        tokens, positions = naive_problem(engine, problem)
-        naive_tokens[problem.id] = tokens
-        naive_positions += positions
-    naive_seconds = time.perf_counter() - start
+    with PeakMemory() as engine_memory:
+        engine, results, engine_seconds = timed_engine(loaded, problems, points, args.max_new_tokens, args.batch_size)
+    positions = engine.positions_evaluated
+    useful = 2 * parameters * positions / engine_seconds / 1e9
+    figures: dict[str, float] = {}
+    print(f"engine, {args.max_new_tokens} tokens: {engine_seconds:.1f} s, {positions} token positions, "
+          f"useful arithmetic {useful:.1f} GFLOP/s, peak memory +{engine_memory.grown / 1e9:.2f} GB")
 
-    start = time.perf_counter()
-    engine_positions, mismatches = 0, 0
-    before = engine.positions_evaluated
-    results = engine.run_problems(problems)
-    engine_positions = engine.positions_evaluated - before
-    for problem, result in zip(problems, results):
-        for run in [*result.references.values(), *result.runs]:
-            key = (run.condition, run.point)
-            if key in naive_tokens[problem.id] and naive_tokens[problem.id][key] != run.generated_ids:
-                mismatches += 1
-    engine_seconds = time.perf_counter() - start
-    rate = matmul_gflops()
+    if not args.skip_long:
+        _, _, long_seconds = timed_engine(loaded, problems, points, 2 * args.max_new_tokens, args.batch_size)
+        figures["2x tokens time ratio"] = long_seconds / engine_seconds
+        print(f"engine, {2 * args.max_new_tokens} tokens: {long_seconds:.1f} s "
+              f"({figures['2x tokens time ratio']:.2f}x the time of {args.max_new_tokens})")
 
-    ratio = engine_seconds / naive_seconds
-    print(f"{'way':<8} {'seconds':>9} {'positions':>10}")
-    print(f"{'naive':<8} {naive_seconds:>9.2f} {naive_positions:>10}")
-    print(f"{'engine':<8} {engine_seconds:>9.2f} {engine_positions:>10}")
-    print(f"engine / naive time: {ratio:.3f}  (speed-up {1 / ratio:.2f}x)")
-    print(f"fp32 matmul rate of this machine: {rate:.1f} GFLOP/s")
-    print(f"runs whose tokens differ between the two ways: {mismatches}")
-    return 1 if mismatches else 0
+    if not args.skip_naive:
+        start = time.perf_counter()
+        mismatches = 0
+        config = EngineConfig(max_new_tokens=args.max_new_tokens, points=points, attention=False)
+        naive_engine = Engine(loaded, config)
+        for problem, result in zip(problems, results):
+            tokens, _ = naive_problem(naive_engine, problem)
+            mismatches += sum(1 for run in [*result.references.values(), *result.runs]
+                              if tokens.get((run.condition, run.point), run.generated_ids) != run.generated_ids)
+        naive_seconds = time.perf_counter() - start
+        figures["engine / naive time"] = engine_seconds / naive_seconds
+        print(f"naive, {args.max_new_tokens} tokens: {naive_seconds:.1f} s; engine / naive = "
+              f"{figures['engine / naive time']:.3f} (speed-up {naive_seconds / engine_seconds:.1f}x); "
+              f"runs with different tokens: {mismatches}")
+        if mismatches:
+            print("FAIL: the two ways disagree on tokens")
+            return 1
+
+    if loaded.device == "cpu":
+        rate = (rate_before + matmul_gflops()) / 2
+        figures["useful share of matmul rate"] = useful / rate
+        print(f"fp32 matmul rate measured in this run: {rate:.1f} GFLOP/s; useful arithmetic is "
+              f"{figures['useful share of matmul rate']:.0%} of it")
+        per_row, fixed = decode_memory_per_row(loaded)
+        longest = 320 + args.max_new_tokens
+        print(f"decode memory: {per_row:.1f} MB per row measured (+{fixed:.0f} MB fixed); estimated "
+              f"{row_bytes(loaded.model, longest) / 1e6:.1f} MB per row of {longest} positions; batch cap from free "
+              f"memory: {batch_cap(loaded.model, longest)} rows")
+    elif loaded.device.startswith("cuda"):
+        for size, rate in gpu_decode_rates(loaded).items():
+            print(f"GPU decode, batch {size}: {rate:.0f} tokens/s")
+
+    failed = []
+    for name, figure in figures.items():
+        ok = figure <= TARGETS[name] if name != "useful share of matmul rate" else figure >= TARGETS[name]
+        print(f"target {name}: {figure:.3f} ({'<=' if name != 'useful share of matmul rate' else '>='} "
+              f"{TARGETS[name]}) {'met' if ok else 'MISSED'}")
+        failed += [] if ok else [name]
+    return 1 if failed else 0
 
 
 def register(subparsers) -> None:
@@ -134,10 +227,12 @@ def register(subparsers) -> None:
     bench.add_argument("--model", default="embedded:smollm2-135m-instruct")
     bench.add_argument("--device", default="cpu")
     bench.add_argument("--dtype", default="float32")
-    bench.add_argument("--problems", type=int, default=3)
-    bench.add_argument("--max-new-tokens", type=int, default=48)
+    bench.add_argument("--problems", type=int, default=8)
+    bench.add_argument("--max-new-tokens", type=int, default=128)
     bench.add_argument("--points", default="8,0.5")
-    bench.add_argument("--batch-size", type=int, default=16)
+    bench.add_argument("--batch-size", type=int, default=128)
+    bench.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive way")
+    bench.add_argument("--skip-long", action="store_true", help="skip the run at twice the tokens")
     bench.set_defaults(func=run_bench)
 
 
