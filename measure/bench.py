@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -122,16 +123,30 @@ def timed_engine(loaded, problems, points, max_new_tokens, batch_size):
     return engine, results, time.perf_counter() - start
 
 
+_MEMORY_PROBE = """
+import resource, sys
+from measure.decode import DecodeRow, decode_rows
+from measure.model import load_model
+loaded = load_model(sys.argv[1], sys.argv[2], sys.argv[3])
+rows, new_tokens = int(sys.argv[4]), int(sys.argv[5])
+vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
+prompt = [token % vocab for token in range(1000, 1200)]
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+decode_rows(loaded.model, [DecodeRow(None, prompt, new_tokens) for _ in range(rows)], set(),
+            loaded.tokenizer.pad_token_id, batch_size=rows)
+print(1024 * (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before))
+"""
+
+
 def decode_memory_per_row(loaded, rows_small: int = 4, rows_large: int = 16, new_tokens: int = 64) -> tuple[float, float]:
-    """Peak memory growth of decoding ``rows_small`` vs ``rows_large`` rows: (MB per row, MB fixed)."""
-    vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
-    prompt = [token % vocab for token in range(1000, 1200)]
+    """Peak memory growth of decoding ``rows_small`` vs ``rows_large`` rows of 200 + 64 positions,
+    each in a fresh process (an allocator that keeps freed memory would blur a second
+    measurement in the same process): (MB per row, MB fixed)."""
     grown = []
     for rows in (rows_small, rows_large):
-        batch = [DecodeRow(None, prompt, new_tokens) for _ in range(rows)]
-        with PeakMemory() as memory:
-            decode_rows(loaded.model, batch, set(), loaded.tokenizer.pad_token_id, batch_size=rows)
-        grown.append(memory.grown)
+        result = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, loaded.name, loaded.device, loaded.dtype,
+                                 str(rows), str(new_tokens)], capture_output=True, text=True, check=True)
+        grown.append(int(result.stdout.split()[-1]))
     per_row = (grown[1] - grown[0]) / (rows_large - rows_small)
     return per_row / 1e6, (grown[0] - per_row * rows_small) / 1e6
 
@@ -206,9 +221,10 @@ def run_bench(args: argparse.Namespace) -> int:
               f"{figures['useful share of matmul rate']:.0%} of it")
         per_row, fixed = decode_memory_per_row(loaded)
         longest = 320 + args.max_new_tokens
-        print(f"decode memory: {per_row:.1f} MB per row measured (+{fixed:.0f} MB fixed); estimated "
-              f"{row_bytes(loaded.model, longest) / 1e6:.1f} MB per row of {longest} positions; batch cap from free "
-              f"memory: {batch_cap(loaded.model, longest)} rows")
+        print(f"decode memory, rows of 264 positions: {per_row:.1f} MB per row measured (+{fixed:.0f} MB fixed), "
+              f"{row_bytes(loaded.model, 264) / 1e6:.1f} MB estimated; at {longest} positions "
+              f"{row_bytes(loaded.model, longest) / 1e6:.1f} MB per row estimated, so the batch cap from free "
+              f"memory is {batch_cap(loaded.model, longest)} rows")
     elif loaded.device.startswith("cuda"):
         for size, rate in gpu_decode_rates(loaded).items():
             print(f"GPU decode, batch {size}: {rate:.0f} tokens/s")

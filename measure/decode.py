@@ -14,6 +14,7 @@ import torch
 from transformers import DynamicCache
 
 from measure import cache as kv
+from measure.batching import pad_batch
 from measure.memory import batch_cap
 
 
@@ -105,40 +106,25 @@ def decode_rows(
 
 
 def _decode_batch(model, chunk, eos_ids, pad_id, temperature, progress):
-    """Prefill every row's feed in one padded forward, then decode the rows in lockstep.
-
-    Layout of a row on the cache axis: [left padding][its cache][its feed][right padding]
-    [one position per decode step]. Padding is masked out for good and takes no position id,
-    so each row sees exactly its own stream.
-    """
+    """Prefill every row's feed in one padded forward (measure.batching), then decode the rows
+    in lockstep; each step appends one position per row after the right padding."""
     config = model.config
     device = model.device
     rows = [row for _, row in chunk]
     if any(not row.feed for row in rows):
         raise ValueError("a decode row needs at least one token to feed")
-    template = next((row.cache for row in rows if kv.kv_length(row.cache) > 0), None)
-    lengths = [kv.kv_length(row.cache) for row in rows]
-    if template is None:
-        batch_cache, pads = DynamicCache(config=config), [0] * len(rows)
-    else:
-        caches = [row.cache if kv.kv_length(row.cache) > 0 else kv.empty_like(template, config) for row in rows]
-        batch_cache, pads = kv.stack_left_padded(caches, config)
-    past = max(lengths)
-    width = max(len(row.feed) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(len(rows), past + width, dtype=torch.long, device=device)
-    positions = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-    for i, row in enumerate(rows):
-        ids[i, :len(row.feed)] = torch.tensor(row.feed, device=device)
-        mask[i, pads[i]:past + len(row.feed)] = 1
-        positions[i] = torch.arange(lengths[i], lengths[i] + width, device=device)
-    if template is None:
-        batch_cache = kv.preallocated_empty(batch_size=len(rows), like=model, capacity=width + max(r.max_new_tokens for r in rows))
-    else:
-        batch_cache = kv.preallocated(batch_cache, extra=width + max(row.max_new_tokens for row in rows))
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache, use_cache=True)
+    batch = pad_batch(model, [row.cache for row in rows], [row.feed for row in rows], pad_id)
+    room = batch.width + max(row.max_new_tokens for row in rows)
+    batch_cache = (kv.preallocated_empty(len(rows), model, room) if batch.cache is None
+                   else kv.preallocated(batch.cache, extra=room))
+    ids, mask, positions, lengths = batch.input_ids, batch.attention_mask, batch.position_ids, batch.cache_lengths
+    # Only each row's last fed position needs logits; a (positions x vocabulary) block for the
+    # whole prompt would be the largest allocation of the batch.
+    first = min(len(row.feed) for row in rows) - 1
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache, use_cache=True,
+                logits_to_keep=torch.arange(first, batch.width, device=device))
     logits = out.logits[torch.arange(len(rows), device=device),
-                        torch.tensor([len(row.feed) - 1 for row in rows], device=device)]
+                        torch.tensor([len(row.feed) - 1 - first for row in rows], device=device)]
     live: list[_Live] = []
     for (index, row), length in zip(chunk, lengths):
         state = _Live(index, row, length + len(row.feed))

@@ -17,9 +17,12 @@ def kv_bytes_per_token(model: torch.nn.Module) -> int:
 
 
 def row_bytes(model: torch.nn.Module, positions: int) -> int:
-    """Peak bytes one decode row needs: its KV cache, plus one step's logits and log-probs (fp32)."""
-    vocab = model.config.get_text_config(decoder=True).vocab_size
-    return kv_bytes_per_token(model) * positions + 3 * 4 * vocab
+    """Peak bytes one decode row needs: its KV cache; its prefill activations (hidden states and
+    MLP intermediates for every position, fp32); a step's logits and log-probabilities."""
+    config = model.config.get_text_config(decoder=True)
+    intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+    activations = 4 * positions * (4 * config.hidden_size + 3 * intermediate)
+    return kv_bytes_per_token(model) * positions + activations + 4 * 4 * config.vocab_size
 
 
 def free_bytes(device: torch.device | str) -> int:

@@ -17,6 +17,7 @@ from transformers import DynamicCache
 
 from measure import cache as kv
 from measure.attention import AttentionCapture, span_mass
+from measure.batching import pad_batch
 from measure.metrics.divergence import js_divergence, kl_divergence
 
 
@@ -59,25 +60,11 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
                 chosen[key] = stream
         outputs = dict(zip(chosen, score_streams(model, list(chosen.values()), pad_id, hidden_states)))
         return [outputs[key] for key in keys]
-    config = model.config
     device = model.device
-    with_cache = [s.cache for s in streams if s.cache is not None and kv.kv_length(s.cache) > 0]
-    if with_cache:
-        caches = [s.cache if s.cache is not None and kv.kv_length(s.cache) > 0 else kv.empty_like(with_cache[0], config)
-                  for s in streams]
-        batch_cache, pads = kv.stack_left_padded(caches, config)
-        lengths = [kv.kv_length(c) for c in caches]
-    else:
-        batch_cache, pads, lengths = DynamicCache(config=config), [0] * len(streams), [0] * len(streams)
-    width = max(len(s.feed) for s in streams)
-    past = kv.kv_length(batch_cache)
-    ids = torch.full((len(streams), width), pad_id, dtype=torch.long, device=device)
-    mask = torch.zeros(len(streams), past + width, dtype=torch.long, device=device)
-    positions = torch.zeros(len(streams), width, dtype=torch.long, device=device)
-    for row, stream in enumerate(streams):
-        ids[row, :len(stream.feed)] = torch.tensor(stream.feed, device=device)
-        mask[row, pads[row]:past + len(stream.feed)] = 1
-        positions[row] = torch.arange(lengths[row], lengths[row] + width, device=device)
+    batch = pad_batch(model, [s.cache for s in streams], [s.feed for s in streams], pad_id)
+    batch_cache = batch.cache if batch.cache is not None else DynamicCache(config=model.config)
+    ids, mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
+    lengths, pads, width = batch.cache_lengths, batch.pads, batch.width
     # Only scored positions need the vocabulary projection (the largest single matmul here):
     # keep logits from the earliest scored position of any row.
     first_kept = min(len(s.feed) - s.n_out for s in streams)

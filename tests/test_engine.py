@@ -14,11 +14,11 @@ import torch
 
 from measure import cache as kv
 from measure.conditions import UnsupportedCondition
-from measure.data.pairs import ProblemPair
 from measure.decode import DecodeRow, decode_rows, prefill
 from measure.engine import Engine, EngineConfig
 from measure.model import load_model
 from measure.prompts import PromptFormat
+from measure.testing import example_pair
 from measure.tiny import TINY_FAMILIES
 
 LOGPROB_TOL = 1e-4
@@ -26,20 +26,8 @@ KL_TOL = 1e-6
 ROPE_FAMILIES = [f for f in TINY_FAMILIES if f != "gpt2"]
 
 
-def make_pair(question_b: str | None = None, pair_id: str = "p1") -> ProblemPair:
-    question_a = "Sarah has 5 apples. She buys 7 more apples. How many apples does she have now?"
-    question_b = question_b or "Sarah has 7 apples. She buys 7 more apples. How many apples does she have now?"
-    return ProblemPair(
-        id=pair_id, source="builtin", kind="math",
-        variation_type=None if question_b == question_a else "single_number",
-        question_a=question_a, question_b=question_b, answer_a="12", answer_b="14",
-        answers_a=("12",), answers_b=("14",), equation_a="x=5+7", equation_b="x=7+7", context=None,
-        erratum="Correction: Sarah has 7 apples, not 5.",
-        restatement=f"Update: the problem is now: {question_b}",
-        repeat=f"To restate the problem: {question_a}",
-        noise="The weather is sunny today and the birds sing in the tall green trees near the river.",
-        metadata={},
-    )
+def make_pair(question_b: str | None = None, pair_id: str = "p1"):
+    return example_pair(question_b, pair_id)
 
 
 @pytest.fixture(scope="module", params=TINY_FAMILIES)
