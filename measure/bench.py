@@ -123,18 +123,21 @@ def timed_engine(loaded, problems, points, max_new_tokens, batch_size):
     return engine, results, time.perf_counter() - start
 
 
+# Peak resident memory above the level after loading, sampled while decoding (the process-wide
+# high-water mark would still hold the peak of loading the weights).
 _MEMORY_PROBE = """
-import resource, sys
+import sys
+from measure.bench import PeakMemory
 from measure.decode import DecodeRow, decode_rows
 from measure.model import load_model
 loaded = load_model(sys.argv[1], sys.argv[2], sys.argv[3])
 rows, new_tokens = int(sys.argv[4]), int(sys.argv[5])
 vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
 prompt = [token % vocab for token in range(1000, 1200)]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-decode_rows(loaded.model, [DecodeRow(None, prompt, new_tokens) for _ in range(rows)], set(),
-            loaded.tokenizer.pad_token_id, batch_size=rows)
-print(1024 * (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before))
+with PeakMemory() as memory:
+    decode_rows(loaded.model, [DecodeRow(None, prompt, new_tokens) for _ in range(rows)], set(),
+                loaded.tokenizer.pad_token_id, batch_size=rows)
+print(memory.grown)
 """
 
 
