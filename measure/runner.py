@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from measure.conditions import REFERENCE_RUNS
 from measure.data import load_pairs
 from measure.data.errors import DataError
 from measure.engine import Engine, ProblemResult
@@ -38,7 +39,7 @@ def default_out() -> Path:
 def expected_keys(problem_id: str, settings: RunSettings) -> list[str]:
     keys = []
     for condition in settings.conditions:
-        if condition in ("ignore", "oracle"):
+        if condition in REFERENCE_RUNS:
             keys.append(record_key(problem_id, condition, "-"))
         else:
             keys.extend(record_key(problem_id, condition, point) for point in _labels(settings))
@@ -76,7 +77,7 @@ def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -
 def skipped_records(result: ProblemResult, settings: RunSettings) -> list[dict]:
     return [{"problem_id": result.problem_id, "point": label, "reason": reason,
              "keys": [record_key(result.problem_id, c, label) for c in settings.conditions
-                      if c not in ("ignore", "oracle")]}
+                      if c not in REFERENCE_RUNS]}
             for label, reason in result.skipped]
 
 
