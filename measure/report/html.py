@@ -258,7 +258,7 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
     }
     provenance = metrics.get("provenance") or {}
     context = {
-        "title": f"measure report: {provenance.get('run_name') or provenance.get('name') or provenance.get('model') or 'run'}",
+        "title": f"measure report: {_run_title(provenance)}",
         "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "provenance": flatten(provenance),
         "settings": flatten(metrics.get("settings") or {}),
@@ -288,3 +288,14 @@ def write_html(path: Path, records: list[dict], metrics: dict) -> Path:
     tmp.write_text(render_html(records, metrics), encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def _run_title(provenance: dict) -> str:
+    """Model name, dataset and output folder when known (the model entry may be a dict)."""
+    model = provenance.get("model")
+    if isinstance(model, dict):
+        model = model.get("name")
+    settings = provenance.get("settings") or {}
+    parts = [provenance.get("run_name") or provenance.get("name") or model, settings.get("dataset"),
+             settings.get("out")]
+    return " · ".join(str(part) for part in parts if part) or "run"
