@@ -18,7 +18,6 @@ import time
 
 import torch
 
-from measure import cache as kv
 from measure.conditions import ForkPoint
 from measure.decode import DecodeRow, decode_rows, prefill
 from measure.engine import Engine, EngineConfig

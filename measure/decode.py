@@ -88,7 +88,6 @@ def decode_rows(
     pad_id: int,
     temperature: float = 1.0,
     batch_size: int = 16,
-    progress=None,
 ) -> list[Decoded]:
     """Decode every row; rows are processed ``batch_size`` at a time in one padded batch.
 
@@ -100,12 +99,12 @@ def decode_rows(
     results: list[Decoded | None] = [None] * len(rows)
     for start in range(0, len(rows), batch_size):
         chunk = list(enumerate(rows[start:start + batch_size], start))
-        for index, decoded in _decode_batch(model, chunk, eos_ids, pad_id, temperature, progress):
+        for index, decoded in _decode_batch(model, chunk, eos_ids, pad_id, temperature):
             results[index] = decoded
     return results  # type: ignore[return-value]
 
 
-def _decode_batch(model, chunk, eos_ids, pad_id, temperature, progress):
+def _decode_batch(model, chunk, eos_ids, pad_id, temperature):
     """Prefill every row's feed in one padded forward (measure.batching), then decode the rows
     in lockstep; each step appends one position per row after the right padding."""
     config = model.config
@@ -150,8 +149,6 @@ def _decode_batch(model, chunk, eos_ids, pad_id, temperature, progress):
                 state.done = True
                 state.decoded.stop_reason = "eos" if token in eos_ids else "max_new_tokens"
                 yield state.index, _finish(state, batch_cache, i, mask[i], config)
-        if progress is not None:
-            progress(len(live))
         active = [i for i, state in enumerate(live) if not state.done]
         if not active:
             return

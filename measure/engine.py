@@ -11,7 +11,6 @@ and how anything is stored or reported.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable
@@ -126,6 +125,10 @@ class Engine:
         self.positions_evaluated += len(feed)
         return prefill(self.model, None, feed)[1]
 
+    def _attention(self, spans):
+        """The spans to capture attention onto, or None when attention is not measured."""
+        return spans if self.config.attention else None
+
     def _text(self, ids) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
@@ -237,8 +240,6 @@ class Engine:
         streams: dict[tuple, Stream] = {}
         for job in jobs:
             for stream in job.streams:
-                if not self.config.attention:
-                    stream.attention_spans = None
                 key = stream_key(stream)
                 if key not in streams or (stream.attention_spans is not None and streams[key].attention_spans is None):
                     streams[key] = stream
@@ -265,7 +266,8 @@ class Engine:
         n = len(tokens)
         p = len(own_prompt)
         spans = {"prompt": (0, p), "prefix": (p, p), "inserted": (p, p), "after": (p, p + n)}
-        streams = [Stream(None, own_prompt + tokens[:-1], n, spans), Stream(None, other_prompt + tokens[:-1], n)]
+        streams = [Stream(None, own_prompt + tokens[:-1], n, self._attention(spans)),
+                   Stream(None, other_prompt + tokens[:-1], n)]
 
         def finish(outputs) -> RunResult:
             own, other = outputs
@@ -310,7 +312,7 @@ class Engine:
         spans = {"prompt": (0, prompt_len), "prefix": (prompt_len, prompt_len + t0),
                  "inserted": (prompt_len + t0, inserted_end), "after": (inserted_end, inserted_end + n)}
         streams = [
-            Stream(state.cache, state.feed + after[:-1], n, spans),  # the run, through its edited cache
+            Stream(state.cache, state.feed + after[:-1], n, self._attention(spans)),  # the run, via its edited cache
             Stream(fork.ignore_before_last, last + after[:-1], n),  # P_ignore: A, y[:t0], after
             Stream(fork.oracle_before_last, last + after[:-1], n),  # P_oracle: B, y[:t0], after
         ]

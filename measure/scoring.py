@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from measure import cache as kv
 from measure.attention import AttentionCapture, span_mass
 from measure.batching import pad_batch
 from measure.metrics.divergence import js_divergence, kl_divergence

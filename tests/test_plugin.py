@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 # In-process pytester runs restore sys.modules afterwards; torch (C extensions) must not be
 # imported inside one and dropped, or the next import crashes. Import what the runs use first.
 import measure.provenance  # noqa: F401  (torch)
