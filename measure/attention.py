@@ -3,7 +3,7 @@
 The model keeps running on PyTorch SDPA. Inside an :class:`AttentionCapture` context the model's
 attention implementation is switched to a registered custom function that
 
-1. computes the layer's output with transformers' own ``sdpa_attention_forward`` (so logits are
+1. computes the layer's output with ``measure.sdpa.grouped_sdpa_forward`` (so logits are
    exactly the plain-SDPA logits), and
 2. only for the layers asked for, and only for the last ``n_query`` query rows, recomputes
    ``softmax(Q K^T * scaling + mask)`` from the post-RoPE query and the (cache-extended) key the
@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+
+from measure.sdpa import grouped_sdpa_forward
 
 CAPTURE_ATTENTION = "measure_capture"
 
@@ -67,9 +69,7 @@ def capture_attention_forward(
     query: (batch, heads, q_len, head_dim), post-RoPE; key, value: (batch, kv_heads, kv_len, head_dim);
     attention_mask: (batch | 1, 1 | heads, q_len, kv_len) boolean (True = attend) or additive, or None.
     """
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    output = sdpa_attention_forward(
+    output = grouped_sdpa_forward(
         module, query, key, value, attention_mask,
         dropout=dropout, scaling=scaling, is_causal=is_causal, position_bias=position_bias, **kwargs,
     )
@@ -140,7 +140,7 @@ class AttentionCapture:
     """Context manager recording attention probabilities of the last ``n_query`` query rows.
 
     >>> with AttentionCapture(model, layers=[0, 3], n_query=8) as capture:
-    ...     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache)
+    ...     out = model(input_ids=ids, attention_mask=mask, position_ids=pos)
     >>> probs = capture.probabilities()  # {layer: (batch, heads, min(8, q_len), kv_len)}
 
     layers: layer indices to record, None for all. Each forward inside the context overwrites the

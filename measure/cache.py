@@ -35,24 +35,33 @@ def crop_copy(cache: DynamicCache, length: int, config) -> DynamicCache:
     return build_cache(((k[:, :, :length].clone(), v[:, :, :length].clone()) for k, v in kv_pairs(cache)), config)
 
 
-def stack_left_padded(caches: list[DynamicCache], config) -> tuple[DynamicCache, list[int]]:
+def stack_left_padded(caches: list[DynamicCache], config, extra: int = 0) -> tuple[Cache, list[int]]:
     """Stack single-row caches into one batch, left-padding shorter rows with zeros.
 
     Returns the batch cache and each row's number of padding positions; the caller masks them
-    out and keeps each row's own position ids (padding occupies no RoPE positions).
+    out and keeps each row's own position ids (padding occupies no RoPE positions). With
+    ``extra`` > 0 the batch is written straight into preallocated layers with room for ``extra``
+    more positions (one copy of every row instead of a stack and then a copy into the buffers).
     """
     lengths = [kv_length(cache) for cache in caches]
     longest = max(lengths)
     pads = [longest - length for length in lengths]
     layers = []
     for layer_index in range(len(caches[0].layers)):
-        keys, values = [], []
-        for cache, pad in zip(caches, pads):
-            key, value = cache.layers[layer_index].keys, cache.layers[layer_index].values
-            keys.append(torch.nn.functional.pad(key, (0, 0, pad, 0)))
-            values.append(torch.nn.functional.pad(value, (0, 0, pad, 0)))
-        layers.append((torch.cat(keys, dim=0), torch.cat(values, dim=0)))
-    return build_cache(layers, config), pads
+        first = caches[0].layers[layer_index]
+        buffers = []
+        for name in ("keys", "values"):
+            like = getattr(first, name)
+            buffer = like.new_empty(len(caches), like.shape[1], longest + extra, like.shape[-1])
+            for row, (cache, pad) in enumerate(zip(caches, pads)):
+                # Padding is masked out, but must be finite: a masked 0 * NaN would still be NaN.
+                buffer[row, :, :pad].zero_()
+                buffer[row, :, pad:longest] = getattr(cache.layers[layer_index], name)[0]
+            buffers.append(buffer)
+        layers.append(buffers)
+    if extra > 0:
+        return Cache(layers=[PreallocatedLayer.over(keys, values, longest) for keys, values in layers]), pads
+    return build_cache(((keys, values) for keys, values in layers), config), pads
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -134,6 +143,17 @@ class PreallocatedLayer(DynamicLayer):
         self.is_initialized = True
         self._expose()
 
+    @classmethod
+    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> "PreallocatedLayer":
+        """A layer using the given buffers as they are, their first ``length`` positions filled."""
+        layer = cls.__new__(cls)
+        DynamicLayer.__init__(layer)
+        layer.device = key_buffer.device
+        layer._key_buffer, layer._value_buffer, layer._length = key_buffer, value_buffer, length
+        layer.is_initialized = True
+        layer._expose()
+        return layer
+
     def _expose(self) -> None:
         self.keys = self._key_buffer[:, :, :self._length]
         self.values = self._value_buffer[:, :, :self._length]
@@ -173,8 +193,3 @@ def preallocated_empty(batch_size: int, like: torch.nn.Module, capacity: int) ->
     parameter = next(like.parameters())
     empty = parameter.new_empty(batch_size, heads, 0, head_dim)
     return Cache(layers=[PreallocatedLayer(empty, empty, capacity) for _ in range(config.num_hidden_layers)])
-
-
-def preallocated(cache: DynamicCache, extra: int) -> Cache:
-    """The same contents in a cache that can grow by ``extra`` positions without copying."""
-    return Cache(layers=[PreallocatedLayer(k, v, extra) for k, v in kv_pairs(cache)])

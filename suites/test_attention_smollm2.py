@@ -11,6 +11,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from measure import compat
+from measure.sdpa import GROUPED_SDPA
 from measure.attention import AttentionCapture, left_padding, span_mass
 
 pytestmark = pytest.mark.model
@@ -38,13 +40,13 @@ def loaded():
     return loaded
 
 
-def eager_reference(model, **kwargs):
+def eager_reference(model, cache=None, **kwargs):
     """The same weights on eager attention, with output_attentions; restores the implementation."""
     previous = model.config._attn_implementation
     model.set_attn_implementation("eager")
     try:
         with torch.no_grad():
-            return model(**kwargs, output_attentions=True)
+            return compat.forward(model, cache, **kwargs, output_attentions=True)
     finally:
         model.set_attn_implementation(previous)
 
@@ -78,7 +80,7 @@ def test_single_prompt_matches_eager(loaded):
     print(f"smollm2 single ({ids.shape[1]} tokens): probabilities max |diff| vs eager {diff:.2e}")
     assert diff < TOL, f"single prompt: max |diff| {diff:.2e} vs eager"
     assert (inside.logits - plain.logits).abs().max().item() < 1e-5
-    assert model.config._attn_implementation == "sdpa"
+    assert model.config._attn_implementation == GROUPED_SDPA  # restored after the capture
 
 
 def test_padded_batch_matches_eager(loaded):
@@ -112,12 +114,12 @@ def test_cached_continuation_matches_eager(loaded):
     for _ in range(2):
         cache = DynamicCache(config=model.config)
         with torch.no_grad():
-            model(input_ids=ids[:, :prefill], position_ids=positions[:, :prefill], cache=cache)
+            compat.forward(model, cache, input_ids=ids[:, :prefill], position_ids=positions[:, :prefill])
         caches.append(cache)
     step = dict(input_ids=ids[:, prefill:], position_ids=positions[:, prefill:])
-    reference = eager_reference(model, **step, cache=caches[0])
+    reference = eager_reference(model, cache=caches[0], **step)
     with torch.no_grad(), AttentionCapture(model, n_query=8) as capture:
-        model(**step, cache=caches[1])
+        compat.forward(model, caches[1], **step)
     diff = compare(capture.probabilities(), reference.attentions, 8)
     print(f"smollm2 cached continuation (+8 tokens on {prefill}): max |diff| vs eager {diff:.2e}")
     assert diff < TOL, f"cached continuation: max |diff| {diff:.2e} vs eager"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from measure import attention
+from measure import attention, compat
 from measure.attention import AttentionCapture, left_padding, span_mass
 from measure.tiny import TINY_FAMILIES, tiny_model
 
@@ -78,16 +78,16 @@ def test_matches_eager_with_prefilled_cache(family, batch):
     with torch.no_grad():
         for name, model in (("sdpa", sdpa), ("eager", eager)):
             caches[name] = DynamicCache(config=model.config)
-            model(input_ids=ids[:, :prefill], attention_mask=mask[:, :prefill],
-                  position_ids=positions[:, :prefill], cache=caches[name])
+            compat.forward(model, caches[name], input_ids=ids[:, :prefill], attention_mask=mask[:, :prefill],
+                           position_ids=positions[:, :prefill])
         step = dict(input_ids=ids[:, prefill:], attention_mask=mask, position_ids=positions[:, prefill:])
-        reference = eager(**step, cache=caches["eager"], output_attentions=True)
+        reference = compat.forward(eager, caches["eager"], **step, output_attentions=True)
         plain_cache = DynamicCache(config=sdpa.config)
-        sdpa(input_ids=ids[:, :prefill], attention_mask=mask[:, :prefill],
-             position_ids=positions[:, :prefill], cache=plain_cache)
-        plain = sdpa(**step, cache=plain_cache)
+        compat.forward(sdpa, plain_cache, input_ids=ids[:, :prefill], attention_mask=mask[:, :prefill],
+                       position_ids=positions[:, :prefill])
+        plain = compat.forward(sdpa, plain_cache, **step)
         with AttentionCapture(sdpa, n_query=N_QUERY - 1) as capture:
-            inside = sdpa(**step, cache=caches["sdpa"])
+            inside = compat.forward(sdpa, caches["sdpa"], **step)
     probs = capture.probabilities()
     assert probs[0].shape == (batch, sdpa.config.num_attention_heads, N_QUERY - 1, prefill + cont)
     diff = max_diff(probs, reference.attentions, N_QUERY - 1)
@@ -106,12 +106,12 @@ def test_single_token_decode_matches_eager():
     ids, _, _ = batch_inputs(tokenizer, 1, length=9, pad=0, seed=3)
     with torch.no_grad():
         ref_cache, cap_cache = DynamicCache(config=eager.config), DynamicCache(config=sdpa.config)
-        eager(input_ids=ids[:, :8], cache=ref_cache)
-        sdpa(input_ids=ids[:, :8], cache=cap_cache)
+        compat.forward(eager, ref_cache, input_ids=ids[:, :8])
+        compat.forward(sdpa, cap_cache, input_ids=ids[:, :8])
         pos = torch.tensor([[8]])
-        reference = eager(input_ids=ids[:, 8:], position_ids=pos, cache=ref_cache, output_attentions=True)
+        reference = compat.forward(eager, ref_cache, input_ids=ids[:, 8:], position_ids=pos, output_attentions=True)
         with AttentionCapture(sdpa, n_query=4) as capture:  # n_query larger than q_len: all rows
-            sdpa(input_ids=ids[:, 8:], position_ids=pos, cache=cap_cache)
+            compat.forward(sdpa, cap_cache, input_ids=ids[:, 8:], position_ids=pos)
     diff = max_diff(capture.probabilities(), reference.attentions, 1)
     assert diff < TOL, f"single-token decode: max |diff| {diff:.2e} vs eager"
 

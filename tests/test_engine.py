@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from measure import cache as kv
+from measure import compat
 from measure.conditions import UnsupportedCondition
 from measure.decode import DecodeRow, decode_rows, prefill
 from measure.engine import Engine, EngineConfig
@@ -158,8 +159,8 @@ def test_rotary_key_shift_equals_prefill_at_shifted_positions():
     model = loaded.model
     ids = torch.tensor([[5, 9, 14, 33, 2, 71]])
     with torch.inference_mode():
-        at_zero = model(input_ids=ids, position_ids=torch.arange(6)[None], use_cache=True).cache
-        at_four = model(input_ids=ids, position_ids=torch.arange(4, 10)[None], use_cache=True).cache
+        at_zero = compat.returned_cache(model(input_ids=ids, position_ids=torch.arange(6)[None], use_cache=True))
+        at_four = compat.returned_cache(model(input_ids=ids, position_ids=torch.arange(4, 10)[None], use_cache=True))
     rotary = kv.rotary_embedding_of(model)
     for (keys_zero, values_zero), (keys_four, values_four) in zip(kv.kv_pairs(at_zero), kv.kv_pairs(at_four)):
         shifted = kv.shift_rotary_keys(keys_zero, 4, rotary)

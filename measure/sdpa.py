@@ -1,0 +1,62 @@
+"""PyTorch SDPA that keeps grouped key/value heads grouped on CPU.
+
+For a masked forward of several query positions (a padded prefill, a teacher-forced scoring
+pass) transformers' ``sdpa_attention_forward`` repeats every key/value head for its query heads
+before calling SDPA, copying the whole (cache-extended) key and value tensors three times over
+for SmolLM2 in every layer: on CPU that copy costs more than the attention itself. PyTorch's
+``enable_gqa`` computes the same result (bit-identical on CPU) without the copy. On CUDA a mask
+with ``enable_gqa`` sends SDPA to its slow math kernel, so everything but the CPU case goes to
+transformers' function unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+
+GROUPED_SDPA = "measure_sdpa"
+
+
+def grouped_sdpa_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """An ``AttentionInterface`` function with the signature of transformers' SDPA one."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if (query.device.type == "cpu" and getattr(module, "num_key_value_groups", 1) > 1
+            and attention_mask is not None and query.shape[2] > 1 and position_bias is None
+            and kwargs.get("softcap") is None and key.shape[-1] == value.shape[-1]):
+        output = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True)
+        return output.transpose(1, 2).contiguous(), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  is_causal=is_causal, position_bias=position_bias, **kwargs)
+
+
+def register_grouped_sdpa() -> str:
+    """Register the function and its mask builder (transformers' SDPA masks) under GROUPED_SDPA."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GROUPED_SDPA, grouped_sdpa_forward)
+    AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)
+    return GROUPED_SDPA
+
+
+def use_grouped_sdpa(model: torch.nn.Module) -> None:
+    """Switch a model loaded with ``sdpa`` to the grouped function; models that do not dispatch
+    attention through transformers' AttentionInterface keep what they have."""
+    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+        return
+    try:
+        model.set_attn_implementation(register_grouped_sdpa())
+    except (ValueError, AttributeError):
+        pass
