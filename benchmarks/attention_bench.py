@@ -96,7 +96,7 @@ def main(argv=None) -> None:
         f"capture ({layers} layers, last {args.n_query} rows)": capture,
     }, args.repeats)
     reference, captured = eager(), capture()
-    diff = max((captured[l] - reference[l][:, :, -args.n_query :].float()).abs().max().item() for l in captured)
+    diff = max((captured[layer] - reference[layer][:, :, -args.n_query :].float()).abs().max().item() for layer in captured)
 
     print(f"model: {name}; sequence: {ids.shape[1]} tokens; torch threads: {torch.get_num_threads()}; "
           f"median of {args.repeats} round-robin runs after 1 warm-up")

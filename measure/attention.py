@@ -16,8 +16,8 @@ On exit (also after an exception) the previous implementation is restored.
 
 What it does not know: which tokens are padding or which span is which. Rows of the returned
 probabilities index the key/value positions of the forward (cache included, left padding
-included); :func:`span_mass` maps token spans of each row onto them, and :func:`left_padding`
-gives each row's offset from a 2D attention mask.
+included); :func:`sum_over_spans` maps token spans of each row onto them, and
+:func:`left_padding` gives each row's offset from a 2D attention mask.
 
 Padding query rows (all keys masked) get a uniform distribution, as in eager attention; they
 carry no meaning.
@@ -35,7 +35,7 @@ CAPTURE_ATTENTION = "measure_capture"
 
 # id(attention module) -> the capture recording it. Filled in AttentionCapture.__enter__, emptied
 # in its finally: outside a capture the registered function is plain SDPA.
-_ACTIVE: dict[int, "AttentionCapture"] = {}
+_ACTIVE: dict[int, AttentionCapture] = {}
 
 
 def register_capture_attention(name: str = CAPTURE_ATTENTION) -> str:
@@ -169,7 +169,7 @@ class AttentionCapture:
         self._previous: str | None = None
         self._active = False
 
-    def __enter__(self) -> "AttentionCapture":
+    def __enter__(self) -> AttentionCapture:
         if self._active:
             raise RuntimeError("this AttentionCapture is already active")
         register_capture_attention(self.name)
@@ -240,12 +240,14 @@ def left_padding(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=-1) == 0).sum(dim=-1)
 
 
-def span_mass(
+def sum_over_spans(
     probs: torch.Tensor,
     spans: Mapping[str, tuple[int, int]] | Sequence[Mapping[str, tuple[int, int]]],
     kv_offset: int | Sequence[int] | torch.Tensor = 0,
 ) -> torch.Tensor:
-    """Attention mass of each query row on each span.
+    """Attention mass of each query row on each span: the probabilities summed over the span's
+    key/value positions (``measure.metrics.attention_curves.span_mass`` then averages the result,
+    kept per layer as ``RunResult.attention_mass``, into one span's curve).
 
     probs: (batch, heads, q, kv_len) probabilities of one layer.
     spans: one dict {name: (start, end)} per batch row (or one dict for all rows); start/end are

@@ -28,8 +28,8 @@ from measure.scoring import Stream, score_streams
 def naive_problem(engine: Engine, problem) -> tuple[dict, int]:
     """Every run from scratch; returns {(condition, point): generated ids} and positions evaluated."""
     model, tokenizer, config = engine.model, engine.tokenizer, engine.config
-    prompt_a = config.prompt.prompt_ids(tokenizer, problem.question_a, problem.context)
-    prompt_b = config.prompt.prompt_ids(tokenizer, problem.question_b, problem.context)
+    prompt_a = config.prompt.prompt_ids(tokenizer, problem.question_a, problem.context, problem.kind)
+    prompt_b = config.prompt.prompt_ids(tokenizer, problem.question_b, problem.context, problem.kind)
     budget = config.max_new_tokens
     eos, pad = engine.eos_ids, engine.pad_id
     evaluated = 0

@@ -12,6 +12,15 @@ from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
 
+def kv_head_shape(model: torch.nn.Module) -> tuple[int, int, int]:
+    """``(layers, kv_heads, head_dim)`` of a model's KV cache: grouped-query models cache fewer
+    heads than they attend with (``num_key_value_heads``; all heads when the config has none)."""
+    config = model.config.get_text_config(decoder=True)
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return config.num_hidden_layers, heads, head_dim
+
+
 def kv_pairs(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -144,7 +153,7 @@ class PreallocatedLayer(DynamicLayer):
         self._expose()
 
     @classmethod
-    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> "PreallocatedLayer":
+    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> PreallocatedLayer:
         """A layer using the given buffers as they are, their first ``length`` positions filled."""
         layer = cls.__new__(cls)
         DynamicLayer.__init__(layer)
@@ -187,9 +196,7 @@ def empty_like(reference: DynamicCache, config) -> DynamicCache:
 
 def preallocated_empty(batch_size: int, like: torch.nn.Module, capacity: int) -> Cache:
     """An empty preallocated cache for ``like``'s layers, room for ``capacity`` positions."""
-    config = like.config.get_text_config(decoder=True)
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    layers, heads, head_dim = kv_head_shape(like)
     parameter = next(like.parameters())
     empty = parameter.new_empty(batch_size, heads, 0, head_dim)
-    return Cache(layers=[PreallocatedLayer(empty, empty, capacity) for _ in range(config.num_hidden_layers)])
+    return Cache(layers=[PreallocatedLayer(empty, empty, capacity) for _ in range(layers)])

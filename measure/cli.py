@@ -6,6 +6,8 @@ import argparse
 import logging
 import sys
 
+from measure.records import METRICS_FILE, REPORT_FILE
+
 RUN_HELP = "measure how a model adapts to a context change injected mid-generation"
 
 
@@ -14,18 +16,22 @@ def _list(text: str) -> list[str]:
 
 
 def add_run_parser(subparsers) -> None:
+    from measure.settings import VARIATION_TYPE_NAMES
+
     run = subparsers.add_parser("run", help=RUN_HELP, description=RUN_HELP,
                                 argument_default=argparse.SUPPRESS)
     run.add_argument("--config", help="TOML file with any of these settings (flags override it)")
     run.add_argument("--model", help="embedded:smollm2-135m-instruct (default), a HF id, a folder or a .gguf file")
-    run.add_argument("--dataset", help="builtin (default), mawps, svamp, gsm8k, fairytaleqa, nq_open, or a .jsonl file")
+    run.add_argument("--dataset", help="builtin-easy (default), builtin, mawps, svamp, gsm8k, fairytaleqa, nq_open, "
+                     "or a .json/.jsonl file of pairs")
     run.add_argument("--data-dir", help="dataset folder (default $MEASURE_DATA_DIR)")
-    run.add_argument("--limit", type=int, help="number of problems (default 6)")
+    run.add_argument("--limit", type=int, help="number of problems (default: all of the dataset)")
     run.add_argument("--variation-types", type=_list,
-                     help="comma list of single_number,multi_number,added_step,question_switch,control")
+                     help=f"comma list of {','.join(VARIATION_TYPE_NAMES)}")
     run.add_argument("--conditions", type=_list, help="comma list (default: all seven)")
-    run.add_argument("--points", type=_list, help="injection points: token counts (16) or fractions (0.3), comma list")
-    run.add_argument("--max-new-tokens", type=int)
+    run.add_argument("--points", type=_list,
+                     help="injection points: token counts (16) or fractions (0.3), comma list (default 8)")
+    run.add_argument("--max-new-tokens", type=int, help="tokens generated per run at most (default 96)")
     run.add_argument("--seed", type=int)
     run.add_argument("--temperature", type=float, help="0 (default) decodes greedily")
     run.add_argument("--device", help="cpu | cuda | mps")
@@ -33,7 +39,8 @@ def add_run_parser(subparsers) -> None:
     run.add_argument("--out", help="output folder (default reports/run-<time>)")
     run.add_argument("--resume", action="store_true", help="complete an interrupted run in --out")
     run.add_argument("--prompt-style", help="chat (default) | raw")
-    run.add_argument("--system-prompt")
+    run.add_argument("--system-prompt", help="system prompt of math problems")
+    run.add_argument("--qa-system-prompt", help="system prompt of reading questions (kind qa)")
     run.add_argument("--update-form", help="erratum (default) | restatement")
     run.add_argument("--partial-recompute-last", type=int, help="generated tokens recomputed by 'partial'")
     run.add_argument("--batch-size", type=int, help="rows decoded together at most (default 64)")
@@ -43,6 +50,8 @@ def add_run_parser(subparsers) -> None:
     run.add_argument("--no-semantic", dest="semantic", action="store_false")
     run.add_argument("--no-verify-recompute", dest="verify_recompute", action="store_false")
     run.add_argument("--trust-remote-code", action="store_true")
+    run.add_argument("--alpha", type=float,
+                     help="false-event rate at which latency events are calibrated on control runs (default 0.05)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=run_command)
 
@@ -58,6 +67,7 @@ def _interrupt_on_sigterm() -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from measure.conditions import UnsupportedCondition
     from measure.model import ModelLoadError
     from measure.runner import run_measurement
     from measure.settings import FIELDS, RunSettings, SettingsError, from_toml
@@ -68,15 +78,26 @@ def run_command(args: argparse.Namespace) -> int:
         values = {**(from_toml(args.config) if getattr(args, "config", None) else {}), **given}
         settings = RunSettings(**values)
         out = run_measurement(settings, show_progress=not getattr(args, "quiet", False))
-    except (SettingsError, ModelLoadError) as error:
+    except (SettingsError, ModelLoadError, UnsupportedCondition) as error:
         print(f"measure run: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nmeasure run: interrupted; what was measured is saved. Rerun with --resume to finish.",
               file=sys.stderr)
         return 130
-    print(f"report: {out / 'report.html'}")
+    print_findings(out)
+    print(f"report: {out / REPORT_FILE}")
     return 0
+
+
+def print_findings(out) -> None:
+    """What the run found, as the report's Findings section says it, on the terminal."""
+    import json
+
+    from measure.report.findings import findings_text
+
+    metrics = json.loads((out / METRICS_FILE).read_text(encoding="utf-8"))
+    print(findings_text(metrics.get("findings") or {}))
 
 
 def build_parser() -> argparse.ArgumentParser:

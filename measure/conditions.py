@@ -14,10 +14,7 @@ import torch
 from transformers import DynamicCache
 
 from measure import cache as kv
-
-# Generated once per problem, not per point; they are the references the conditions are
-# compared against and have no class of their own.
-REFERENCE_RUNS = ("ignore", "oracle")
+from measure.results import REFERENCE_RUNS
 
 
 class UnsupportedCondition(ValueError):
@@ -47,7 +44,7 @@ class ForkPoint:
 
 
 @dataclass
-class Prepared:
+class ConditionStart:
     """A condition's starting state: ``cache`` holds the context, ``feed`` goes in next."""
 
     cache: DynamicCache
@@ -68,7 +65,7 @@ class Condition:
     def check_supported(self, uses_rotary_positions: bool) -> None:
         """Raise UnsupportedCondition when this model cannot run the condition."""
 
-    def prepare(self, fork: ForkPoint) -> Prepared:
+    def prepare(self, fork: ForkPoint) -> ConditionStart:
         raise NotImplementedError
 
 
@@ -78,9 +75,9 @@ class AppendText(Condition):
     def inserted(self, fork: ForkPoint) -> list[int]:
         raise NotImplementedError
 
-    def prepare(self, fork: ForkPoint) -> Prepared:
+    def prepare(self, fork: ForkPoint) -> ConditionStart:
         text = self.inserted(fork)
-        return Prepared(
+        return ConditionStart(
             cache=shallow_copy(fork.ignore_before_last, fork.model_config),
             feed=[fork.shared[-1], *text],
             prompt_ids=fork.prompt_a,
@@ -121,8 +118,8 @@ class Flush(Condition):
 
     name = "flush"
 
-    def prepare(self, fork: ForkPoint) -> Prepared:
-        return Prepared(
+    def prepare(self, fork: ForkPoint) -> ConditionStart:
+        return ConditionStart(
             cache=shallow_copy(fork.oracle_before_last, fork.model_config),
             feed=[fork.shared[-1]],
             prompt_ids=fork.prompt_b,
@@ -155,7 +152,7 @@ class Partial(Condition):
                 "cached states cannot be re-positioned. Run the other conditions with --conditions."
             )
 
-    def prepare(self, fork: ForkPoint) -> Prepared:
+    def prepare(self, fork: ForkPoint) -> ConditionStart:
         recompute = min(self.recompute_last, fork.t0)
         stale_end = len(fork.prompt_a) + fork.t0 - recompute
         cache = kv.replace_prompt_region(
@@ -167,7 +164,7 @@ class Partial(Condition):
             rotary_embedding=fork.rotary_embedding,
             config=fork.model_config,
         )
-        return Prepared(
+        return ConditionStart(
             cache=cache,
             feed=fork.shared[fork.t0 - recompute:],
             prompt_ids=fork.prompt_b,
@@ -177,6 +174,7 @@ class Partial(Condition):
 
 
 CONDITIONS: dict[str, type[Condition]] = {cls.name: cls for cls in (Injection, Flush, Partial, Noise, Repeat)}
+# The reference runs are generated once per problem and have no class of their own.
 CONDITION_NAMES = (*REFERENCE_RUNS, *CONDITIONS)
 
 

@@ -23,16 +23,16 @@ from measure import cache as kv
 from measure.conditions import (
     CONDITION_NAMES,
     Condition,
+    ConditionStart,
     ForkPoint,
-    Prepared,
     build_conditions,
 )
-from measure.decode import DecodeRow, Decoded, decode_rows, prefill
+from measure.decode import Decoded, DecodeRow, decode_rows, prefill
+from measure.metrics.divergence import kl_divergence
 from measure.model import LoadedModel
 from measure.points import InjectionPoint, parse_points
 from measure.prompts import PromptFormat, inserted_ids, length_matched_ids
 from measure.results import REFERENCES, RunResult
-from measure.metrics.divergence import kl_divergence
 from measure.scoring import Stream, chosen_logprobs, compare, positions_in, score_streams, stream_key
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,33 @@ class EngineConfig:
     score_positions: int = 4096  # token positions per teacher-forced batch (bounds logits memory)
 
     def __post_init__(self) -> None:
-        self.points = tuple(parse_points(self.points)) if not all(
-            isinstance(p, InjectionPoint) for p in self.points) else tuple(self.points)
-        build_conditions(self.conditions)  # validates the names
-        if self.update_form not in UPDATE_FORMS:
-            raise ValueError(f"unknown update form {self.update_form!r}; choose one of {', '.join(UPDATE_FORMS)}")
-        if self.max_new_tokens < 2:
-            raise ValueError("max_new_tokens must be at least 2")
-        for point in self.points:
-            if not point.is_fraction and point.value >= self.max_new_tokens:
-                raise ValueError(
-                    f"injection point {point.label} lies at or beyond max_new_tokens={self.max_new_tokens}")
+        self.points = check_config(self.max_new_tokens, self.points, self.conditions, self.update_form)
+
+
+def check_config(max_new_tokens: int, points, conditions, update_form: str,
+                 name: Callable[[str], str] = str) -> tuple[InjectionPoint, ...]:
+    """Check the settings an :class:`EngineConfig` cannot run without; return the parsed points.
+
+    Raises ValueError naming each setting as ``name(field)``: the field itself by default, the
+    command-line flag from :func:`measure.settings.validate`, which reuses these checks so a bad
+    setting fails before any model is loaded.
+    """
+    build_conditions(conditions)  # validates the names
+    try:
+        parsed = (tuple(points) if points and all(isinstance(p, InjectionPoint) for p in points)
+                  else parse_points(points))
+    except ValueError as error:
+        raise ValueError(f"{name('points')}: {error}") from None
+    for point in parsed:
+        if not point.is_fraction and point.value >= max_new_tokens:
+            raise ValueError(f"{name('points')}: injection point {point.label} lies at or beyond the generation "
+                             f"length ({name('max_new_tokens')} {max_new_tokens})")
+    if max_new_tokens < 2:
+        raise ValueError(f"{name('max_new_tokens')} must be at least 2")
+    if update_form not in UPDATE_FORMS:
+        raise ValueError(f"{name('update_form')} {update_form!r}: unknown update form; "
+                         f"choose one of {', '.join(UPDATE_FORMS)}")
+    return parsed
 
 
 @dataclass
@@ -143,8 +159,8 @@ class Engine:
         """Every condition of every problem; rows of all problems and points decode together."""
         start_positions = self.positions_evaluated
         prompt = self.config.prompt
-        prompts = [(prompt.prompt_ids(self.tokenizer, p.question_a, p.context),
-                    prompt.prompt_ids(self.tokenizer, p.question_b, p.context)) for p in problems]
+        prompts = [(prompt.prompt_ids(self.tokenizer, p.question_a, p.context, getattr(p, "kind", "math")),
+                    prompt.prompt_ids(self.tokenizer, p.question_b, p.context, getattr(p, "kind", "math"))) for p in problems]
         budget = self.config.max_new_tokens
         rows = []
         for problem, (prompt_a, prompt_b) in zip(problems, prompts):
@@ -300,7 +316,7 @@ class Engine:
 
         return _ScoreJob(streams, finish)
 
-    def _forked_job(self, problem, name, fork: ForkPoint, state: Prepared, decoded: Decoded,
+    def _forked_job(self, problem, name, fork: ForkPoint, state: ConditionStart, decoded: Decoded,
                     ignore_run: RunResult) -> _ScoreJob:
         after = decoded.tokens
         n = len(after)
@@ -352,7 +368,7 @@ class Engine:
 
         return _ScoreJob(streams, finish)
 
-    def _full_recompute_check(self, state: Prepared, fork: ForkPoint, after, run_out) -> dict[str, float]:
+    def _full_recompute_check(self, state: ConditionStart, fork: ForkPoint, after, run_out) -> dict[str, float]:
         """Logits through the edited cache vs a cache-free pass over the same token stream."""
         stream = state.prompt_ids + fork.shared + state.inserted_ids + after[:-1]
         # A check, not a measurement: kept out of positions_evaluated.

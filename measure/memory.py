@@ -6,14 +6,14 @@ import os
 
 import torch
 
+from measure.cache import kv_head_shape
+
 
 def kv_bytes_per_token(model: torch.nn.Module) -> int:
     """Bytes of keys and values one token position occupies across all layers, one row."""
-    config = model.config.get_text_config(decoder=True)
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    layers, heads, head_dim = kv_head_shape(model)
     element = next(model.parameters()).element_size()
-    return 2 * config.num_hidden_layers * heads * head_dim * element
+    return 2 * layers * heads * head_dim * element
 
 
 def row_bytes(model: torch.nn.Module, positions: int) -> int:

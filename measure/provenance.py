@@ -56,7 +56,7 @@ def machine() -> dict:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def provenance(settings: dict, model: dict) -> dict:

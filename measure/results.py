@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+#: The reference runs: generated once per problem (point ``"-"``), not per injection point; every
+#: condition is measured against them and they are not interventions themselves.
+REFERENCE_RUNS = ("ignore", "oracle")
+#: The reference distributions each run is scored against, teacher-forced on the run's own tokens
+#: (``logprob_ref``, ``kl``, ``js``, ``hidden_cosine`` are keyed by them): P_ignore (prompt A),
+#: P_oracle (prompt B) and P_matched (the run's own stream with A swapped for B).
 REFERENCES = ("ignore", "oracle", "matched")
 SPAN_NAMES = ("prompt", "prefix", "inserted", "after")
 
@@ -64,5 +70,8 @@ class RunResult:
 
     @property
     def log_ratio(self) -> np.ndarray:
-        """r(t) = log P_oracle(y_t) - log P_ignore(y_t) per generated position."""
-        return self.logprob_ref["oracle"] - self.logprob_ref["ignore"]
+        """r(t) = log P_oracle(y_t) - log P_ignore(y_t) per generated position
+        (:func:`measure.metrics.divergence.log_ratio`)."""
+        from measure.metrics.divergence import log_ratio
+
+        return log_ratio(self.logprob_ref["oracle"], self.logprob_ref["ignore"])

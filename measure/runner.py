@@ -15,21 +15,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from measure.conditions import REFERENCE_RUNS
 from measure.data import load_pairs
 from measure.data.errors import DataError
 from measure.engine import Engine, ProblemResult
-from measure.metrics.summarize import summarize_run
 from measure.model import load_model
 from measure.provenance import now, provenance
-from measure.report.records import record_key, run_record
-from measure.report.store import RecordStore, read_records
+from measure.records import RUN_FILE, SAMPLES_FILE, SKIPPED_FILE
+from measure.records.samples import problem_records, record_key
+from measure.records.store import RecordStore, read_store
+from measure.results import REFERENCE_RUNS
 from measure.settings import RunSettings, SettingsError, validate
 
 log = logging.getLogger(__name__)
-SAMPLES = "samples.jsonl"
-SKIPPED = "skipped.jsonl"
-RUN_INFO = "run.json"
 
 
 def default_out() -> Path:
@@ -52,30 +49,10 @@ def _labels(settings: RunSettings) -> list[str]:
     return [point.label for point in parse_points(settings.points)]
 
 
-def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -> list[dict]:
-    """Every run of a problem as a record, its metrics computed (shared with the pytest plugin)."""
-    embedder = None
-    if semantic:
-        from measure.metrics.semantic import get_embedder, semantic_similarity
-
-        embedder = get_embedder()
-    ignore, oracle = result.references["ignore"], result.references["oracle"]
-    records = []
-    for run in result.runs:
-        metrics = summarize_run(run, problem)
-        if embedder is not None:
-            # Compare continuations from the same position: the reference runs' text after t0.
-            def after_t0(reference):
-                return tokenizer.decode(reference.generated_ids[run.t0:], skip_special_tokens=True)
-
-            metrics.update(semantic_similarity(run.continuation_text, after_t0(oracle), after_t0(ignore),
-                                               embedder=embedder))
-        records.append(run_record(run, problem, metrics))
-    return records
-
-
 def skipped_records(result: ProblemResult, settings: RunSettings) -> list[dict]:
-    return [{"problem_id": result.problem_id, "point": label, "reason": reason,
+    """The lines of ``skipped.jsonl``: one per skipped point, with the record keys it stands for
+    and its own ``key`` (``<problem>/<point>``), which the record store requires of every line."""
+    return [{"key": f"{result.problem_id}/{label}", "problem_id": result.problem_id, "point": label, "reason": reason,
              "keys": [record_key(result.problem_id, c, label) for c in settings.conditions
                       if c not in REFERENCE_RUNS]}
             for label, reason in result.skipped]
@@ -83,15 +60,15 @@ def skipped_records(result: ProblemResult, settings: RunSettings) -> list[dict]:
 
 def prepare_out(settings: RunSettings) -> Path:
     out = Path(settings.out) if settings.out else default_out()
-    samples = out / SAMPLES
+    samples = out / SAMPLES_FILE
     if samples.exists() and not settings.resume:
         raise SettingsError(f"{samples} already exists: pass --resume to complete that run, or choose another --out")
-    if settings.resume and (out / RUN_INFO).exists():
-        saved = json.loads((out / RUN_INFO).read_text())["settings"]
+    if settings.resume and (out / RUN_FILE).exists():
+        saved = json.loads((out / RUN_FILE).read_text())["settings"]
         differing = {k for k, v in settings.as_dict().items() if k not in ("resume", "out") and saved.get(k) != v}
         if differing:
             raise SettingsError(f"--resume: settings differ from the interrupted run in {', '.join(sorted(differing))}; "
-                                f"resume with the same settings (saved in {out / RUN_INFO})")
+                                f"resume with the same settings (saved in {out / RUN_FILE})")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -106,22 +83,23 @@ def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
     if not problems:
         raise SettingsError(f"dataset {settings.dataset!r} gave no problems with these filters")
     out = prepare_out(settings)
-    store = RecordStore(out / SAMPLES)
+    store = RecordStore(out / SAMPLES_FILE)
     repaired = store.repair()
     for warning in repaired:
         log.warning(warning)
-    done = {record["key"] for record in read_records(out / SAMPLES)[0]}
-    skipped_store = RecordStore(out / SKIPPED)
-    skipped = read_records(out / SKIPPED)[0] if settings.resume else []
+    done = {record["key"] for record in read_store(out / SAMPLES_FILE)[0]}
+    skipped_store = RecordStore(out / SKIPPED_FILE)
+    for warning in skipped_store.repair():  # a torn last line, so appends start on a fresh line
+        repaired.append(warning)
+        log.warning(warning)
+    skipped = read_store(out / SKIPPED_FILE)[0] if settings.resume else []
     skipped_keys = {key for entry in skipped for key in entry["keys"]}
 
     loaded = load_model(settings.model, settings.device, settings.dtype, settings.trust_remote_code)
     engine = Engine(loaded, settings.engine_config())
-    model_info = {"name": loaded.name, "weights_sha256": loaded.weights_sha256, "device": loaded.device,
-                  "dtype": loaded.dtype, "architecture": type(loaded.model).__name__}
-    info = provenance(settings.as_dict(), model_info)
+    info = provenance(settings.as_dict(), loaded.info())
     info["settings"]["out"] = str(out)
-    (out / RUN_INFO).write_text(json.dumps(info, indent=2))
+    (out / RUN_FILE).write_text(json.dumps(info, indent=2))
 
     # Groups are fixed chunks of the problem list, not of what is missing: a resumed group then
     # batches exactly the rows it batched before, so its numbers are bit-for-bit the same.
@@ -149,9 +127,9 @@ def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
 
     from measure.report.summary import write_reports
 
-    records, warnings = read_records(out / SAMPLES)
+    records, warnings = read_store(out / SAMPLES_FILE)
     info["finished"] = now()
     info["warnings"] = repaired + warnings
-    (out / RUN_INFO).write_text(json.dumps(info, indent=2))
-    write_reports(out, records, info, skipped)
+    (out / RUN_FILE).write_text(json.dumps(info, indent=2))
+    write_reports(out, records, info, skipped, alpha=settings.alpha, seed=settings.seed)
     return out

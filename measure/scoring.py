@@ -17,9 +17,9 @@ import torch
 from transformers import DynamicCache
 
 from measure import compat
-from measure.attention import AttentionCapture, span_mass
+from measure.attention import AttentionCapture, sum_over_spans
 from measure.batching import pad_batch, vocabulary_projection_at
-from measure.metrics.divergence import Prepared, kl_js_prepared, prepare
+from measure.metrics.divergence import PreparedLogprobs, kl_js_prepared, prepare
 
 
 @dataclass
@@ -39,7 +39,7 @@ class StreamOutput:
     attention: np.ndarray | None = None  # (n_layers, n_heads, n_out, n_spans)
 
     @cached_property
-    def prepared(self) -> Prepared:
+    def prepared(self) -> PreparedLogprobs:
         """exp(logprobs) and the clamped logprobs, computed on the first ``compare`` and shared by
         every later one (a run is compared with up to three references, a reference with several
         runs). Holds about one more copy of ``logprobs`` while the output lives."""
@@ -99,7 +99,8 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
             keys_end = lengths[row] + len(stream.feed)
             spans = {name: (min(a, keys_end), min(b, keys_end)) for name, (a, b) in stream.attention_spans.items()}
             attention[row] = torch.stack([
-                span_mass(by_layer[layer][row:row + 1, :, start:start + stream.n_out], spans, kv_offset=pads[row])[0]
+                sum_over_spans(by_layer[layer][row:row + 1, :, start:start + stream.n_out], spans,
+                               kv_offset=pads[row])[0]
                 for layer in sorted(by_layer)]).cpu().numpy()
     else:
         with vocabulary_projection_at(model, scored_rows, scored_columns):

@@ -11,6 +11,8 @@ transformers' function unchanged.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 GROUPED_SDPA = "measure_sdpa"
@@ -56,7 +58,5 @@ def use_grouped_sdpa(model: torch.nn.Module) -> None:
     attention through transformers' AttentionInterface keep what they have."""
     if getattr(model.config, "_attn_implementation", None) != "sdpa":
         return
-    try:
+    with contextlib.suppress(ValueError, AttributeError):  # models that cannot switch keep their own
         model.set_attn_implementation(register_grouped_sdpa())
-    except (ValueError, AttributeError):
-        pass

@@ -214,6 +214,16 @@ def paired_test(x, y, wilcoxon_method: str = "auto") -> dict:
     return json_safe(out)
 
 
+def detectable_effect(n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """Smallest standardized paired effect |dz| a two-sided Wilcoxon signed-rank test on ``n`` pairs
+    detects with ``power`` at level ``alpha`` (normal approximation of the paired t-test, inflated by
+    the Wilcoxon test's asymptotic relative efficiency 3/pi against normal data); None for n < 2."""
+    if n < 2:
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z / math.sqrt(n * 3 / math.pi))
+
+
 def _split_p(pvalues) -> tuple[np.ndarray, np.ndarray]:
     p = pd.to_numeric(pd.Series(list(pvalues), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
     return p, np.isfinite(p)
@@ -377,7 +387,7 @@ def paired_comparisons(
             res = paired_test(merged[metric], merged[f"{metric}_base"], wilcoxon_method)
             n_cens = None
             if cens_col:
-                cc = merged[cens_col].fillna(False).astype(bool) | merged[f"{cens_col}_base"].fillna(False).astype(bool)
+                cc = merged[cens_col].eq(True) | merged[f"{cens_col}_base"].eq(True)  # missing counts as not censored
                 n_cens = int(cc.sum())
             rows.append({"condition": cond, "baseline": baseline_condition, **ident, "metric": metric, **res,
                          "n_censored_pairs": n_cens})

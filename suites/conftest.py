@@ -1,4 +1,5 @@
-"""Measurement suites: the experiments of DESIGN.md as parametrized pytest tests.
+"""Measurement suites: the experiments (conditions x injection points x problems, see README.md
+and docs/METHOD.md) as parametrized pytest tests.
 
 The measure plugin (registered through ``pytest11``) provides the options (``--measure-*``), the
 ``measure_case`` parametrization, the ``measure_suite`` and ``measurement`` fixtures and the report

@@ -13,14 +13,14 @@ import torch
 from transformers import DynamicCache
 
 from measure import attention, compat
-from measure.attention import AttentionCapture, left_padding, span_mass
+from measure.attention import AttentionCapture, left_padding, sum_over_spans
 from measure.tiny import TINY_FAMILIES, tiny_model
 
 TOL = 1e-5
 N_QUERY = 5
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def models(family: str):
     sdpa, _ = tiny_model(family, seed=0, attn_implementation="sdpa")
     eager, tokenizer = tiny_model(family, seed=0, attn_implementation="eager")
@@ -147,17 +147,15 @@ def test_selected_layers_only():
 
 def test_restored_after_exception_and_not_nested():
     sdpa, _, tokenizer = models("mistral")
-    with pytest.raises(RuntimeError, match="boom"):
-        with AttentionCapture(sdpa, n_query=1):
-            assert sdpa.config._attn_implementation == attention.CAPTURE_ATTENTION
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), AttentionCapture(sdpa, n_query=1):
+        assert sdpa.config._attn_implementation == attention.CAPTURE_ATTENTION
+        raise RuntimeError("boom")
     assert sdpa.config._attn_implementation == "sdpa"
     assert sdpa.model.config._attn_implementation == "sdpa"
     assert not attention._ACTIVE
     with AttentionCapture(sdpa, n_query=1):
-        with pytest.raises(RuntimeError, match="do not nest"):
-            with AttentionCapture(sdpa, n_query=1):
-                pass
+        with pytest.raises(RuntimeError, match="do not nest"), AttentionCapture(sdpa, n_query=1):
+            pass
         # The failed inner capture must not have restored the outer one's implementation.
         assert sdpa.config._attn_implementation == attention.CAPTURE_ATTENTION
     assert sdpa.config._attn_implementation == "sdpa"
@@ -181,24 +179,24 @@ def test_eager_model_is_restored_to_eager():
     assert capture.probabilities()[0].shape == (1, 4, 1, 5)
 
 
-def test_span_mass_and_left_padding():
+def test_sum_over_spans_and_left_padding():
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
     assert left_padding(mask).tolist() == [0, 2]
     probs = torch.softmax(torch.randn(2, 3, 2, 6, generator=torch.Generator().manual_seed(0)), dim=-1)
     probs[1, :, :, :2] = 0  # padding gets no mass, as under a mask
     spans = [{"prompt": (0, 2), "y": (2, 5), "after": (5, 6)}, {"prompt": (0, 1), "y": (1, 3), "after": (3, 4)}]
-    mass = span_mass(probs, spans, kv_offset=left_padding(mask))
+    mass = sum_over_spans(probs, spans, kv_offset=left_padding(mask))
     assert mass.shape == (2, 3, 2, 3)
     assert torch.allclose(mass[0, ..., 0], probs[0, :, :, 0:2].sum(-1))
     assert torch.allclose(mass[1, ..., 1], probs[1, :, :, 3:5].sum(-1))
     assert torch.allclose(mass.sum(-1)[0], torch.ones(3, 2))
     with pytest.raises(ValueError, match="outside kv length"):
-        span_mass(probs, {"x": (0, 7)})
+        sum_over_spans(probs, {"x": (0, 7)})
     with pytest.raises(ValueError, match="row 1 has spans"):
-        span_mass(probs, [{"a": (0, 1)}, {"b": (0, 1)}])
+        sum_over_spans(probs, [{"a": (0, 1)}, {"b": (0, 1)}])
 
 
-def test_span_mass_on_captured_batch():
+def test_sum_over_spans_on_captured_batch():
     """Spans covering each row's whole unpadded sequence collect all the mass of its real query rows."""
     sdpa, _, tokenizer = models("llama")
     ids, mask, positions = batch_inputs(tokenizer, 2, length=10, pad=3)
@@ -206,5 +204,5 @@ def test_span_mass_on_captured_batch():
         sdpa(input_ids=ids, attention_mask=mask, position_ids=positions)
     lengths = mask.sum(-1).tolist()
     spans = [{"head": (0, 4), "tail": (4, n)} for n in lengths]
-    mass = span_mass(capture.probabilities()[0], spans, kv_offset=left_padding(mask))
+    mass = sum_over_spans(capture.probabilities()[0], spans, kv_offset=left_padding(mask))
     assert torch.allclose(mass.sum(-1), torch.ones(2, 4, 3), atol=1e-6)

@@ -1,4 +1,7 @@
-"""Engine invariants on tiny random models of every family (see DESIGN.md, Invariants).
+"""Engine invariants on tiny random models of every family: the same distribution reached by two
+routes (edited cache vs full recompute, fork vs regenerate, partial vs flush, batched vs alone),
+identical-problem controls, skipped points and refused settings. The per-run invariants that the
+measurement suites assert are listed in measure/pytest_plugin/invariants.py.
 
 Tolerances: tiny models run in float32 with logits of order 10, so recomputing the same stream
 by another route (cache vs no cache, batched vs alone) differs by float round-off, ~1e-6 in
@@ -162,7 +165,7 @@ def test_rotary_key_shift_equals_prefill_at_shifted_positions():
         at_zero = compat.returned_cache(model(input_ids=ids, position_ids=torch.arange(6)[None], use_cache=True))
         at_four = compat.returned_cache(model(input_ids=ids, position_ids=torch.arange(4, 10)[None], use_cache=True))
     rotary = kv.rotary_embedding_of(model)
-    for (keys_zero, values_zero), (keys_four, values_four) in zip(kv.kv_pairs(at_zero), kv.kv_pairs(at_four)):
+    for (keys_zero, _), (keys_four, _) in zip(kv.kv_pairs(at_zero), kv.kv_pairs(at_four)):
         shifted = kv.shift_rotary_keys(keys_zero, 4, rotary)
         assert torch.allclose(shifted, keys_four, atol=1e-5)
         assert not torch.allclose(keys_zero, keys_four, atol=1e-3)
@@ -181,14 +184,14 @@ def test_point_beyond_the_ignore_run_is_skipped_with_a_reason():
     engine.eos_ids = {tok for tok in range(len(loaded.tokenizer))}  # every token ends the run at once
     result = engine.run_problem(make_pair())
     assert [r.condition for r in result.runs] == ["ignore", "oracle"]
-    assert result.skipped and "t5" == result.skipped[0][0] and "stopped after 1 tokens" in result.skipped[0][1]
+    assert result.skipped and result.skipped[0][0] == "t5" and "stopped after 1 tokens" in result.skipped[0][1]
 
 
 @pytest.mark.parametrize("bad, message", [
     (dict(conditions=("ignore", "teleport")), "unknown condition"),
     (dict(points=("0",)), "positive whole number"),
     (dict(points=("1.5",)), "strictly between 0 and 1"),
-    (dict(points=("64",), max_new_tokens=64), "beyond max_new_tokens"),
+    (dict(points=("64",), max_new_tokens=64), r"beyond the generation length \(max_new_tokens 64\)"),
     (dict(update_form="shout"), "unknown update form"),
 ])
 def test_bad_settings_are_named(bad, message):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 # In-process pytester runs restore sys.modules afterwards; torch (C extensions) must not be
 # imported inside one and dropped, or the next import crashes. Import what the runs use first.
-import measure.provenance  # noqa: F401  (torch)
-import measure.report.html  # noqa: F401  (matplotlib)
-import measure.report.summary  # noqa: F401  (pandas, scipy)
+import measure.provenance
+import measure.report.html
+import measure.report.summary
 import measure.settings  # noqa: F401  (the engine)
 from measure.pytest_plugin.cases import Case, build_cases
 from measure.pytest_plugin.options import select_problems

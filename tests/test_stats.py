@@ -1,6 +1,6 @@
 import json
-from types import SimpleNamespace
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,33 @@ def km_by_hand(values, censored):
     return out
 
 
+def km_median_by_hand(values, censored):
+    """The first event time at which the hand product-limit curve reaches 0.5; None if it never does."""
+    return next((float(t) for t, s in km_by_hand(values, censored) if s <= 0.5 + 1e-12), None)
+
+
+def holm_by_definition(p):
+    """Holm step-down by its definition, one p-value at a time: the i-th smallest gets
+    min(1, max over j <= i of (m - j + 1) * p_(j)) (1-based ranks)."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out = [0.0] * m
+    for rank, i in enumerate(order, start=1):
+        out[i] = min(1.0, max((m - j + 1) * p[order[j - 1]] for j in range(1, rank + 1)))
+    return out
+
+
+def bh_by_definition(p):
+    """Benjamini-Hochberg step-up by its definition: the i-th smallest gets
+    min over j >= i of min(1, m * p_(j) / j) (1-based ranks)."""
+    m = len(p)
+    order = sorted(range(m), key=lambda i: p[i])
+    out = [0.0] * m
+    for rank, i in enumerate(order, start=1):
+        out[i] = min(min(1.0, m * p[order[j - 1]] / j) for j in range(rank, m + 1))
+    return out
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(1, 40), min_size=1, max_size=30))
 def test_km_median_uncensored_is_ecdf_median(values):
@@ -36,8 +63,7 @@ def test_km_median_uncensored_is_ecdf_median(values):
 def test_km_median_matches_hand_product_limit(pairs):
     values, cens = [p[0] for p in pairs], [p[1] for p in pairs]
     res = S.km_median(values, cens)
-    curve = km_by_hand(values, cens)
-    expected = next((float(t) for t, s in curve if s <= 0.5 + 1e-12), None)
+    expected = km_median_by_hand(values, cens)
     assert res["estimate"] == expected
     assert res["n_censored"] == sum(cens) and res["share_censored"] == pytest.approx(sum(cens) / len(cens))
     if res["ci_low"] is not None and expected is not None:
@@ -93,9 +119,11 @@ def test_holm_and_bh_closed_forms():
     assert S.holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02, None])
     # BH: sorted 0.005, 0.01, 0.03, 0.04 -> 0.02, 0.02, 0.04, 0.04
     assert S.benjamini_hochberg(p) == pytest.approx([0.02, 0.04, 0.04, 0.02, None])
-    assert S.benjamini_hochberg([0.01, 0.04, 0.03, 0.005]) == pytest.approx(
-        list(sps.false_discovery_control([0.01, 0.04, 0.03, 0.005]))
-    )
+    # Ties and capping: sorted 0.02, 0.02, 0.5, 0.9. Holm: x4, x3, x2, x1 = 0.08, 0.06, 1.0, 0.9,
+    # running max -> 0.08, 0.08, 1, 1. BH: m p / rank = 0.08, 0.04, 0.667, 0.9, running min from
+    # the largest -> 0.04, 0.04, 0.667, 0.9.
+    assert S.holm([0.02, 0.5, 0.02, 0.9]) == pytest.approx([0.08, 1.0, 0.08, 1.0])
+    assert S.benjamini_hochberg([0.02, 0.5, 0.02, 0.9]) == pytest.approx([0.04, 2 / 3, 0.04, 0.9])
     assert S.holm([0.5, 0.9]) == [1.0, 1.0]
 
 
@@ -133,9 +161,10 @@ def test_aggregate_table_json_safe():
     assert len(table) == 3 * 2 * 3  # conditions x variation types x metrics
     lat = table[(table.metric == "adaptation_latency") & (table.condition == "injection") & table.variation_type.isna()].iloc[0]
     part = df[(df.condition == "injection") & df.variation_type.isna()]
-    direct = S.km_median(part.adaptation_latency, part.adaptation_latency_censored)
+    expected = km_median_by_hand(part.adaptation_latency.tolist(), part.adaptation_latency_censored.tolist())
     assert lat["aggregation"] == "km_median" and lat["direction"] == "lower"
-    assert (lat["estimate"] if not pd.isna(lat["estimate"]) else None) == direct["estimate"]
+    assert (lat["estimate"] if not pd.isna(lat["estimate"]) else None) == expected
+    assert lat["n"] == len(part) and lat["n_censored"] == int(part.adaptation_latency_censored.sum())
     json.dumps(S.to_records(table), allow_nan=False)
 
 
@@ -148,8 +177,9 @@ def test_paired_comparisons_pairs_on_problem_and_corrects():
     b = df[(df.condition == "injection") & (df.variation_type == "single_number")].sort_values("problem_id")
     assert row["n"] == 12
     assert row["wilcoxon_p"] == pytest.approx(sps.wilcoxon(a.kl_oracle_all.values, b.kl_oracle_all.values).pvalue)
-    assert out["wilcoxon_p_holm"].tolist() == pytest.approx(S.holm(out["wilcoxon_p"]))
-    assert out["wilcoxon_p_bh"].tolist() == pytest.approx(S.benjamini_hochberg(out["wilcoxon_p"]))
+    raw = out["wilcoxon_p"].tolist()
+    assert out["wilcoxon_p_holm"].tolist() == pytest.approx(holm_by_definition(raw))
+    assert out["wilcoxon_p_bh"].tolist() == pytest.approx(bh_by_definition(raw))
     lat = S.paired_comparisons(df, "adaptation_latency", "injection", wilcoxon_method="asymptotic")
     assert lat["n_censored_pairs"].notna().all()
     json.dumps(S.to_records(lat), allow_nan=False)

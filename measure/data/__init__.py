@@ -1,6 +1,7 @@
 """Problem pairs for the measurement suite: loaders, built-in problems, augmentation, updates.
 
-`load_pairs` is the entry point: it returns ProblemPairs for a named dataset or a JSONL file.
+`load_pairs` is the entry point: it returns ProblemPairs for a named dataset or a file of pairs
+(a JSON array or JSONL, in this project's layout or the original research code's; see pairs.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from measure.data.pairs import ProblemPair, read_pairs, write_pairs
 from measure.data.qa import QA_FILES, load_fairytaleqa, load_nq_open, qa_pairs
 from measure.data.records import SourceRecord
 
-DATASETS = ("builtin", "mawps", "svamp", "gsm8k", "fairytaleqa", "nq_open")
+#: "builtin": the project's own pairs; "builtin-easy": those the embedded model solves uninterrupted
+#: (the easy math tier and the easy stories), the default run's problems. The rest are downloads.
+BUILTIN_SETS = ("builtin", "builtin-easy")
+DATASETS = (*BUILTIN_SETS, "mawps", "svamp", "gsm8k", "fairytaleqa", "nq_open")
 DATA_DIR_ENV = "MEASURE_DATA_DIR"
 CACHE_DIR_ENV = "MEASURE_CACHE_DIR"
 _CONTROL_NAMES = {"control", "null", "none", "None", None}
@@ -44,7 +48,7 @@ def dataset_files(dataset: str) -> tuple[str, ...]:
         return (MATH_FILES[dataset],)
     if dataset in QA_FILES:
         return QA_FILES[dataset]
-    raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)} or a .jsonl path")
+    raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)} or a .json/.jsonl path")
 
 
 def load_records(dataset: str, data_dir: str | Path | None = None) -> tuple[list[SourceRecord], LoadReport]:
@@ -66,12 +70,12 @@ def _normalise_types(variation_types: Sequence[str | None] | None) -> set[str | 
 
 def load_pairs(dataset: str, data_dir: str | Path | None = None, limit: int | None = None,
                variation_types: Sequence[str] | None = None, seed: int = 0) -> list[ProblemPair]:
-    """Problem pairs for a dataset name (see DATASETS) or a path to a .jsonl file of pairs.
+    """Problem pairs for a dataset name (see DATASETS) or a path to a .json or .jsonl file of pairs.
 
     Math datasets go through the augmentation generator (deterministic by seed, default mix
     25/25/25/25, restricted to `variation_types` when given); FairytaleQA pairs two questions
-    about one story section, NQ-open two unrelated questions. "control" or None in
-    variation_types selects the identical controls.
+    about one story section, NQ-open two unrelated questions; a file's pairs each pass check_pair
+    (read_pairs). "control" or None in variation_types selects the identical controls.
     """
     wanted = _normalise_types(variation_types)
     if dataset in MATH_LOADERS:
@@ -81,12 +85,12 @@ def load_pairs(dataset: str, data_dir: str | Path | None = None, limit: int | No
             return []
         pairs, _ = generate_pairs(records, limit if limit is not None else len(records), seed=seed, mix=mix)
         return pairs
-    if dataset == "builtin":
-        pairs = load_builtin()
+    if dataset in BUILTIN_SETS:
+        pairs = load_builtin(tier="easy" if dataset == "builtin-easy" else None)
     elif dataset in QA_FILES:
         records, _ = load_records(dataset, data_dir)
         pairs = qa_pairs(records, dataset, seed=seed)
-    elif dataset.endswith(".jsonl") or Path(dataset).is_file():
+    elif dataset.endswith((".json", ".jsonl")) or Path(dataset).is_file():
         pairs = read_pairs(dataset)
     else:
         dataset_files(dataset)  # raises the "unknown dataset" DataError
@@ -98,6 +102,6 @@ def load_pairs(dataset: str, data_dir: str | Path | None = None, limit: int | No
 
 __all__ = [
     "DATASETS", "DataError", "LoadReport", "ProblemPair", "SourceRecord", "cache_dir", "check_pair",
-    "generate_pairs", "load_builtin", "load_pairs", "load_records", "read_pairs", "resolve_data_dir",
+    "BUILTIN_SETS", "generate_pairs", "load_builtin", "load_pairs", "load_records", "read_pairs", "resolve_data_dir",
     "write_pairs",
 ]

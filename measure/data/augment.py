@@ -56,9 +56,11 @@ STEP_PHRASINGS = {
     "-": (("Then subtract {n} from that answer. What is the final result?", "subtract {n} from the answer"),
           ("Now suppose the answer decreases by {n}. What is the new answer?", "the answer decreases by {n}")),
     "*": (("Then multiply that answer by {n}. What is the final result?", "multiply the answer by {n}"),
-          ("Now suppose the answer becomes {n} times as large. What is the new answer?", "the answer becomes {n} times as large")),
+          ("Now suppose the answer becomes {n} times as large. What is the new answer?",
+           "the answer becomes {n} times as large")),
     "/": (("Then divide that answer by {n}. What is the final result?", "divide the answer by {n}"),
-          ("Now suppose the answer is split into {n} equal parts. How big is each part?", "the answer is split into {n} equal parts")),
+          ("Now suppose the answer is split into {n} equal parts. How big is each part?",
+           "the answer is split into {n} equal parts")),
 }
 
 

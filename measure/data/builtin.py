@@ -1,7 +1,10 @@
 """The project's own problem pairs: original math word problems and story-question pairs.
 
-They live in `data/builtin/` at the repository root (one JSONL line per ProblemPair), so
-`load_pairs("builtin")` works with no dataset folder at all.
+They live in `measure/data/builtin/` (one JSONL line per ProblemPair), package data shipped in the
+wheel, so `load_pairs("builtin")` works with no dataset folder at all, installed or not. Every
+pair's `metadata.tier` is "easy" (math problems written for the embedded SmolLM2-135M-Instruct to
+solve uninterrupted) or "standard"; `load_builtin(tier="easy")` selects a tier.
+`data/builtin/build.py` (not shipped) writes the files.
 """
 
 from __future__ import annotations
@@ -12,20 +15,25 @@ from measure.data.errors import DataError
 from measure.data.pairs import ProblemPair, read_pairs
 
 BUILTIN_FILES = ("math_pairs.jsonl", "context_pairs.jsonl")
+TIERS = ("easy", "standard")
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
 
 def builtin_dir() -> Path:
-    """data/builtin in a source checkout; measure/data/builtin when installed as package data."""
-    candidates = (Path(__file__).resolve().parents[2] / "data" / "builtin",
-                  Path(__file__).resolve().parent / "builtin")
-    for candidate in candidates:
-        if (candidate / BUILTIN_FILES[0]).is_file():
-            return candidate
-    raise DataError(f"built-in problems not found in {' or '.join(map(str, candidates))}")
+    """measure/data/builtin, next to this module in a checkout and in an installed wheel alike."""
+    if not (BUILTIN_DIR / BUILTIN_FILES[0]).is_file():
+        raise DataError(f"built-in problems not found in {BUILTIN_DIR}")
+    return BUILTIN_DIR
 
 
-def load_builtin(kind: str | None = None) -> list[ProblemPair]:
-    """All built-in pairs (math first, then story questions), optionally only one kind."""
+def tier_of(pair: ProblemPair) -> str:
+    return pair.metadata.get("tier", "standard")
+
+
+def load_builtin(kind: str | None = None, tier: str | None = None) -> list[ProblemPair]:
+    """All built-in pairs (math first, then story questions), optionally only one kind or tier."""
+    if tier is not None and tier not in TIERS:
+        raise DataError(f"unknown built-in tier {tier!r}; expected one of {', '.join(TIERS)}")
     directory = builtin_dir()
     pairs = [pair for name in BUILTIN_FILES for pair in read_pairs(directory / name)]
-    return [pair for pair in pairs if kind is None or pair.kind == kind]
+    return [pair for pair in pairs if (kind is None or pair.kind == kind) and (tier is None or tier_of(pair) == tier)]

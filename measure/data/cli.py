@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from measure.data import (
+    BUILTIN_SETS,
     DATASETS,
     cache_dir,
     check_pair,
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
     check.add_argument("--seed", type=int, default=0)
     check.set_defaults(func=run_check)
     download = actions.add_parser("download", help="fetch a dataset into the cache and verify it")
-    download.add_argument("name", choices=[d for d in DATASETS if d != "builtin"])
+    download.add_argument("name", choices=[d for d in DATASETS if d not in BUILTIN_SETS])
     download.add_argument("--cache-dir", default=None, help="default $MEASURE_CACHE_DIR or ~/.cache/measure")
     download.set_defaults(func=run_download)
 
@@ -71,8 +72,8 @@ def run_list(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     folder = Path(args.data_dir) if args.data_dir else None
     for dataset in DATASETS:
-        if dataset == "builtin":
-            print("builtin: bundled with the project")
+        if dataset in BUILTIN_SETS:
+            print(f"{dataset}: bundled with the project")
             continue
         for entry in manifest_entries(manifest, dataset):
             states = []

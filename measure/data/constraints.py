@@ -16,7 +16,7 @@ from measure.data.arithmetic import (
     parse_number,
 )
 from measure.data.pairs import KINDS, PAIR_ID_PATTERN, VARIATION_TYPES, ProblemPair
-from measure.data.quantities import number_tokens
+from measure.data.quantities import discrete_counts, number_tokens
 from measure.data.updates import NOISE_LENGTH_FACTOR
 
 ANSWER_TOLERANCE = 1e-6  # relative; canonical answer text keeps 6 decimals for non-terminating values
@@ -110,7 +110,7 @@ def _check_math(pair: ProblemPair) -> list[str]:
     except ValueError:
         violations.append("non-numeric answer")
         return violations
-    violations += _check_quantities_stay_physical(tree_a, tree_b, pair.variation_type)
+    violations += _check_quantities_stay_physical(tree_a, tree_b, pair.variation_type, pair.question_a)
     violations += _check_changed_numbers(pair)
     if pair.variation_type in ("single_number", "multi_number"):
         violations += _check_equation_follows_text(tree_a, tree_b, pair)
@@ -143,8 +143,13 @@ def _corresponding_subtree(tree_a: Node, tree_b: Node, variation_type: str) -> N
     return None
 
 
-def _check_quantities_stay_physical(tree_a: Node, tree_b: Node, variation_type: str) -> list[str]:
-    """Counts stay non-negative integers, exact divisions stay exact, non-negatives stay so."""
+def _check_quantities_stay_physical(tree_a: Node, tree_b: Node, variation_type: str, question_a: str) -> list[str]:
+    """Counts stay non-negative integers, exact divisions stay exact, non-negatives stay so.
+
+    A count is a whole value of A that is built from whole numbers only, or that counts discrete
+    things by what A's text says (:func:`measure.data.quantities.discrete_counts`: 0.5 of 8 pets
+    are 4 cats, so 0.3 of 8 pets is rejected).
+    """
     violations = []
     part_b = _corresponding_subtree(tree_a, tree_b, variation_type)
     if part_b is None:
@@ -155,14 +160,18 @@ def _check_quantities_stay_physical(tree_a: Node, tree_b: Node, variation_type: 
     except EquationError as error:
         return [f"equation cannot be evaluated: {error}"]
     nodes_a = tree_a.subtrees()
-    for node, value_a, value_b in zip(nodes_a, values_a, values_b):
+    things = discrete_counts(question_a, tree_a)
+    for node, value_a, value_b, counts_things in zip(nodes_a, values_a, values_b, things):
         where = "quantity" if node.is_leaf else f"intermediate {node.render()}"
-        # Only counts built from counts must stay whole: 2.5 + 3.5 = 6 is whole by coincidence.
-        is_count = is_nonnegative_integer(value_a) and all(
+        # Counts built from counts must stay whole; other values only when they count things:
+        # 2.5 + 3.5 = 6 is whole by coincidence, 0.5 of 8 pets is a number of pets.
+        whole_arithmetic = is_nonnegative_integer(value_a) and all(
             parse_number(leaf.value_text).denominator == 1 for leaf in node.leaves())
-        if is_count and not is_nonnegative_integer(value_b):
+        if whole_arithmetic and not is_nonnegative_integer(value_b):
             kind = "exact division" if node.op == "/" else "non-negative integer"
             violations.append(f"{where} was a {kind} ({value_a}) in A, is {float(value_b):g} in B")
+        elif counts_things and not is_nonnegative_integer(value_b):
+            violations.append(f"{where} counts discrete things ({value_a} in A), is {float(value_b):g} in B")
         elif value_a >= 0 > value_b:
             violations.append(f"{where} became negative ({float(value_b):g})")
     if variation_type == "added_step":

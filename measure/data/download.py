@@ -1,4 +1,4 @@
-"""Fetch dataset files from their public URLs (data/manifest.json) into the cache, verified.
+"""Fetch dataset files from their public URLs (measure/data/manifest.json) into the cache, verified.
 
 A file is written to a temporary name next to its destination, its sha256 and size checked
 against the manifest, and only then renamed into place: an unverified file is never kept.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from measure.data.errors import DataError
 
-MANIFEST_PATH = Path(__file__).resolve().parents[2] / "data" / "manifest.json"
+MANIFEST_PATH = Path(__file__).resolve().parent / "manifest.json"  # package data, shipped in the wheel
 CHUNK_BYTES = 1 << 16
 
 

@@ -8,17 +8,23 @@ from pathlib import Path
 
 
 class DataError(ValueError):
-    """Bad input data. The message names the file, the line (1-based) and the field."""
+    """Bad input data. The message names the file, the line (1-based) and the field.
+
+    Records of a JSON array are located by `item` (1-based array index) instead of `line`.
+    """
 
     def __init__(self, problem: str, file: str | Path | None = None, line: int | None = None,
-                 field_name: str | None = None):
+                 field_name: str | None = None, item: int | None = None):
         self.problem = problem
         self.file = str(file) if file is not None else None
         self.line = line
+        self.item = item
         self.field = field_name
         where = [f"file {self.file}"] if self.file else []
         if line is not None:
             where.append(f"line {line}")
+        if item is not None:
+            where.append(f"item {item}")
         if field_name is not None:
             where.append(f"field {field_name!r}")
         super().__init__(f"{', '.join(where)}: {problem}" if where else problem)

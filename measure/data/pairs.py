@@ -1,8 +1,33 @@
-"""ProblemPair: the one typed record the rest of the project consumes, and its JSONL form.
+"""ProblemPair: the one typed record the rest of the project consumes, and its file forms.
 
-JSONL lines carry this schema's own field names and, alongside, the original research code's
-names (`Question`, `Answer`, `Equation`, `alt_problem`, `alt_answer`, `alt_equation`,
-`variation_type`), so files written here feed the old tools and old files load here.
+Files of pairs are JSONL or one JSON array of objects (told apart by content: see
+`records.read_records`). Lines carry this schema's own field names and, alongside, the original
+research code's (the seed's) names (`Question`, `Answer`, `Equation`, `alt_problem`,
+`alt_answer`, `alt_equation`, `variation_type`), so files written here feed the old tools and
+the seed's files load here. The seed wrote two layouts, both read by `ProblemPair.from_dict`:
+
+- math: `Question`, `Answer`, `alt_problem`, `alt_answer`, `Equation`, `alt_equation`,
+  `variation_type` (single_number | multi_number | added_step | null); numeric answers. Its
+  controls carry `alt_equation: null`, read as "the same equation as A".
+- semantic: `Question`, `Answer`, `alt_problem`, `alt_answer` (free-text answers), often with
+  no `variation_type` at all; these become kind "qa" pairs, and `story_content`, where its
+  FairytaleQA file has one, becomes the shared `context`.
+
+A record without `kind` is "math" when it has an equation or a math variation type, "qa" when it
+asks for a question switch or has a non-numeric answer, else "math".
+
+Decision on a changed pair without a variation type: the seed's semantic layout has no
+`variation_type` field, its alternative question is by construction a different question, and
+the seed's own runner told control from change in those records by comparing the two questions.
+So a record in that layout (no `kind`, no `variation_type` key, kind inferred "qa") whose
+question B differs from A is a "question_switch". Every other record whose B differs from A in
+question, answer or equation while its variation type is null or absent is a DataError naming
+`variation_type`, never a silent identical control: math records, records that state a `kind`
+(this project's own schema always writes `variation_type`), and any record with an explicit null.
+The seed's older labels are mapped (SEED_VARIATION_TYPES, kept in metadata["seed_variation_type"]).
+
+`read_pairs` checks every pair with `check_pair` as it loads; the first violation is a DataError
+naming file and line (or, for a JSON array, "item N", 1-based).
 """
 
 from __future__ import annotations
@@ -15,17 +40,19 @@ from pathlib import Path
 
 from measure.data.arithmetic import format_number, parse_number
 from measure.data.errors import DataError
-from measure.data.records import read_jsonl
+from measure.data.records import read_records
 from measure.data.updates import (
     CONTROL_ERRATUM,
     NumberChange,
     build_update_texts,
     number_change_erratum,
+    question_switch_erratum,
 )
 
 VARIATION_TYPES = ("single_number", "multi_number", "added_step", "question_switch", None)
+MATH_VARIATION_TYPES = VARIATION_TYPES[:3]
 KINDS = ("math", "qa")
-SOURCES = ("builtin", "mawps", "svamp", "gsm8k", "fairytaleqa", "nq_open", "jsonl")
+SOURCES = ("builtin", "mawps", "svamp", "gsm8k", "fairytaleqa", "nq_open", "jsonl", "json")
 PAIR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
 
 # Original research code field name -> this schema's field name.
@@ -37,13 +64,24 @@ LEGACY_FIELDS = {
     "alt_answer": "answer_b",
     "alt_equation": "equation_b",
 }
+# Read, never written: the seed's FairytaleQA records carry their story section as story_content.
+SEED_INPUT_FIELDS = {"story_content": "context"}
+# The seed's own variation labels: its MAWPS file says number_change / multi_number_change, its
+# runner took "control" for a control, and its FairytaleQA generator labelled every switched
+# question by topic (all of them a question switch).
+SEED_VARIATION_TYPES = {
+    "number_change": "single_number", "multi_number_change": "multi_number", "control": None,
+    **dict.fromkeys(("character_to_character", "character_to_other", "other_to_character",
+                     "action_to_action", "action_to_other", "other_to_action", "location_focused",
+                     "causal_reasoning", "temporal_focused", "semantic_variation"), "question_switch"),
+}
 _NUMBER_IN_TEXT = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w]|\.\d)")
 
 
 @dataclass(frozen=True)
 class ProblemPair:
     id: str                      # unique, stable, [A-Za-z0-9_]+ (used in pytest ids)
-    source: str                  # builtin | mawps | svamp | gsm8k | fairytaleqa | nq_open | jsonl
+    source: str                  # builtin | mawps | svamp | gsm8k | fairytaleqa | nq_open | jsonl | json
     kind: str                    # "math" | "qa"
     variation_type: str | None   # single_number | multi_number | added_step | question_switch | None
     question_a: str
@@ -76,16 +114,19 @@ class ProblemPair:
 
     @classmethod
     def from_dict(cls, data: dict, *, default_id: str = "jsonl_0", default_source: str = "jsonl",
-                  file: str | Path | None = None, line: int | None = None) -> ProblemPair:
-        """Build a pair from this schema's names or the research code's; fill what legacy lacks.
+                  file: str | Path | None = None, line: int | None = None,
+                  item: int | None = None) -> ProblemPair:
+        """Build a pair from this schema's names or the seed's layouts; fill what the seed lacks.
 
-        Raises DataError naming file, line and field when a required field is absent or invalid.
+        Raises DataError naming file, line (or item) and field when a required field is absent or
+        invalid, or when B differs from A without a variation type (see the module docstring).
         """
-        merged = {own: data[legacy] for legacy, own in LEGACY_FIELDS.items() if legacy in data}
-        merged.update({name: value for name, value in data.items() if name not in LEGACY_FIELDS})
+        aliases = {**LEGACY_FIELDS, **SEED_INPUT_FIELDS}
+        merged = {own: data[legacy] for legacy, own in aliases.items() if legacy in data}
+        merged.update({name: value for name, value in data.items() if name not in aliases})
 
         def fail(problem: str, field_name: str) -> DataError:
-            return DataError(problem, file=file, line=line, field_name=field_name)
+            return DataError(problem, file=file, line=line, item=item, field_name=field_name)
 
         def text_field(name: str, legacy: str) -> str:
             if name not in merged or merged[name] is None:
@@ -95,14 +136,19 @@ class ProblemPair:
             return str(merged[name])
 
         question_a = text_field("question_a", "Question")
-        variation_type = merged.get("variation_type")
+        stated_type = merged.get("variation_type")
+        variation_type = SEED_VARIATION_TYPES.get(str(stated_type), stated_type)  # str(): may be a list
         if variation_type not in VARIATION_TYPES:
-            raise fail(f"unknown variation type {variation_type!r}", "variation_type")
-        is_control = variation_type is None
-        question_b = question_a if is_control and "question_b" not in merged else text_field("question_b", "alt_problem")
-        kind = merged.get("kind", "math")
+            raise fail(f"unknown variation type {stated_type!r}", "variation_type")
+        kind = merged["kind"] if "kind" in merged else _infer_kind(merged, variation_type)
         if kind not in KINDS:
             raise fail(f"unknown kind {kind!r}", "kind")
+        has_b = "question_b" in merged or variation_type is not None
+        question_b = text_field("question_b", "alt_problem") if has_b else question_a
+        seed_semantic = kind == "qa" and not {"kind", "variation_type"} & set(merged)
+        if seed_semantic and question_b != question_a:
+            variation_type = "question_switch"  # see the module docstring
+        is_control = variation_type is None
 
         answer_a = _answer_text(text_field("answer_a", "Answer"), kind, fail, "answer_a")
         raw_b = merged.get("answer_b", answer_a if is_control else None)
@@ -110,7 +156,15 @@ class ProblemPair:
             raise fail("missing field", "answer_b' (or 'alt_answer")
         answer_b = _answer_text(str(raw_b), kind, fail, "answer_b")
         equation_a = _optional_text(merged.get("equation_a"))
-        equation_b = _optional_text(merged.get("equation_b", equation_a if is_control else None))
+        equation_b = _optional_text(merged.get("equation_b"))
+        if is_control:
+            equation_b = equation_b or equation_a  # the seed's controls say alt_equation: null
+            b_and_a = {"question_b": (question_b, question_a), "answer_b": (answer_b, answer_a),
+                       "equation_b": (equation_b, equation_a)}
+            if changed := [name for name, (b, a) in b_and_a.items() if b != a]:
+                stated = "is null (an identical control)" if "variation_type" in merged else "is missing"
+                raise fail(f"variation_type {stated} but B differs from A in {', '.join(changed)}",
+                           "variation_type")
 
         pair_id = str(merged.get("id", default_id))
         if not PAIR_ID_PATTERN.match(pair_id):
@@ -120,6 +174,8 @@ class ProblemPair:
         metadata = merged.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise fail("expected an object", "metadata")
+        if stated_type in SEED_VARIATION_TYPES:
+            metadata = {**metadata, "seed_variation_type": stated_type}
         return cls(
             id=pair_id,
             source=str(merged.get("source", default_source)),
@@ -137,6 +193,24 @@ class ProblemPair:
             metadata=metadata,
             **updates,
         )
+
+
+def _infer_kind(merged: dict, variation_type: str | None) -> str:
+    """The seed wrote no kind: math records have an equation, semantic ones free-text answers."""
+    if merged.get("equation_a") is not None or variation_type in MATH_VARIATION_TYPES:
+        return "math"
+    if variation_type == "question_switch":
+        return "qa"
+    answers = [merged.get(name) for name in ("answer_a", "answer_b")]
+    return "math" if all(_is_number(answer) for answer in answers if answer is not None) else "qa"
+
+
+def _is_number(value) -> bool:
+    try:
+        parse_number(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _answer_text(raw: str, kind: str, fail, field_name: str) -> str:
@@ -168,6 +242,8 @@ def infer_erratum(question_a: str, question_b: str, variation_type: str | None) 
     """An erratum for a pair that came without one: name the numbers that differ, if any."""
     if variation_type is None or question_a == question_b:
         return CONTROL_ERRATUM
+    if variation_type == "question_switch":
+        return question_switch_erratum(question_a, question_b)
     numbers_a = [match.group() for match in _NUMBER_IN_TEXT.finditer(question_a)]
     numbers_b = [match.group() for match in _NUMBER_IN_TEXT.finditer(question_b)]
     if len(numbers_a) == len(numbers_b):
@@ -178,12 +254,23 @@ def infer_erratum(question_a: str, question_b: str, variation_type: str | None) 
 
 
 def read_pairs(path: str | Path) -> list[ProblemPair]:
-    """Read a JSONL file of pairs (either field naming); DataError names file, line and field."""
+    """Read a JSON array or JSONL file of pairs (either naming); every pair must pass check_pair.
+
+    DataError names the file, the line (or the JSON array's item) and, where one field is at fault,
+    the field.
+    """
+    from measure.data.constraints import check_pair  # constraints imports this module
+
     pairs, seen = [], set()
-    for line_number, obj in read_jsonl(path):
-        pair = ProblemPair.from_dict(obj, default_id=f"jsonl_{line_number}", file=path, line=line_number)
+    for where, obj in read_records(path):
+        [(unit, number)] = where.items()
+        form = "jsonl" if unit == "line" else "json"
+        pair = ProblemPair.from_dict(obj, default_id=f"{form}_{number}", default_source=form, file=path, **where)
         if pair.id in seen:
-            raise DataError(f"duplicate id {pair.id!r}", file=path, line=line_number, field_name="id")
+            raise DataError(f"duplicate id {pair.id!r}", file=path, field_name="id", **where)
+        if violations := check_pair(pair):
+            raise DataError(f"pair {pair.id} breaks its constraints: {'; '.join(violations)}",
+                            file=path, **where)
         seen.add(pair.id)
         pairs.append(pair)
     return pairs

@@ -55,7 +55,8 @@ def load_fairytaleqa(paths: list[str | Path] | str | Path) -> tuple[list[SourceR
                                     line=line, field_name="questions")
                 report.total += 1
                 record_id = f"fairytaleqa_{split}_{_slug(story_name)}_{_slug(str(question.get('question_id', report.total)))}"
-                answers = tuple(dict.fromkeys(a.strip() for a in (question.get(f, "") for f in _ANSWER_FIELDS) if a and a.strip()))
+                raw = (question.get(f, "") for f in _ANSWER_FIELDS)
+                answers = tuple(dict.fromkeys(a.strip() for a in raw if a and a.strip()))
                 section_id = str(question["cor_section"]).strip()
                 if not answers or not question["question"].strip():
                     report.reject("no_answer", record_id)

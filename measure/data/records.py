@@ -54,6 +54,32 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             yield line_number, obj
 
 
+def read_records(path: str | Path) -> Iterator[tuple[dict[str, int], dict]]:
+    """Yield (location, object) for each record of a JSON array file or a JSONL file.
+
+    A file whose first non-blank character is '[' is read as one JSON array (whatever its
+    extension), each record located as {"item": n}, n its 1-based index; any other file is JSONL,
+    each record located as {"line": n}. The location goes to DataError as keyword arguments.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", file=path)
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("["):
+        for line_number, obj in read_jsonl(path):
+            yield {"line": line_number}, obj
+        return
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"invalid JSON: {error.msg} (column {error.colno})", file=path,
+                        line=error.lineno) from None
+    for index, obj in enumerate(items, start=1):
+        if not isinstance(obj, dict):
+            raise DataError(f"expected a JSON object, got {type(obj).__name__}", file=path, item=index)
+        yield {"item": index}, obj
+
+
 def require(obj: dict, name: str, kind: type | tuple[type, ...], path: Path | str, line: int) -> Any:
     """Return obj[name], or raise DataError naming file, line and field when absent or mistyped."""
     if name not in obj:

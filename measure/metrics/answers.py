@@ -3,14 +3,18 @@
 Math: :func:`extract_math_answer` looks, in this order of precedence, for
 1. the last ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces handled; the first number inside),
 2. the last ``#### x`` (GSM8K style; the first number after it),
-3. the last "answer is" / "answer:" (the first number after it),
-4. otherwise the last number anywhere in the text.
+3. the last "answer is" / "answer:" (the first number after it).
+A text with none of these states no final answer: the result is ``method="none"`` and no value,
+never a guess from the last number (a run cut by the token limit mid-calculation would otherwise
+be scored by whatever number it last wrote). The last number is kept apart, clearly named, in
+``MathAnswer.last_number`` for inspection.
 Numbers may carry signs (``-``, unicode minus), thousands commas (``1,200``), decimals, currency
 and units (``$12.50``, ``7 apples``, ``50%`` -> 50) and simple fractions (``3/4``, ``\\frac{3}{4}``);
 values are exact :class:`fractions.Fraction` and compare with a small tolerance.
 
-Outcome (:func:`classify_math` / :func:`classify_qa`): ``adapted`` when the answer equals B's,
-``stale`` when it equals A's, ``other`` otherwise (also when no answer is found). When A and B
+Outcome (:func:`classify_math` / :func:`classify_qa`): ``unfinished`` when the text states no
+final answer, else ``adapted`` when the answer equals B's, ``stale`` when it equals A's, ``other``
+otherwise. When A and B
 have the same answer (identical-problem controls) a matching answer counts as ``adapted`` -- it
 is correct for the problem the model was finally given -- and the result says
 ``answers_identical=True`` so reports can keep controls apart.
@@ -28,7 +32,7 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import NamedTuple
 
-OUTCOMES = ("adapted", "stale", "other")
+OUTCOMES = ("adapted", "stale", "other", "unfinished")
 QA_F1_THRESHOLD = 0.5  # token F1 at or above which a QA answer "equals" a gold answer list
 
 _NUM = re.compile(
@@ -44,7 +48,8 @@ _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 class MathAnswer(NamedTuple):
     value: Fraction | None
     text: str | None  # canonical text of value ("12", "2.5", "1/3"), None if not found
-    method: str  # "boxed" | "####" | "answer_is" | "last_number" | "none"
+    method: str  # "boxed" | "####" | "answer_is" | "none" (no final answer stated)
+    last_number: str | None = None  # the last number in the text: for inspection, never the answer
 
 
 def _numbers(text: str) -> list[Fraction]:
@@ -124,9 +129,7 @@ def extract_math_answer(text: str) -> MathAnswer:
         if nums:
             return MathAnswer(nums[0], format_value(nums[0]), "answer_is")
     nums = _numbers(cleaned)
-    if nums:
-        return MathAnswer(nums[-1], format_value(nums[-1]), "last_number")
-    return MathAnswer(None, None, "none")
+    return MathAnswer(None, None, "none", format_value(nums[-1]) if nums else None)
 
 
 def numbers_equal(a: Fraction | None, b: Fraction | None, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> bool:
@@ -144,14 +147,27 @@ def _gold_value(answer) -> Fraction | None:
         return answer
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
         return Fraction(str(answer))
-    return extract_math_answer(str(answer)).value
+    return parse_number(str(answer))  # a gold answer is the number itself, not a solution text
 
 
-def classify_math(text: str, answer_a, answer_b) -> dict:
-    """Outcome of a math run: ``{outcome, answer, answer_method, answers_identical}``."""
+def cut_mid_number(text: str, finished: bool) -> bool:
+    """A run stopped by the token limit whose text ends in a digit may have its last number cut
+    ("The answer is 1" of "12"): such an answer is not taken as stated."""
+    return not finished and bool(re.search(r"\d\s*$", text or ""))
+
+
+def classify_math(text: str, answer_a, answer_b, finished: bool = True) -> dict:
+    """Outcome of a math run: ``{outcome, answer, answer_method, last_number, answers_identical}``.
+
+    ``finished``: the run ended by itself (end of sequence), not by the token limit.
+    """
     pred = extract_math_answer(text)
+    if pred.value is not None and cut_mid_number(text, finished):
+        pred = MathAnswer(None, None, "none", pred.last_number or pred.text)
     a, b = _gold_value(answer_a), _gold_value(answer_b)
-    if numbers_equal(pred.value, b):
+    if pred.value is None:
+        outcome = "unfinished"
+    elif numbers_equal(pred.value, b):
         outcome = "adapted"
     elif numbers_equal(pred.value, a):
         outcome = "stale"
@@ -161,6 +177,7 @@ def classify_math(text: str, answer_a, answer_b) -> dict:
         "outcome": outcome,
         "answer": pred.text,
         "answer_method": pred.method,
+        "last_number": pred.last_number,
         "answers_identical": numbers_equal(a, b),
     }
 
@@ -207,26 +224,42 @@ def extract_qa_answer(text: str) -> str:
     After the last "answer is" / "answer:" up to the end of that sentence or line if present;
     otherwise the first non-empty line (up to its first sentence end). Markdown emphasis removed.
     """
+    return _qa_span(text)[0]
+
+
+def _qa_span(text: str) -> tuple[str, str]:
+    """(answer span, method): method "answer_is" or "first_line" (see :func:`extract_qa_answer`)."""
     text = (text or "").replace("**", "").replace("__", "")
     hits = list(_ANSWER_IS.finditer(text))
     rest = text[hits[-1].end() :] if hits else next((ln for ln in text.splitlines() if ln.strip()), "")
     rest = rest.strip().split("\n", 1)[0]
     rest = _SENTENCE_END.split(rest, maxsplit=1)[0]
-    return rest.strip().rstrip(".!?").strip()
+    return rest.strip().rstrip(".!?").strip(), ("answer_is" if hits else "first_line")
 
 
-def classify_qa(text: str, answers_a, answers_b, f1_threshold: float = QA_F1_THRESHOLD) -> dict:
+def classify_qa(text: str, answers_a, answers_b, f1_threshold: float = QA_F1_THRESHOLD,
+                finished: bool = True) -> dict:
     """Outcome of a QA run from the extracted answer's token F1 against A's and B's answer lists.
 
-    adapted: F1_B >= threshold and F1_B >= F1_A; stale: F1_A >= threshold and F1_A > F1_B;
-    other otherwise. Also reports EM/F1 against both lists and whether the whole normalized
-    text contains a gold answer.
+    unfinished: no "answer is" statement and the run was stopped by the token limit (its first
+    line is then a sentence in progress, not an answer), or nothing was extracted; adapted:
+    F1_B >= threshold and F1_B >= F1_A, or the answer span contains one of B's answers and none of
+    A's; stale: the same with A and B swapped; other otherwise. Also reports EM/F1 against both
+    lists and whether the whole normalized text
+    contains a gold answer.
     """
-    pred = extract_qa_answer(text)
+    pred, method = _qa_span(text)
     f1_a, f1_b = token_f1(pred, answers_a), token_f1(pred, answers_b)
-    if f1_b >= f1_threshold and f1_b >= f1_a:
+    # A sentence answer ("The lost boat was the Marigold") has a low F1 against a short gold answer;
+    # it still names one answer and not the other when exactly one list appears in it.
+    span = f" {normalize_answer(pred)} "
+    names_a = any(g and f" {g} " in span for g in (normalize_answer(x) for x in answers_a))
+    names_b = any(g and f" {g} " in span for g in (normalize_answer(x) for x in answers_b))
+    if not pred or (method == "first_line" and not finished):
+        outcome = "unfinished"
+    elif (f1_b >= f1_threshold and f1_b >= f1_a) or (names_b and not names_a):
         outcome = "adapted"
-    elif f1_a >= f1_threshold and f1_a > f1_b:
+    elif (f1_a >= f1_threshold and f1_a > f1_b) or (names_a and not names_b):
         outcome = "stale"
     else:
         outcome = "other"
@@ -236,7 +269,7 @@ def classify_qa(text: str, answers_a, answers_b, f1_threshold: float = QA_F1_THR
     return {
         "outcome": outcome,
         "answer": pred,
-        "answer_method": "qa_span",
+        "answer_method": method,
         "answers_identical": bool(na & nb),
         "em_a": exact_match(pred, answers_a),
         "em_b": exact_match(pred, answers_b),

@@ -28,7 +28,8 @@ SPAN_INDEX = {"prompt": 0, "prefix": 1, "inserted": 2, "after": 3}
 def span_mass(attention_mass, span: str = "inserted", layers=None) -> np.ndarray:
     """Mass onto ``span`` per query after the change, mean over (selected) layers and heads.
 
-    ``(n_layers, n_heads, n_after, 4)`` -> ``(n_after,)``.
+    ``(n_layers, n_heads, n_after, 4)`` -> ``(n_after,)``. The input is what
+    :func:`measure.attention.sum_over_spans` summed from the captured probabilities.
     """
     m = np.asarray(attention_mass, dtype=np.float64)
     if m.ndim != 4:

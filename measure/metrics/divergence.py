@@ -37,7 +37,7 @@ LOG_FLOOR = -1e4
 BLOCK_ELEMENTS = 1 << 17
 
 
-class Prepared(NamedTuple):
+class PreparedLogprobs(NamedTuple):
     """What every divergence needs from one distribution, computed once (torch only).
 
     ``p = exp(logp)`` and ``logp`` clamped below at ``LOG_FLOOR``, both ``(rows, vocab)`` in at
@@ -81,8 +81,8 @@ def _clamped(logp, floor: float):
     return logp
 
 
-def prepare(logp, *, probabilities: bool = True) -> Prepared:
-    """Prepare torch log-probabilities ``(..., vocab)`` for ``kl_js_prepared`` (see ``Prepared``).
+def prepare(logp, *, probabilities: bool = True) -> PreparedLogprobs:
+    """Torch log-probabilities ``(..., vocab)`` ready for ``kl_js_prepared`` (``PreparedLogprobs``).
 
     Half precision is upcast to float32. Prepare an output once to compare it with several others.
     """
@@ -90,7 +90,8 @@ def prepare(logp, *, probabilities: bool = True) -> Prepared:
     logp = torch.as_tensor(logp)
     logp = logp.to(torch.promote_types(logp.dtype, torch.float32))
     rows = _rows(logp)
-    return Prepared(rows.exp() if probabilities else None, _clamped(rows, LOG_FLOOR), tuple(logp.shape[:-1]))
+    p = rows.exp() if probabilities else None
+    return PreparedLogprobs(p, _clamped(rows, LOG_FLOOR), tuple(logp.shape[:-1]))
 
 
 def _row_blocks(x) -> list:
@@ -105,7 +106,7 @@ def _rowdot(x, y):
     return (x * y).sum(-1)
 
 
-def kl_js_prepared(run: Prepared, ref: Prepared, *, kl: bool = True, js: bool = True):
+def kl_js_prepared(run: PreparedLogprobs, ref: PreparedLogprobs, *, kl: bool = True, js: bool = True):
     """``(KL(run || ref), JS(run, ref))`` per row, each ``(...)``, or None when not asked for.
 
     Same results as ``kl_divergence`` and ``js_divergence`` (``ref.logp`` is log q clamped at
@@ -123,7 +124,7 @@ def kl_js_prepared(run: Prepared, ref: Prepared, *, kl: bool = True, js: bool = 
     for rows in _row_blocks(a):
         p_, a_, b_ = p[rows], a[rows], b[rows]
         if kl:
-            # Where p == 0 the clamped a_ and b_ are finite, so p * d is 0 (the Prepared docstring).
+            # Where p == 0 the clamped a_ and b_ are finite, so p * d is 0 (the PreparedLogprobs docstring).
             kl_out[rows] = _rowdot(p_, a_ - b_)
         if js:
             q_ = q[rows]
@@ -141,7 +142,7 @@ def _torch_kl_js(logp, logq, log_floor: float, kl: bool, js: bool):
     kl_out = js_out = None
     if kl and log_floor != LOG_FLOOR:
         if math.isfinite(log_floor):
-            ref = Prepared(None, _clamped(_rows(logq), log_floor), run.shape)
+            ref = PreparedLogprobs(None, _clamped(_rows(logq), log_floor), run.shape)
             kl_out, _ = kl_js_prepared(run, ref, js=False)
         else:  # no floor: the true KL, infinite where q == 0 < p, so p == 0 must be masked
             p, diff = run.p, run.logp - _rows(logq)
@@ -198,10 +199,18 @@ def kl_and_js(logp, logq, *, log_floor: float = LOG_FLOOR):
 def log_ratio(logprob_oracle, logprob_ignore, *, log_floor: float = LOG_FLOOR) -> np.ndarray:
     """r(t) = log P_oracle(y_t) - log P_ignore(y_t) per position, ``(n,)`` -> ``(n,)``.
 
+    The one definition of r(t): ``RunResult.log_ratio`` and the report's curves call it too.
     r > 0: the chosen token is more likely under B than under A (the seed's ratio > 1).
-    Log-probabilities are clamped to ``log_floor`` first, so ``-inf`` gives a large finite value
-    and ``-inf - -inf`` gives 0 rather than NaN. NaN inputs (missing references) stay NaN.
+
+    It clamps: both log-probabilities are floored at ``log_floor`` (``LOG_FLOOR = -1e4``, as the
+    KL's ``log q``) before the difference, so a token impossible under one reference (``-inf``)
+    gives a large finite r instead of an infinity that would swamp every window mean, and a token
+    impossible under both gives 0 (no preference) instead of ``-inf - -inf = NaN``. Finite
+    log-probabilities of chosen tokens lie far above the floor, so for them the clamp changes
+    nothing. NaN inputs (missing references) stay NaN. Float inputs keep their dtype (float32
+    log-probabilities give float32 r); anything else is computed in float64.
     """
-    a = np.asarray(logprob_oracle, dtype=np.float64)
-    b = np.asarray(logprob_ignore, dtype=np.float64)
+    a, b = np.asarray(logprob_oracle), np.asarray(logprob_ignore)
+    a = a if a.dtype.kind == "f" else a.astype(np.float64)
+    b = b if b.dtype.kind == "f" else b.astype(np.float64)
     return np.maximum(a, log_floor) - np.maximum(b, log_floor)

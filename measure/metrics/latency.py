@@ -17,6 +17,10 @@ NaN values never satisfy a condition (a missing reference is "no event").
 The functions take any per-position curve, so they apply equally to divergence curves, the
 log-ratio r(t) and attention-mass curves (pass ``t0=0`` for curves that already start at the
 change, such as those built from ``RunResult.attention_mass``).
+
+Detection and adaptation latencies are not here: their events are defined against control runs
+(a fixed threshold fires on any insertion), so they are computed across a run's records by
+:mod:`measure.calibration`. :func:`first_run` and :func:`threshold_latency` remain generic tools.
 """
 
 from __future__ import annotations
@@ -27,8 +31,7 @@ import numpy as np
 
 from measure.metrics.windows import after_t0
 
-DEFAULT_WINDOW = 3  # w: consecutive tokens for adaptation latency
-DEFAULT_DETECTION_KL = 0.1  # nats; KL(run || P_ignore) above this = "the model noticed"
+DEFAULT_GAP_TOKENS = 20  # the adaptation gap averages the immediate and short windows (1-20)
 DEFAULT_STAB_WINDOW = 5  # tokens per rolling-variance window
 DEFAULT_STAB_EPS = 0.1  # rolling variance below this = stable (units of the curve squared)
 
@@ -71,27 +74,17 @@ def threshold_latency(curve, threshold: float, t0: int = 0, *, above: bool = Tru
     return first_run(cond, w)
 
 
-def detection_latency(kl_ignore, t0: int = 0, threshold: float = DEFAULT_DETECTION_KL) -> Latency:
-    """First position with KL(run || P_ignore) > ``threshold``: the model notices the change."""
-    return threshold_latency(kl_ignore, threshold, t0, above=True, w=1)
+def adaptation_gap(kl_matched, t0: int = 0, tokens: int = DEFAULT_GAP_TOKENS) -> float | None:
+    """The adaptation gap of a run: mean KL(run || P_matched) over the first ``tokens`` tokens after
+    the change (fewer when the run ends sooner); None when no token follows the change.
 
-
-def adaptation_latency(log_ratio, t0: int = 0, w: int = DEFAULT_WINDOW) -> Latency:
-    """Ratio form: first position from which r(t) > 0 holds for ``w`` consecutive tokens.
-
-    r(t) = log P_oracle(y_t) - log P_ignore(y_t); r > 0 is the seed's probability ratio > 1.
+    P_matched is the run's own token stream with B from the start, so the gap is what the stale
+    problem A still adds to the run's distributions: 0 for flush (an exact recompute of B), the
+    full A-vs-B difference for a control that never takes the change in.
     """
-    return threshold_latency(log_ratio, 0.0, t0, above=True, w=w)
-
-
-def adaptation_latency_kl(kl_oracle, kl_ignore, t0: int = 0, w: int = DEFAULT_WINDOW) -> Latency:
-    """KL form: first position from which KL(run||oracle) < KL(run||ignore) for ``w`` tokens."""
-    a = after_t0(kl_oracle, t0)
-    b = after_t0(kl_ignore, t0)
-    if a.shape != b.shape:
-        raise ValueError(f"curves differ in length: {a.shape} vs {b.shape}")
-    with np.errstate(invalid="ignore"):
-        return first_run(a < b, w)
+    post = after_t0(kl_matched, t0)[:tokens]
+    post = post[np.isfinite(post)]
+    return float(post.mean()) if post.size else None
 
 
 def rolling_variance(curve, window: int = DEFAULT_STAB_WINDOW) -> np.ndarray:

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 from measure.metrics.attribution import LABELS
 from measure.metrics.windows import WINDOWS
-
-REFS = ("ignore", "oracle", "matched")
+from measure.results import REFERENCES
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def register(name: str, direction: str, aggregation: str, description: str, *, w
 
 
 _DIR = {"ignore": "neutral", "oracle": "lower", "matched": "lower"}
-for _ref in REFS:
+for _ref in REFERENCES:
     register(f"kl_{_ref}", _DIR[_ref], "mean", f"KL(run || P_{_ref}) per token, nats", windowed=True)
     register(f"js_{_ref}", _DIR[_ref], "mean", f"JS(run, P_{_ref}) per token, nats (<= ln 2)", windowed=True)
     register(
@@ -69,24 +68,31 @@ for _ref in REFS:
     )
 register("log_ratio", "higher", "mean", "r(t) = log P_oracle(y_t) - log P_ignore(y_t)", windowed=True)
 register("attention_ratio", "neutral", "mean", "attention per token on the inserted span / on prompt+prefix", windowed=True)
-register("attention_inserted", "neutral", "mean", "attention mass onto the inserted span (mean over layers, heads)", windowed=True)
+register("attention_inserted", "neutral", "mean", "attention mass onto the inserted span (mean over layers, heads)",
+         windowed=True)
 
-register("detection_latency", "lower", "km_median", "tokens until KL(run||ignore) exceeds the detection threshold")
-register("adaptation_latency", "lower", "km_median", "tokens until r(t) > 0 for w consecutive tokens")
-register("adaptation_latency_kl", "lower", "km_median", "tokens until KL(run||oracle) < KL(run||ignore) for w tokens")
-register("stabilization_latency", "lower", "km_median", "tokens until the rolling variance of r(t) stays below eps")
-register("convergence_latency_oracle", "lower", "km_median", "tokens until KL(run||oracle) < convergence threshold for w tokens")
-register("convergence_latency_matched", "lower", "km_median", "tokens until KL(run||matched) < convergence threshold for w tokens")
-register("attention_stabilization_latency", "neutral", "km_median", "tokens until the rolling variance of attention onto the inserted span stays below eps")
+# Calibrated on control runs across a run's records (measure.calibration), not per run.
+register("detection_latency", "lower", "km_median",
+         "tokens until r(t) exceeds what (1 - alpha) of control runs ever reach (calibrated)")
+register("adaptation_latency", "lower", "km_median",
+         "tokens until the w-token mean of r(t) exceeds the control-calibrated margin (calibrated)")
+register("adaptation_latency_kl", "lower", "km_median",
+         "tokens until the w-token mean of KL(run||ignore) - KL(run||oracle) exceeds the control-calibrated margin")
+register("stabilization_latency", "lower", "km_median",
+         "tokens until the rolling variance of r(t) stays below eps (fixed eps: descriptive, not calibrated)")
+register("adaptation_gap", "lower", "mean", "mean KL(run || P_matched) over the first 20 tokens after the change, nats")
+register("attention_stabilization_latency", "neutral", "km_median",
+         "tokens until the rolling variance of attention onto the inserted span stays below eps (no inserted text: none)")
 
 _ATTR_DIR = {"injected": "higher", "original": "lower", "mixed": "neutral", "neither": "neutral"}
 for _lab in LABELS:
     register(f"attr_{_lab}_count", "neutral", "mean", f"tokens after t0 attributed {_lab}")
     register(f"attr_{_lab}_share", _ATTR_DIR[_lab], "mean", f"share of tokens after t0 attributed {_lab}")
 
-register("outcome_adapted", "higher", "rate", "final answer equals B's")
-register("outcome_stale", "lower", "rate", "final answer equals A's (and not B's)")
-register("outcome_other", "neutral", "rate", "final answer equals neither (or none found)")
+register("outcome_adapted", "higher", "rate", "stated final answer equals B's")
+register("outcome_stale", "lower", "rate", "stated final answer equals A's (and not B's)")
+register("outcome_other", "neutral", "rate", "stated final answer equals neither")
+register("outcome_unfinished", "neutral", "rate", "no final answer stated (never guessed from the last number)")
 register("answers_identical", "neutral", "none", "A and B have the same answer (controls)")
 register("em_a", "lower", "rate", "QA exact match against A's answers")
 register("em_b", "higher", "rate", "QA exact match against B's answers")
@@ -100,7 +106,8 @@ register("n_after", "neutral", "mean", "tokens generated after the change")
 register("semantic_oracle", "higher", "mean", "MiniLM cosine of the continuation to the oracle's")
 register("semantic_ignore", "neutral", "mean", "MiniLM cosine of the continuation to the ignore run's")
 register("semantic_margin", "higher", "mean", "semantic_oracle - semantic_ignore")
-for _name in ("problem_id", "condition", "point", "variation_type", "kind", "t0", "stop_reason", "outcome", "answer", "answer_method"):
+for _name in ("problem_id", "condition", "point", "variation_type", "kind", "t0", "stop_reason", "outcome", "answer",
+              "answer_method", "last_number"):
     register(_name, "neutral", "none", "identifier or text")
 
 _LAYER = re.compile(r"^(hidden_cos_(?:ignore|oracle|matched))_L(\d+)_(" + "|".join(WINDOWS) + r")$")

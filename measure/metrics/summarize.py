@@ -20,11 +20,11 @@ from typing import Protocol
 import numpy as np
 
 from measure.metrics import attribution, latency
-from measure.metrics.answers import QA_F1_THRESHOLD, classify_math, classify_qa
+from measure.metrics.answers import OUTCOMES, QA_F1_THRESHOLD, classify_math, classify_qa
 from measure.metrics.attention_curves import attention_ratio, span_mass
-from measure.metrics.registry import REFS
 from measure.metrics.similarity import layer_window_means, mean_over_layers
 from measure.metrics.windows import WINDOWS, window_means
+from measure.results import REFERENCES
 
 
 class ProblemPairLike(Protocol):
@@ -39,9 +39,7 @@ class ProblemPairLike(Protocol):
 class Thresholds:
     """Every tunable constant of the per-run metrics, with its documented default."""
 
-    detection_kl: float = latency.DEFAULT_DETECTION_KL  # nats, KL(run||ignore) "noticed"
-    adaptation_window: int = latency.DEFAULT_WINDOW  # w consecutive tokens
-    convergence_kl: float = 0.05  # nats, KL(run||ref) "converged" (for w tokens)
+    gap_tokens: int = latency.DEFAULT_GAP_TOKENS  # tokens after the change in the adaptation gap
     stabilization_eps: float = latency.DEFAULT_STAB_EPS  # nats^2, rolling variance of r(t)
     stabilization_window: int = latency.DEFAULT_STAB_WINDOW  # tokens per rolling window
     attention_eps: float = 1e-3  # probability^2, rolling variance of attention onto X
@@ -108,7 +106,7 @@ def summarize_run(run, problem: ProblemPairLike | None = None, thresholds: Thres
     }
 
     # divergences and r(t)
-    for ref in REFS:
+    for ref in REFERENCES:
         for name, table in (("kl", run.kl), ("js", run.js)):
             if ref in table:
                 _windowed(f"{name}_{ref}", table[ref], t0, out)
@@ -121,24 +119,16 @@ def summarize_run(run, problem: ProblemPairLike | None = None, thresholds: Thres
     else:
         _none_windows("log_ratio", out)
 
-    # latencies
-    w = th.adaptation_window
+    # Latencies whose events need calibration on control runs (detection, adaptation) are not
+    # per-run metrics: measure.calibration computes them across the runs of a whole run folder.
     kl = run.kl
-    _lat("detection_latency", latency.detection_latency(kl["ignore"], t0, th.detection_kl) if "ignore" in kl else None, out)
-    _lat("adaptation_latency", latency.adaptation_latency(r, t0, w) if r is not None else None, out)
-    _lat(
-        "adaptation_latency_kl",
-        latency.adaptation_latency_kl(kl["oracle"], kl["ignore"], t0, w) if {"oracle", "ignore"} <= kl.keys() else None,
-        out,
-    )
     _lat(
         "stabilization_latency",
         latency.stabilization_latency(r, t0, th.stabilization_eps, th.stabilization_window) if r is not None else None,
         out,
     )
-    for ref in ("oracle", "matched"):
-        lat = latency.threshold_latency(kl[ref], th.convergence_kl, t0, above=False, w=w) if ref in kl else None
-        _lat(f"convergence_latency_{ref}", lat, out)
+    out["adaptation_gap"] = (
+        latency.adaptation_gap(kl["matched"], t0, th.gap_tokens) if "matched" in kl else None)
 
     # attribution
     if has_ratio:
@@ -155,7 +145,9 @@ def summarize_run(run, problem: ProblemPairLike | None = None, thresholds: Thres
         inserted = span_mass(run.attention_mass, "inserted")
         _windowed("attention_inserted", inserted, 0, out)
         _windowed("attention_ratio", attention_ratio(run.attention_mass, run.spans), 0, out)
-        stab = latency.stabilization_latency(inserted, 0, th.attention_eps, th.attention_window)
+        # Stabilization of attention onto the inserted text: no event for runs with no inserted text.
+        stab = (latency.stabilization_latency(inserted, 0, th.attention_eps, th.attention_window)
+                if run.inserted_ids else None)
         _lat("attention_stabilization_latency", stab, out)
     else:
         _none_windows("attention_inserted", out)
@@ -163,7 +155,7 @@ def summarize_run(run, problem: ProblemPairLike | None = None, thresholds: Thres
         _lat("attention_stabilization_latency", None, out)
 
     # hidden-state cosine
-    for ref in REFS:
+    for ref in REFERENCES:
         hc = run.hidden_cosine.get(ref) if run.hidden_cosine else None
         if hc is None or np.asarray(hc).size == 0:
             _none_windows(f"hidden_cos_{ref}", out)
@@ -176,11 +168,12 @@ def summarize_run(run, problem: ProblemPairLike | None = None, thresholds: Thres
     # outcome
     out["answer_chars"] = len(run.generated_text or "")
     if problem is not None:
+        finished = run.stop_reason != "max_new_tokens"
         if problem.kind == "qa":
-            res = classify_qa(run.generated_text, problem.answers_a, problem.answers_b, th.qa_f1)
+            res = classify_qa(run.generated_text, problem.answers_a, problem.answers_b, th.qa_f1, finished)
         else:
-            res = classify_math(run.generated_text, problem.answer_a, problem.answer_b)
+            res = classify_math(run.generated_text, problem.answer_a, problem.answer_b, finished)
         out.update(res)
-        for o in ("adapted", "stale", "other"):
+        for o in OUTCOMES:
             out[f"outcome_{o}"] = res["outcome"] == o
     return {k: _clean(v) for k, v in out.items()}

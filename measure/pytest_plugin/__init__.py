@@ -31,6 +31,7 @@ imported only when measurement tests are collected or run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -157,10 +158,8 @@ def _dist_given(config) -> bool:
     """Whether the user chose a --dist mode (command line, PYTEST_ADDOPTS or ini addopts)."""
     args = [str(a) for a in config.invocation_params.args]
     args += shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
-    try:
+    with contextlib.suppress(ValueError, KeyError):  # no addopts ini value
         args += [str(a) for a in config.getini("addopts")]
-    except (ValueError, KeyError):
-        pass
     return any(a in ("--dist", "-d", "--distload") or a.startswith("--dist=") for a in args)
 
 
@@ -361,16 +360,16 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     if state.is_worker or not state.run_dir.is_dir():
         return
     from measure.pytest_plugin.merge import merge_run, write_session_reports
+    from measure.records import REPORT_FILE, SAMPLES_FILE
+    from measure.records.store import write_records
 
     merged = merge_run(state.run_dir)
     try:
         info = _provenance(session.config, state, merged)
         write_session_reports(state.out, merged, info)
-        report = state.out / "report.html"
+        report = state.out / REPORT_FILE
     except Exception as error:  # the records are in samples.jsonl whatever the report does
-        from measure.pytest_plugin.merge import SAMPLES, write_samples
-
-        write_samples(state.out / SAMPLES, merged.records)
+        write_records(state.out / SAMPLES_FILE, merged.records)
         report = f"(report not written: {error!r})"
     lines = [f"measure: {len(merged.records)} records from {len(merged.expected) - len(merged.missing)} of "
              f"{len(merged.expected)} measurement tests -> {report}"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-REFERENCE_CONDITIONS = ("ignore", "oracle")
-CONTROL = "control"  # keyword of an identical-problem pair (variation_type None)
+from measure.records.samples import record_key
+from measure.results import REFERENCE_RUNS
+from measure.settings import CONTROL
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Case:
 
     @property
     def key(self) -> str:
-        return f"{self.problem_id}/{self.condition}/{self.point}"  # measure.report.records.record_key
+        return record_key(self.problem_id, self.condition, self.point)
 
     @property
     def variation(self) -> str:
@@ -56,7 +57,7 @@ def build_cases(problems: list, conditions, point_labels, dataset: str) -> list[
     cases, dataset = [], dataset_keyword(dataset)
     for problem in problems:
         for condition in conditions:
-            points = ["-"] if condition in REFERENCE_CONDITIONS else list(point_labels)
+            points = ["-"] if condition in REFERENCE_RUNS else list(point_labels)
             for point in points:
                 cases.append(Case(problem.id, condition, point, problem.variation_type, dataset, problem.kind))
     return cases

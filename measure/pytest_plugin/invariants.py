@@ -1,4 +1,4 @@
-"""The sanity invariants of each condition (DESIGN.md, "Invariants every run asserts").
+"""The sanity invariants of each condition, the checks every measured run must pass (listed below).
 
 Every invariant is a named comparison of a measured value with a stated bound. A measurement test
 computes them, records them with its record (``record["invariants"]``: value, bound, relation,
@@ -35,11 +35,15 @@ DEVIATION_CONDITIONS = ("noise", "repeat")
 
 @dataclass(frozen=True)
 class Tolerances:
-    """Bounds of the invariants. The defaults are for float32 on CPU (SmolLM2: cache vs recompute
-    differs by ~1e-4 in log-probabilities and ~1e-9 in KL)."""
+    """Bounds of the invariants. The defaults are the float32 bounds the condition suite uses
+    (``suites/test_conditions.py`` documents the measured figures: SmolLM2 cache vs recompute
+    differs by at most ~9e-5 in log-probabilities and ~5e-7 nats in KL, CPU and CUDA)."""
 
     logprob: float = 5e-4  # max |log p difference| between two routes to the same distribution
-    kl: float = 1e-6  # max KL between two routes to the same distribution (nats)
+    # max KL between two routes to the same distribution (nats). 1e-5, not 1e-6: SmolLM2 in float32
+    # reaches 5.1e-7 on CUDA (within 2x of 1e-6) and 3e-7 on CPU, while a real cache-edit bug shows
+    # up as 1e-2 and more; the suite (suites/test_conditions.py FLOAT32) uses the same value.
+    kl: float = 1e-5
     noise_deviation: float = 6.0  # ceiling on mean KL(noise run || P_ignore) after t0 (nats)
     repeat_deviation: float = 6.0  # ceiling on mean KL(repeat run || P_ignore) after t0 (nats)
 

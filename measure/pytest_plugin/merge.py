@@ -12,14 +12,12 @@ list and its warnings, so they are visible in metrics.json and the HTML.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from measure.pytest_plugin.worker_log import read_run
-
-SAMPLES = "samples.jsonl"
-RUN_INFO = "run.json"
+from measure.records import RUN_FILE, SAMPLES_FILE
+from measure.records.store import write_records
 
 
 @dataclass
@@ -90,28 +88,18 @@ def _why(nodeid: str, started: dict, ended: dict) -> str:
     return "never ran: the session was interrupted or lost its worker before this test"
 
 
-def write_samples(path: Path, records: list[dict]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_session_reports(out: Path, merged: Merged, info: dict) -> dict:
     """samples.jsonl, run.json, metrics.json and report.html; returns the metrics dict."""
     from measure.report.summary import write_reports
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_samples(out / SAMPLES, merged.records)
+    write_records(out / SAMPLES_FILE, merged.records)
     skipped = [{"test": m["nodeid"], "key": m["key"], "reason": m["reason"]} for m in merged.missing]
     info = {**info, "tests": {"expected": len(merged.expected),
                               "with_records": len(merged.expected) - len(merged.missing),
                               "without_record": merged.missing, "workers": merged.workers}}
     # run.json also keeps the skipped list and warnings, so `measure report DIR` re-renders them.
     saved = {**info, "skipped": skipped, "warnings": merged.warnings}
-    (out / RUN_INFO).write_text(json.dumps(saved, indent=2, default=str), encoding="utf-8")
+    (out / RUN_FILE).write_text(json.dumps(saved, indent=2, default=str), encoding="utf-8")
     return write_reports(out, merged.records, info, skipped, warnings=merged.warnings)

@@ -32,7 +32,7 @@ def add_options(parser) -> None:
         help="model under test: embedded:smollm2-135m-instruct (default), a HF id or folder, a .gguf "
              "file, or tiny:<family> for fast checks")
     add("--measure-dataset", default="builtin", metavar="NAME",
-        help="builtin (default), mawps, svamp, gsm8k, fairytaleqa, nq_open, or a .jsonl file of pairs")
+        help="builtin (default), builtin-easy, mawps, svamp, gsm8k, fairytaleqa, nq_open, or a .jsonl file of pairs")
     add("--measure-data-dir", default=None, metavar="DIR", help="dataset folder (default $MEASURE_DATA_DIR)")
     add("--measure-limit", default=str(DEFAULT_LIMIT), metavar="N",
         help=f"problems to measure (default {DEFAULT_LIMIT}; 'all' for every problem). The first N in "
@@ -156,7 +156,7 @@ def load_problems(settings) -> list:
 
     # The built-in set and pair files are small: load them whole so the control swap can look
     # past the limit. Generated datasets are produced up to the limit only.
-    whole = settings.dataset == "builtin" or settings.dataset.endswith(".jsonl") or Path(settings.dataset).is_file()
+    whole = settings.dataset.startswith("builtin") or settings.dataset.endswith(".jsonl") or Path(settings.dataset).is_file()
     try:
         pairs = load_pairs(settings.dataset, settings.data_dir, limit=None if whole else settings.limit,
                            variation_types=settings.variation_types, seed=settings.seed)

@@ -5,7 +5,8 @@ computed on the first test of that problem that this process runs and kept for t
 failure is kept too, so the problem's other tests fail at once with the same error instead of
 recomputing. The engine runs only the conditions and points that this session's selected tests
 ask for (``-k injection`` computes ignore, oracle and injection), so a selection is as cheap as
-it looks. Records come from :func:`measure.runner.problem_records`, the code ``measure run`` uses.
+it looks. Records come from :func:`measure.records.samples.problem_records`, the code ``measure run``
+uses.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from measure.pytest_plugin.cases import REFERENCE_CONDITIONS, Case
+from measure.pytest_plugin.cases import Case
+from measure.records.samples import problem_records, record_key
+from measure.results import REFERENCE_RUNS
 
 
 @dataclass
@@ -65,7 +68,7 @@ class Suite:
                                          self.settings.trust_remote_code)
             except ModelLoadError as error:
                 self.loaded = error
-            info = (model_info(self.loaded) if not isinstance(self.loaded, BaseException)
+            info = (self.loaded.info() if not isinstance(self.loaded, BaseException)
                     else {"name": self.settings.model, "error": str(self.loaded)})
             self.log.event("model", info=info, torch_threads=torch.get_num_threads())
         if isinstance(self.loaded, BaseException):
@@ -98,7 +101,6 @@ class Suite:
 
     def _run(self, loaded, problem) -> _ProblemRun:
         from measure.engine import Engine
-        from measure.runner import problem_records
 
         wanted = [case for case in self.cases if case.problem_id == problem.id]
         conditions = [c for c in self.settings.conditions if any(case.condition == c for case in wanted)]
@@ -110,24 +112,18 @@ class Suite:
         labels = {case.point for case in wanted}
         config = self.settings.engine_config()
         points = tuple(point for point in config.points if point.label in labels) or config.points[:1]
-        config = replace(config, conditions=tuple(dict.fromkeys([*REFERENCE_CONDITIONS, *conditions])),
+        config = replace(config, conditions=tuple(dict.fromkeys([*REFERENCE_RUNS, *conditions])),
                          points=points)
         result = Engine(loaded, config).run_problem(problem)
         records = problem_records(result, problem, loaded.tokenizer, self.settings.semantic)
         return _ProblemRun(
             problem=problem,
-            runs={f"{run.problem_id}/{run.condition}/{run.point}": run for run in result.runs},
+            runs={record_key(run.problem_id, run.condition, run.point): run for run in result.runs},
             records={record["key"]: record for record in records},
             skipped=dict(result.skipped),
             references=dict(result.references),
             unsupported=unsupported,
         )
-
-
-def model_info(loaded) -> dict:
-    """The model block of the provenance, as ``measure run`` writes it."""
-    return {"name": loaded.name, "weights_sha256": loaded.weights_sha256, "device": loaded.device,
-            "dtype": loaded.dtype, "architecture": type(loaded.model).__name__}
 
 
 def auto_threads(requested: int, workers: int) -> int:

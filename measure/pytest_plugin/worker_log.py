@@ -7,7 +7,8 @@ under ``<out>/workers/<run id>/``, one JSON object per line, flushed and fsynced
   ``test``;
 - ``<worker>-<pid>.events.jsonl``: ``collected`` (the measurement tests this process collected,
   in order), ``model`` (what was loaded), ``start`` and ``end`` of each measurement test
-  (outcome, message, records written), ``skipped_point`` (an injection point the engine skipped).
+  (outcome, message, records written). An injection point the engine skipped has no event of its
+  own: its test ends with outcome ``skipped`` and the engine's reason as the message.
 
 A worker killed mid-test leaves a ``start`` without an ``end``: the controller reports that test
 as having produced no record. Nothing here imports torch.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from measure.report.store import RecordStore, read_records
+from measure.records.store import RecordStore, read_store
 
 WORKERS_DIR = "workers"
 EVENTS_SUFFIX = ".events.jsonl"
@@ -41,7 +42,7 @@ class WorkerLog:
 
     def event(self, event: str, nodeid: str = "", **data) -> None:
         self._ready()
-        # "key" makes an event line readable by measure.report.store.read_records.
+        # "key" makes an event line readable by measure.records.store.read_store.
         self.events.append({"key": nodeid or event, "event": event, "nodeid": nodeid,
                             "worker": self.worker_id, "pid": os.getpid(), **data})
 
@@ -54,11 +55,11 @@ def read_run(run_dir: Path) -> tuple[list[list[dict]], list[list[dict]], list[st
         return records, events, warnings
     for path in sorted(run_dir.iterdir()):
         if path.name.endswith(EVENTS_SUFFIX):
-            found, notes = read_records(path)
+            found, notes = read_store(path)
             events.append(found)
             warnings.extend(notes)
         elif path.suffix == ".jsonl":
-            found, notes = read_records(path)
+            found, notes = read_store(path)
             records.append(found)
             warnings.extend(notes)
     return records, events, warnings

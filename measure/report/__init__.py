@@ -1,1 +1,1 @@
-"""Records, their store, and the JSON / HTML reports built from them."""
+"""The JSON and HTML reports built from a run's records (:mod:`measure.records`), and ``measure compare``."""

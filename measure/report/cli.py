@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     report = subparsers.add_parser("report", help="re-render report.html and metrics.json from a run directory")
     report.add_argument("run_dir", help="directory holding samples.jsonl (and metrics.json or run.json)")
     report.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default 2000)")
+    report.add_argument("--alpha", type=float, default=None,
+                        help="false-event rate of the calibrated latencies (default: the run's own, else 0.05)")
     report.set_defaults(func=run_report)
 
     comp = subparsers.add_parser("compare", help="differences between two runs, with regression gates")
@@ -30,13 +32,21 @@ def register(subparsers) -> None:
     comp.add_argument("--per-variation", action="store_true",
                       help="also show and gate the rows of each variation type (default: variation types pooled)")
     comp.add_argument("--changed", action="store_true", help="show only rows whose value changed")
+    comp.add_argument("--max-check", action="append", default=[], metavar="CHECK:MAX",
+                      help="bound on an invariant check of the new run, e.g. 'full_recompute_max_kl:1e-5'")
     comp.set_defaults(func=run_compare)
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from measure.report.summary import REPORT_FILE, render_from_dir
+    from measure.records import REPORT_FILE
+    from measure.report.summary import render_from_dir
 
     options = {} if args.resamples is None else {"n_resamples": args.resamples}
+    if args.alpha is not None:
+        if not 0 < args.alpha < 1:
+            print(f"error: --alpha {args.alpha}: the false-event rate must lie strictly between 0 and 1", file=sys.stderr)
+            return 2
+        options["alpha"] = args.alpha
     try:
         metrics = render_from_dir(args.run_dir, **options)
     except (FileNotFoundError, ValueError) as error:
@@ -53,7 +63,8 @@ def run_compare(args: argparse.Namespace) -> int:
     from measure.report.compare import compare
 
     try:
-        result = compare(args.base, args.new, args.fail, per_variation=args.per_variation)
+        result = compare(args.base, args.new, args.fail, per_variation=args.per_variation,
+                         check_gates=args.max_check)
     except CompareError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -64,7 +75,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
-    """Standalone entry (``python -m measure.report.cli``) until the top-level CLI wires it in."""
+    """Standalone entry (``python -m measure.report.cli``) with only these two subcommands. The
+    ``measure`` command reaches the same handlers: measure.cli calls :func:`register`."""
     parser = argparse.ArgumentParser(prog="measure")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

@@ -27,6 +27,10 @@ A gate is ``[CONDITION/]METRIC.STATISTIC:TOLERANCE``, e.g. ``adaptation_latency.
   The bound itself passes (delta == N is fine).
 - CONDITION/: only that condition's rows; without it every condition is gated.
 
+Check gates (``--max-check CHECK:MAX``) bound the new run's invariant checks absolutely, e.g.
+``full_recompute_max_kl:1e-5``: the largest value recorded over its records (``checks`` in
+``metrics.json``) must not exceed MAX, and a check the run did not record fails.
+
 A gate is checked on every condition x point row of the pooled table (variation types pooled;
 per variation type too with ``per_variation=True`` / ``--per-variation``). It fails when any
 checked row fails. Missing values:
@@ -48,14 +52,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from measure.metrics.registry import spec_for
-from measure.report.html import fmt
-from measure.report.summary import METRICS_FILE, SAMPLES_FILE, build_metrics
-from measure.report.store import read_records
+from measure.records import METRICS_FILE, SAMPLES_FILE
+from measure.records.store import read_store
+from measure.report.format import condition_sort_key, fmt, point_sort_key
+from measure.report.summary import build_metrics
 
 #: Metrics shown in the difference table besides the gated ones.
 DEFAULT_COMPARE_METRICS = (
-    "adaptation_latency", "detection_latency", "kl_oracle_immediate", "kl_oracle_short",
-    "kl_matched_immediate", "kl_matched_short", "log_ratio_short", "outcome_adapted", "outcome_stale",
+    "adaptation_latency", "detection_latency", "adaptation_latency_kl", "adaptation_gap",
+    "kl_matched_immediate", "kl_matched_short", "log_ratio_short", "outcome_adapted", "outcome_unfinished",
 )
 STAT_FIELDS = {"estimate": "estimate", "mean": "estimate", "median": "estimate", "rate": "estimate",
                "ci_low": "ci_low", "ci_high": "ci_high", "share_censored": "share_censored", "n": "n"}
@@ -143,7 +148,7 @@ def load_metrics(run: str | Path) -> tuple[dict, list[str]]:
                 raise CompareError(f"{candidate}: not valid JSON ({error})") from None
     samples = path / SAMPLES_FILE
     if samples.is_file():
-        records, warnings = read_records(samples)
+        records, warnings = read_store(samples)
         notes.append(f"{path}: no {METRICS_FILE}; summarised {len(records)} records from {SAMPLES_FILE}")
         return build_metrics(records, warnings=warnings), notes
     raise CompareError(f"{path}: neither {METRICS_FILE} nor {SAMPLES_FILE} found")
@@ -208,6 +213,32 @@ class GateResult:
 
 
 @dataclass
+class CheckGate:
+    """An absolute bound on an invariant check of the new run (``metrics.json`` ``checks``):
+    ``NAME:MAX`` fails when the largest recorded value exceeds MAX or the check is missing."""
+
+    text: str
+    name: str
+    bound: float
+    value: float | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.value is not None and self.value <= self.bound
+
+
+def parse_check_gate(text: str) -> CheckGate:
+    name, _, bound = text.partition(":")
+    try:
+        value = float(bound)
+    except ValueError:
+        raise CompareError(f"bad check gate {text!r}: expected CHECK:MAX such as 'full_recompute_max_kl:1e-5'") from None
+    if not name or not math.isfinite(value):
+        raise CompareError(f"bad check gate {text!r}: expected CHECK:MAX such as 'full_recompute_max_kl:1e-5'")
+    return CheckGate(text, name, value)
+
+
+@dataclass
 class CompareResult:
     base_dir: str
     new_dir: str
@@ -215,10 +246,11 @@ class CompareResult:
     gates: list[GateResult]
     provenance_diff: list[tuple[str, object, object]]
     notes: list[str]
+    check_gates: list[CheckGate] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return any(not g.passed for g in self.gates)
+        return any(not g.passed for g in self.gates) or any(not c.passed for c in self.check_gates)
 
     @property
     def exit_code(self) -> int:
@@ -248,6 +280,9 @@ class CompareResult:
             out.append(f"gate {g.gate.text}: {state}")
             for r in g.failures:
                 out.append(f"  {r.condition}/{r.variation_type}/{r.point}: base {_show(r.base)} new {_show(r.new)}: {r.why}")
+        for c in self.check_gates:
+            state = "PASS" if c.passed else "FAIL"
+            out.append(f"check {c.text}: {state} (largest recorded {_show(c.value)}, bound {fmt(c.bound)})")
         return "\n".join(out)
 
     def __str__(self) -> str:
@@ -273,15 +308,15 @@ def _flat(obj, prefix="") -> dict:
 
 
 def _sort_key(key: tuple) -> tuple:
-    from measure.report.plots import condition_sort_key, point_sort_key
-
     return (key[3], condition_sort_key(key[0]), point_sort_key(key[2]), key[1] != "all", str(key[1]))
 
 
 def compare(base_dir, new_dir, gates: list[str] | None = None, *, per_variation: bool = False,
-            metrics: list[str] | None = None) -> CompareResult:
-    """Compare two runs; ``gates`` as in the module docstring. Raises CompareError on bad input."""
+            metrics: list[str] | None = None, check_gates: list[str] | None = None) -> CompareResult:
+    """Compare two runs; ``gates`` as in the module docstring, ``check_gates`` as ``CHECK:MAX``
+    bounds on the new run's invariant checks. Raises CompareError on bad input."""
     parsed = [parse_gate(g) for g in gates or []]
+    checks = [parse_check_gate(c) for c in check_gates or []]
     base, notes_b = load_metrics(base_dir)
     new, notes_n = load_metrics(new_dir)
     notes = notes_b + notes_n
@@ -332,6 +367,13 @@ def compare(base_dir, new_dir, gates: list[str] | None = None, *, per_variation:
         if results[g.text].checked == 0:
             notes.append(f"gate {g.text}: no rows to check (condition {g.condition!r} absent?)")
 
+    recorded = new.get("checks") or {}
+    for c in checks:
+        if c.name not in recorded:
+            raise CompareError(f"check gate {c.text!r}: no check {c.name!r} in the new run; it has "
+                               f"{', '.join(sorted(recorded)) or 'none'}")
+        c.value = recorded[c.name].get("max")
+
     pb, pn = _flat(base.get("provenance") or {}), _flat(new.get("provenance") or {})
     prov = [(k, pb.get(k), pn.get(k)) for k in sorted(set(pb) | set(pn)) if pb.get(k) != pn.get(k)]
-    return CompareResult(str(base_dir), str(new_dir), rows, list(results.values()), prov, notes)
+    return CompareResult(str(base_dir), str(new_dir), rows, list(results.values()), prov, notes, checks)

@@ -22,8 +22,12 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from measure.calibration import CHANGE_CONDITIONS, IDENTICAL
+from measure.metrics.answers import OUTCOMES
 from measure.metrics.attribution import DEFAULT_LIKELY, LABELS, attribute_tokens
 from measure.report import plots
+from measure.report.format import fmt, fmt_pct, point_sort_key
+from measure.results import REFERENCE_RUNS
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Token strips shown at most (runs); the rest are counted in a note.
@@ -49,29 +53,6 @@ PAIRED_COLUMNS = ("n", "mean_diff", "median_diff", "wilcoxon_p", "wilcoxon_p_hol
 
 
 # ------------------------------------------------------------------------ formatting
-
-
-def fmt(value, digits: int = 3) -> str:
-    """A number for a table cell: 3 significant digits, '–' for missing."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "–"
-        if value == 0:
-            return "0"
-        if abs(value) >= 1e4 or abs(value) < 1e-3:
-            return f"{value:.{digits - 1}e}"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def fmt_pct(value) -> str:
-    return "–" if value is None else f"{100 * value:.0f}%"
 
 
 def cell(row: dict | None) -> dict:
@@ -218,7 +199,8 @@ def token_strip(record: dict, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
         "key": record.get("key"), "condition": record.get("condition"), "point": record.get("point"),
         "problem_id": record.get("problem_id"), "variation_type": record.get("variation_type"), "t0": t0,
         "n": n, "cells": cells, "marker_at": max(0, t0 - start), "truncated_before": start, "truncated_after": n - end,
-        "inserted": texts.get("inserted") or "", "inserted_line": one_line(texts.get("inserted") or ""), "continuation": texts.get("continuation") or "",
+        "inserted": texts.get("inserted") or "", "inserted_line": one_line(texts.get("inserted") or ""),
+        "continuation": texts.get("continuation") or "",
         "generated": texts.get("generated") or "", "prompt": texts.get("prompt") or "", "counts": counts,
         "outcome": (record.get("metrics") or {}).get("outcome"), "has_pieces": pieces is not None,
     }
@@ -226,7 +208,7 @@ def token_strip(record: dict, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
 
 def select_strips(records: list[dict], limit: int = MAX_STRIPS) -> tuple[list[dict], int]:
     """Runs with a change (not the references), problem by problem; and how many there were."""
-    runs = [r for r in records if r.get("condition") not in plots.REFERENCE_CONDITIONS]
+    runs = [r for r in records if r.get("condition") not in REFERENCE_RUNS]
     runs.sort(key=lambda r: (str(r.get("problem_id")), plots.point_sort_key(r.get("point")),
                              plots.condition_sort_key(r.get("condition"))))
     return runs[:limit], len(runs)
@@ -247,10 +229,36 @@ def _inline(svg: str | None) -> Markup | None:
     return Markup(svg) if svg else None
 
 
+def _rate(entry: dict | None) -> str:
+    if not entry or not entry.get("n"):
+        return "–"
+    return f"{entry['k']}/{entry['n']} ({fmt_pct(entry['estimate'])}, {fmt_pct(entry['ci_low'])}–{fmt_pct(entry['ci_high'])})"
+
+
+def calibration_rows(calibration: dict) -> list[dict]:
+    """One display row per calibrated event x injection point of the ``calibration`` section."""
+    rows = []
+    for event, spec in (calibration.get("events") or {}).items():
+        for point, entry in sorted(spec.get("points", {}).items(), key=lambda kv: point_sort_key(kv[0])):
+            folds = entry.get("folds") or []
+            rows.append({
+                "event": event, "point": point, "calibrated": fmt(bool(entry.get("calibrated"))),
+                "reason": entry.get("reason") or "",
+                "windows": " / ".join(fmt(f.get("window")) for f in folds),
+                "thresholds": " / ".join(fmt(f.get("threshold")) for f in folds),
+                "controls": " / ".join(fmt(f.get("n_controls")) for f in folds),
+                "false": _rate(entry.get("false_event_rate", {}).get("controls")),
+                "changes": [_rate(entry.get("event_rate", {}).get(c)) for c in CHANGE_CONDITIONS],
+                "identical": _rate(entry.get("false_event_rate", {}).get(IDENTICAL)),
+            })
+    return rows
+
+
 def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STRIPS) -> str:
     """The report page for the (deduplicated) records and their ``metrics.json`` dict."""
     strips, n_runs = select_strips(records, max_strips)
     figures = {
+        "findings": _inline(plots.findings_curves_svg(records)),
         "curves": _inline(plots.adaptation_curves_svg(records)),
         "survival": _inline(plots.survival_svg(records, "adaptation_latency")),
         "survival_detection": _inline(plots.survival_svg(records, "detection_latency")),
@@ -259,7 +267,7 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
     provenance = metrics.get("provenance") or {}
     context = {
         "title": f"measure report: {_run_title(provenance)}",
-        "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "generated_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "provenance": flatten(provenance),
         "settings": flatten(metrics.get("settings") or {}),
         "counts": metrics.get("counts") or {},
@@ -278,6 +286,13 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
         "n_strip_runs": n_runs,
         "labels": LABELS,
         "likely": DEFAULT_LIKELY,
+        "findings": metrics.get("findings") or {"points": [], "calibration": [], "cannot_say": []},
+        "calibration": metrics.get("calibration") or {},
+        "calibration_method": (metrics.get("calibration") or {}).get("method", "no calibration in these metrics"),
+        "calibration_rows": calibration_rows(metrics.get("calibration") or {}),
+        "change_conditions": CHANGE_CONDITIONS,
+        "outcomes": metrics.get("outcomes") or {"informative": False, "reasons": ["no outcomes in these metrics"]},
+        "outcome_names": OUTCOMES,
     }
     return environment().get_template("report.html.j2").render(**context)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import math
-import re
 import warnings
 from collections import defaultdict
 from contextlib import contextmanager
@@ -25,9 +24,9 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from measure.report.summary import REFERENCE_CONDITIONS
+from measure.metrics.divergence import log_ratio
+from measure.report.format import condition_sort_key, point_sort_key
 
-CONDITION_ORDER = ("ignore", "oracle", "injection", "flush", "partial", "noise", "repeat")
 COLORS = {
     "ignore": "#7f7f7f", "oracle": "#2ca02c", "injection": "#d62728", "flush": "#1f77b4",
     "partial": "#9467bd", "noise": "#8c564b", "repeat": "#e377c2",
@@ -41,28 +40,16 @@ CURVES = (
 )
 
 
-def condition_sort_key(name) -> tuple:
-    name = "" if name is None else str(name)
-    return (CONDITION_ORDER.index(name) if name in CONDITION_ORDER else len(CONDITION_ORDER), name)
+_EXTRA_ASSIGNED: dict[str, str] = {}  # conditions outside COLORS, in order of first use
 
 
-def point_sort_key(point) -> tuple:
-    """"-" first, then absolute points by value, then fractions by value."""
-    point = str(point)
-    if point == "-":
-        return (0, 0.0, point)
-    match = re.fullmatch(r"([tf])([0-9.]+)", point)
-    if match:
-        return (1 if match.group(1) == "t" else 2, float(match.group(2)), point)
-    return (3, 0.0, point)
-
-
-def color_for(condition, _cache={}) -> str:
+def color_for(condition) -> str:
+    """The condition's colour; conditions outside COLORS get the extra colours in turn."""
     if condition in COLORS:
         return COLORS[condition]
-    if condition not in _cache:
-        _cache[condition] = EXTRA_COLORS[len(_cache) % len(EXTRA_COLORS)]
-    return _cache[condition]
+    if condition not in _EXTRA_ASSIGNED:
+        _EXTRA_ASSIGNED[condition] = EXTRA_COLORS[len(_EXTRA_ASSIGNED) % len(EXTRA_COLORS)]
+    return _EXTRA_ASSIGNED[condition]
 
 
 def _array(values) -> np.ndarray:
@@ -80,7 +67,7 @@ def curve_after_t0(record: dict, curve: str) -> np.ndarray:
         refs = arrays.get("logprob_ref") or {}
         if "oracle" not in refs or "ignore" not in refs:
             return np.array([])
-        values = _array(refs["oracle"]) - _array(refs["ignore"])
+        values = log_ratio(_array(refs["oracle"]), _array(refs["ignore"]))
     else:
         kind, ref = curve.split(":")
         values = _array((arrays.get(kind) or {}).get(ref))
@@ -130,39 +117,62 @@ def _by_point_condition(records: list[dict]) -> dict[str, dict[str, list[dict]]]
             for p in sorted(table, key=point_sort_key)}
 
 
+def _condition_bands(ax, by_condition: dict[str, list[dict]], curve: str, max_positions: int | None) -> None:
+    """One mean line and 95% band per condition of ``curve`` after the change, on ``ax``."""
+    for condition, runs in by_condition.items():
+        curves = [c for c in (curve_after_t0(r, curve) for r in runs) if c.size]
+        if not curves:
+            continue
+        mean, low, high, _ = mean_band(curves)
+        if max_positions:
+            mean, low, high = mean[:max_positions], low[:max_positions], high[:max_positions]
+        k = np.arange(1, len(mean) + 1)
+        ax.plot(k, mean, color=color_for(condition), lw=1.4, label=f"{condition} (n={len(curves)})")
+        ax.fill_between(k, low, high, color=color_for(condition), alpha=0.15, lw=0)
+    if curve == "ratio":
+        ax.axhline(0, color="black", lw=0.6, ls=":")
+    ax.set_xlabel("tokens since the change", fontsize=8)
+    ax.tick_params(labelsize=7)
+
+
+def _curve_grid(table: dict, curves, width: float, row_height: float, max_positions: int | None, title_of) -> str:
+    """Rows = injection points, columns = ``curves``; ``title_of(title, point)`` names each panel."""
+    fig = _figure(width, row_height * len(table) + 0.4)
+    axes = fig.subplots(len(table), len(curves), squeeze=False)
+    for row, (point, by_condition) in enumerate(table.items()):
+        for col, (curve, title) in enumerate(curves):
+            ax = axes[row][col]
+            _condition_bands(ax, by_condition, curve, max_positions)
+            ax.set_title(title_of(title, point), fontsize=9)
+            if col == 0:
+                ax.set_ylabel("nats" if curve != "ratio" else "", fontsize=8)
+            if col == len(curves) - 1:
+                ax.legend(fontsize=7, loc="best", frameon=False)
+    return _svg(fig)
+
+
 def adaptation_curves_svg(records: list[dict], max_positions: int | None = None) -> str | None:
     """Rows = injection points, columns = KL to each reference and r(t); one line per condition."""
     table = _by_point_condition(records)
     if not table:
         return None
-    fig = _figure(13, 2.6 * len(table) + 0.4)
-    axes = fig.subplots(len(table), len(CURVES), squeeze=False)
-    handles = {}
-    for row, (point, by_condition) in enumerate(table.items()):
-        for col, (curve, title) in enumerate(CURVES):
-            ax = axes[row][col]
-            for condition, runs in by_condition.items():
-                curves = [c for c in (curve_after_t0(r, curve) for r in runs) if c.size]
-                if not curves:
-                    continue
-                mean, low, high, n = mean_band(curves)
-                if max_positions:
-                    mean, low, high = mean[:max_positions], low[:max_positions], high[:max_positions]
-                k = np.arange(1, len(mean) + 1)
-                (line,) = ax.plot(k, mean, color=color_for(condition), lw=1.4, label=f"{condition} (n={len(curves)})")
-                ax.fill_between(k, low, high, color=color_for(condition), alpha=0.15, lw=0)
-                handles.setdefault(condition, line)
-            if curve == "ratio":
-                ax.axhline(0, color="black", lw=0.6, ls=":")
-            where = "reference runs (t0 = 0)" if point == "-" else f"point {point}"
-            ax.set_title(f"{title}\n{where}", fontsize=9)
-            ax.set_xlabel("tokens since the change", fontsize=8)
-            ax.tick_params(labelsize=7)
-            if col == 0:
-                ax.set_ylabel("nats" if curve != "ratio" else "", fontsize=8)
-            if col == len(CURVES) - 1:
-                ax.legend(fontsize=7, loc="best", frameon=False)
-    return _svg(fig)
+
+    def title_of(title, point):
+        return f"{title}\n{'reference runs (t0 = 0)' if point == '-' else f'point {point}'}"
+
+    return _curve_grid(table, CURVES, 13, 2.6, max_positions, title_of)
+
+
+FINDINGS_CURVES = (("kl:matched", "KL(run || matched)"), ("ratio", "r(t) = log P_oracle - log P_ignore"))
+
+
+def findings_curves_svg(records: list[dict], max_positions: int = 40) -> str | None:
+    """The Findings figure: KL to P_matched and r(t) per condition after the change, one row per
+    injection point (the reference runs, which have no point, are left out)."""
+    table = {point: runs for point, runs in _by_point_condition(records).items() if point != "-"}
+    if not table:
+        return None
+    return _curve_grid(table, FINDINGS_CURVES, 11, 2.4, max_positions, lambda title, point: f"{title}, point {point}")
 
 
 def kaplan_meier(times, censored) -> tuple[np.ndarray, np.ndarray]:
@@ -284,6 +294,6 @@ def attention_heatmap_svg(records: list[dict], max_positions: int = 64) -> str |
 
 
 __all__ = [
-    "REFERENCE_CONDITIONS", "adaptation_curves_svg", "survival_svg", "attention_heatmap_svg", "kaplan_meier",
+    "adaptation_curves_svg", "survival_svg", "attention_heatmap_svg", "kaplan_meier",
     "mean_band", "curve_after_t0", "attention_grids", "condition_sort_key", "point_sort_key",
 ]

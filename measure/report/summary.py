@@ -1,6 +1,6 @@
 """``metrics.json``: the machine-readable summary of one run, and the entry points that write it.
 
-:func:`build_metrics` turns sample records (see :mod:`measure.report.records`) into one dict:
+:func:`build_metrics` turns sample records (see :mod:`measure.records.samples`) into one dict:
 
 - ``provenance``: passed in by the caller (model, dataset, versions, git hash, settings), kept as is;
 - ``settings``: how the statistics below were computed (confidence, resamples, test method);
@@ -12,10 +12,19 @@
 - ``aggregate``: :func:`measure.stats.aggregate` rows, one per condition x variation_type x point
   x metric (mean with bootstrap CI, Kaplan-Meier median for censored latencies, rates);
   ``aggregate_pooled``: the same per condition x point, variation types pooled;
-- ``paired``: :func:`measure.stats.paired_comparisons` of each intervention condition against each
-  baseline condition in :data:`PAIRED_BASELINES` for the metrics in :data:`PAIRED_METRICS`, per
-  variation type x point; ``paired_pooled``: the same per point, variation types pooled
-  (Holm / BH corrections are applied within each table);
+- ``calibration``: the control-calibrated latency events (:mod:`measure.report.calibrated`):
+  thresholds, windows, the control runs they rest on, held-out false-event rates, sensitivity;
+  the calibrated latencies themselves are columns of ``aggregate`` like every other metric;
+- ``outcomes``: oracle and ignore accuracy and outcome rates over the problems solved
+  uninterrupted, or why they are uninformative (:mod:`measure.report.outcomes`);
+- ``paired``: :func:`measure.stats.paired_comparisons` for each (condition, baseline) of
+  :data:`PAIRED_COMPARISONS` and each metric of :data:`PAIRED_METRICS`, per variation type x
+  point; ``paired_pooled``: the same per point, variation types pooled (Holm / BH corrections
+  over all rows of one metric in one table);
+- ``aggregate_changed`` and ``paired_changed``: the same per condition x point over the changed
+  problems only (identical-problem controls left out), for :data:`FINDINGS_METRICS`: what the
+  findings cite;
+- ``findings``: what the run found, in sentences (:mod:`measure.report.findings`);
 - ``warnings``: anything the reader should know (e.g. a torn last line dropped from the store).
 
 Everything is JSON-safe: NaN and infinities become null, and the file is written with
@@ -37,24 +46,33 @@ from pathlib import Path
 import pandas as pd
 
 from measure import stats
-from measure.report.store import latest_by_key, read_records
+from measure.calibration import DEFAULT_ALPHA
+from measure.records import (
+    METRICS_FILE,
+    REPORT_FILE,
+    RUN_FILE,
+    SAMPLES_FILE,
+    SKIPPED_FILE,
+)
+from measure.records.store import StoreError, latest_by_key, read_store
+from measure.report.calibrated import calibrated_records
+from measure.report.findings import build_findings
+from measure.report.outcomes import outcome_summary
 
 METRICS_SCHEMA = "measure.metrics/1"
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.html"
-SAMPLES_FILE = "samples.jsonl"
-RUN_FILE = "run.json"
 
-#: Conditions that are references (run once per problem, point "-"), not interventions.
-REFERENCE_CONDITIONS = ("ignore", "oracle")
-#: Conditions every intervention is compared against, when the run has them.
-PAIRED_BASELINES = ("noise", "flush")
-#: Metrics compared pairwise (same problems) against each baseline.
-PAIRED_METRICS = (
-    "adaptation_latency",
-    "kl_oracle_immediate", "kl_oracle_short", "kl_oracle_long",
-    "kl_matched_immediate", "kl_matched_short", "kl_matched_long",
+#: The paired comparisons of a run, (condition, baseline), on the same problems: the seed's
+#: injection vs oracle (B from the start), injection vs the other ways to take a change in
+#: (flush, partial), and every condition vs the content-free noise control.
+PAIRED_COMPARISONS = (
+    ("injection", "oracle"), ("injection", "flush"), ("injection", "partial"),
+    ("injection", "noise"), ("flush", "noise"), ("partial", "noise"), ("repeat", "noise"),
 )
+#: Metrics compared pairwise. Holm and BH corrections run over every comparison x stratum of
+#: one metric (one family per metric and table).
+PAIRED_METRICS = ("adaptation_gap", "adaptation_latency", "detection_latency", "kl_matched_short")
+#: Metrics aggregated over the changed problems only (``aggregate_changed``), for the findings.
+FINDINGS_METRICS = ("adaptation_latency", "detection_latency", "adaptation_latency_kl", "adaptation_gap")
 #: ``scipy.stats.wilcoxon`` method for the paired tests. "auto" runs an exact permutation test
 #: for n <= 13 with ties (about a second per test on a slow CPU; a report holds hundreds of
 #: tests), so the report uses the normal approximation; pass ``wilcoxon_method="auto"`` for
@@ -112,31 +130,33 @@ def _counts(raw: int, records: list[dict], skipped: list[dict]) -> dict:
 def paired_tables(
     df: pd.DataFrame,
     metrics=PAIRED_METRICS,
-    baselines=PAIRED_BASELINES,
+    comparisons=PAIRED_COMPARISONS,
     wilcoxon_method: str = DEFAULT_WILCOXON,
     by=("variation_type", "point"),
 ) -> list[dict]:
-    """Each intervention condition vs each baseline present, per ``by`` stratum."""
+    """Each (condition, baseline) of ``comparisons`` present in ``df``, per ``by`` stratum, with
+    Holm and BH adjusted p-values over all rows of one metric (``*_holm``, ``*_bh``)."""
     if df.empty:
         return []
     present = set(df["condition"].dropna())
     rows: list[dict] = []
-    for baseline in baselines:
-        if baseline not in present:
+    for metric in metrics:
+        if metric not in df:
             continue
-        conditions = sorted(present - {baseline, *REFERENCE_CONDITIONS})
-        if not conditions:
+        # only the columns the pairing needs: merging the full ~200-column frame costs 10x
+        cols = [c for c in ("problem_id", "condition", *stats.GROUP_COLUMNS, metric, f"{metric}_censored") if c in df]
+        narrow = df.loc[:, list(dict.fromkeys(cols))]
+        tables = [stats.paired_comparisons(narrow, metric, baseline, conditions=[condition], by=by,
+                                           wilcoxon_method=wilcoxon_method)
+                  for condition, baseline in comparisons if {condition, baseline} <= present]
+        tables = [t[t["n"] > 0] for t in tables if len(t)]
+        if not tables:
             continue
-        for metric in metrics:
-            if metric not in df:
-                continue
-            # only the columns the pairing needs: merging the full ~200-column frame costs 10x
-            cols = [c for c in ("problem_id", "condition", *stats.GROUP_COLUMNS, metric, f"{metric}_censored")
-                    if c in df]
-            narrow = df.loc[:, list(dict.fromkeys(cols))]
-            table = stats.paired_comparisons(narrow, metric, baseline, conditions=conditions, by=by,
-                                             wilcoxon_method=wilcoxon_method)
-            rows.extend(stats.to_records(table))
+        table = pd.concat(tables, ignore_index=True)
+        for col in ("wilcoxon_p", "t_p"):
+            table[f"{col}_holm"] = stats.holm(table[col])
+            table[f"{col}_bh"] = stats.benjamini_hochberg(table[col])
+        rows.extend(stats.to_records(table))
     return rows
 
 
@@ -150,14 +170,20 @@ def build_metrics(
     n_resamples: int = stats.DEFAULT_RESAMPLES,
     seed: int = 0,
     wilcoxon_method: str = DEFAULT_WILCOXON,
+    alpha: float = DEFAULT_ALPHA,
 ) -> dict:
     """The ``metrics.json`` dict of a run (see the module docstring for its sections)."""
     skipped = list(skipped or [])
-    unique = list(latest_by_key(records).values())
+    unique, calibration = calibrated_records(list(latest_by_key(records).values()), alpha, seed)
     df = records_frame(unique)
     kw = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
     aggregate = stats.aggregate(df, **kw) if unique else pd.DataFrame()
     pooled = stats.aggregate(df, by=("condition", "point"), **kw) if unique else pd.DataFrame()
+    # The findings speak of changed problems: identical-problem controls (variation type None)
+    # never adapt by construction and would dilute every latency and gap of a change condition.
+    changed = df[df["variation_type"].notna()] if unique else df
+    changed_table = (stats.aggregate(changed, by=("condition", "point"), metrics=FINDINGS_METRICS, **kw)
+                     if len(changed) else pd.DataFrame())
     metrics = {
         "schema": METRICS_SCHEMA,
         "provenance": provenance or {},
@@ -168,18 +194,25 @@ def build_metrics(
             "seed": seed,
             "wilcoxon_method": wilcoxon_method,
             "paired_metrics": list(PAIRED_METRICS),
-            "paired_baselines": list(PAIRED_BASELINES),
+            "paired_comparisons": [list(pair) for pair in PAIRED_COMPARISONS],
+            "alpha": alpha,
         },
         "counts": _counts(len(records), unique, skipped),
         "skipped": skipped,
         "checks": check_maxima(unique),
+        "calibration": calibration,
+        "outcomes": outcome_summary(df),
         "aggregate": stats.to_records(aggregate),
         "aggregate_pooled": stats.to_records(pooled),
         "paired": paired_tables(df, wilcoxon_method=wilcoxon_method),
         "paired_pooled": paired_tables(df, wilcoxon_method=wilcoxon_method, by=("point",)),
+        "aggregate_changed": stats.to_records(changed_table),
+        "paired_changed": paired_tables(changed, wilcoxon_method=wilcoxon_method, by=("point",)),
         "warnings": list(warnings or []),
     }
-    return stats.json_safe(metrics)
+    metrics = stats.json_safe(metrics)
+    metrics["findings"] = build_findings(metrics)
+    return metrics
 
 
 def write_json(path: Path, obj) -> None:
@@ -203,7 +236,9 @@ def write_reports(out_dir: Path, records: list[dict], provenance: dict, skipped:
     skipped = [normalize_skipped(s) for s in skipped or []]
     metrics = build_metrics(records, provenance, skipped, **options)
     write_json(out_dir / METRICS_FILE, metrics)
-    write_html(out_dir / REPORT_FILE, list(latest_by_key(records).values()), metrics)
+    unique, _ = calibrated_records(list(latest_by_key(records).values()), options.get("alpha", DEFAULT_ALPHA),
+                                   options.get("seed", 0))
+    write_html(out_dir / REPORT_FILE, unique, metrics)
     return metrics
 
 
@@ -220,9 +255,18 @@ def normalize_skipped(item) -> dict:
 
 
 def saved_provenance(out_dir: Path) -> tuple[dict, list[dict], list[str]]:
-    """Provenance and skipped points saved by the run: ``run.json`` first, then ``metrics.json``."""
+    """Provenance and skipped points saved by the run, and notes on what could not be read.
+
+    Provenance: ``run.json`` first, then ``metrics.json``. Skipped points: ``skipped.jsonl`` when
+    present (``measure run`` appends every skipped point there as it measures and writes none into
+    ``run.json``), else the ``skipped`` list of ``run.json`` (the pytest plugin keeps it there),
+    else that of ``metrics.json``. A ``skipped.jsonl`` that reads with warnings (a torn last line)
+    gives way to a saved list when there is one.
+    """
     out_dir = Path(out_dir)
     notes: list[str] = []
+    provenance: dict | None = None
+    saved_lists: list[tuple[str, list]] = []  # (file, its skipped list), in order of preference
     for name in (RUN_FILE, METRICS_FILE):
         path = out_dir / name
         if not path.exists():
@@ -234,20 +278,39 @@ def saved_provenance(out_dir: Path) -> tuple[dict, list[dict], list[str]]:
             continue
         if not isinstance(saved, dict):
             continue
-        if name == RUN_FILE and "provenance" not in saved:
-            return saved, list(saved.get("skipped") or []), notes
-        return dict(saved.get("provenance") or {}), list(saved.get("skipped") or []), notes
-    notes.append(f"no {RUN_FILE} or {METRICS_FILE} in {out_dir}: provenance unknown")
-    return {}, [], notes
+        if "skipped" in saved:
+            saved_lists.append((name, list(saved.get("skipped") or [])))
+        if provenance is None:
+            provenance = saved if name == RUN_FILE and "provenance" not in saved else dict(saved.get("provenance") or {})
+    if provenance is None:
+        notes.append(f"no {RUN_FILE} or {METRICS_FILE} in {out_dir}: provenance unknown")
+    skipped_path = out_dir / SKIPPED_FILE
+    if skipped_path.exists():
+        try:
+            entries, warnings = read_store(skipped_path)
+        except StoreError as error:
+            entries, warnings = [], [str(error)]
+        if warnings and saved_lists:
+            name, entries = saved_lists[0]
+            warnings = [f"{warning}; skipped points taken from {name} instead" for warning in warnings]
+        notes.extend(warnings)
+        return provenance or {}, entries, notes
+    return provenance or {}, saved_lists[0][1] if saved_lists else [], notes
 
 
 def render_from_dir(out_dir: Path, **options) -> dict:
-    """Re-render ``metrics.json`` and ``report.html`` from ``samples.jsonl`` + saved provenance."""
+    """Re-render ``metrics.json`` and ``report.html`` from ``samples.jsonl``, the saved provenance
+    and the skipped points (``skipped.jsonl`` of ``measure run``, else the saved lists; see
+    :func:`saved_provenance`)."""
     out_dir = Path(out_dir)
     samples = out_dir / SAMPLES_FILE
     if not samples.exists():
         raise FileNotFoundError(f"{samples} not found: `measure report` needs the run's {SAMPLES_FILE}")
-    records, store_warnings = read_records(samples)
+    records, store_warnings = read_store(samples)
     provenance, skipped, notes = saved_provenance(out_dir)
+    settings = provenance.get("settings") or {}
+    for name in ("alpha", "seed"):  # calibrate as the run did, unless told otherwise
+        if name not in options and isinstance(settings.get(name), (int, float)):
+            options[name] = settings[name]
     options["warnings"] = [*options.get("warnings", []), *store_warnings, *notes]
     return write_reports(out_dir, records, provenance, skipped, **options)

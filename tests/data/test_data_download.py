@@ -16,7 +16,7 @@ SOURCE = FIXTURES / "pairs_legacy.jsonl"  # any small real file; the shared data
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server naming)
+    def do_GET(self):
         if self.path.startswith("/truncated/"):
             body = (Path(self.directory) / self.path.removeprefix("/truncated/")).read_bytes()
             self.send_response(200)

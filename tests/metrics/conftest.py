@@ -23,8 +23,8 @@ def synthetic_run(switch: int, t0: int = 10, n_after: int = 40, attention: bool 
     """A run that follows A (token 3) until 1-based position ``switch`` after t0, then B (token 7).
 
     P_ignore = A and P_oracle = P_matched = B at every position. Before t0 the run is A (it is the
-    ignore run there). Every latency (detection, adaptation in both forms, stabilization,
-    convergence) equals ``switch``; the attention onto the inserted span alternates 0.1/0.5 until
+    ignore run there). The first token that favours B, and the stabilization latency, equal
+    ``switch``; the attention onto the inserted span alternates 0.1/0.5 until
     ``switch`` and is 0.3 from then on, so its stabilization latency is ``switch`` too.
     """
     a, b = peaked(3), peaked(7)
@@ -47,8 +47,8 @@ def synthetic_run(switch: int, t0: int = 10, n_after: int = 40, attention: bool 
     return RunResult(
         problem_id="p1", condition="injection", point=f"t{t0}", t0=t0,
         prompt_ids=list(range(12)), generated_ids=[int(i) for i in ids], inserted_ids=[1, 2, 3, 4],
-        prompt_text="A", inserted_text="U", generated_text="so the answer is 12",
-        continuation_text="the answer is 12", stop_reason="max_new_tokens",
+        prompt_text="A", inserted_text="U", generated_text="so the answer is 12.",
+        continuation_text="the answer is 12.", stop_reason="max_new_tokens",
         spans={"prompt": (0, 12), "prefix": (12, 12 + t0), "inserted": (12 + t0, 16 + t0), "after": (16 + t0, 16 + n)},
         logprob_run=pick(run_lp), logprob_ref={"ignore": pick(ign), "oracle": pick(orc), "matched": pick(orc)},
         kl=kl, js=js, hidden_cosine=hc, attention_mass=mass,

@@ -40,7 +40,10 @@ MATH_CASES = [
 @pytest.mark.parametrize("text,expected,method", MATH_CASES)
 def test_extract_math_answer(text, expected, method):
     got = extract_math_answer(text)
-    assert (got.text, got.method) == (expected, method)
+    if method == "last_number":  # no stated answer: nothing is guessed, the last number is kept apart
+        assert (got.text, got.value, got.method, got.last_number) == (None, None, "none", expected)
+    else:
+        assert (got.text, got.method) == (expected, method)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +52,8 @@ def test_extract_math_answer(text, expected, method):
         ("The answer is 12.", "10", "12", "adapted"),
         ("The answer is 10.", "10", "12", "stale"),
         ("The answer is 11.", "10", "12", "other"),
-        ("no number here", "10", "12", "other"),
+        ("no number here", "10", "12", "unfinished"),
+        ("So 10 + 2 = 12 apples.", "10", "12", "unfinished"),  # never guessed from the last number
         ("#### 2.50", "2", "2.5", "adapted"),
         ("\\boxed{5/2}", "2", "2.5", "adapted"),
         ("The answer is 7", "7", "7", "adapted"),  # controls: A == B -> adapted, flagged identical
@@ -59,6 +63,14 @@ def test_classify_math(text, a, b, outcome):
     res = classify_math(text, a, b)
     assert res["outcome"] == outcome
     assert res["answers_identical"] == (a == b)
+
+
+def test_an_answer_cut_by_the_token_limit_is_not_taken():
+    assert classify_math("The answer is 1", "10", "12", finished=False)["outcome"] == "unfinished"
+    assert classify_math("The answer is 1", "10", "1", finished=True)["outcome"] == "adapted"
+    assert classify_math("The answer is 12. Then", "10", "12", finished=False)["outcome"] == "adapted"
+    cut = classify_math("So 5 + 7 = 12", "12", "11", finished=False)
+    assert (cut["outcome"], cut["answer"], cut["last_number"]) == ("unfinished", None, "12")
 
 
 def test_extracted_value_is_exact():
@@ -90,6 +102,15 @@ def test_extract_qa_answer_and_classify():
     assert res["outcome"] == "stale" and res["em_a"] == 1.0 and res["contains_a"] and not res["contains_b"]
     assert classify_qa("The castle.", ["the old mill"], ["castle"])["outcome"] == "adapted"
     assert classify_qa("Nobody knows.", ["mill"], ["castle"])["outcome"] == "other"
+    # a first line cut by the token limit is a sentence in progress, not an answer
+    assert classify_qa("The castle was", ["mill"], ["castle"], finished=False)["outcome"] == "unfinished"
+    assert classify_qa("The answer is castle. It", ["mill"], ["castle"], finished=False)["outcome"] == "adapted"
+    assert classify_qa("", ["mill"], ["castle"])["outcome"] == "unfinished"
+    # a sentence that names exactly one answer list counts for it, whatever its F1
+    sentence = "The lost fishing boat was called the Marigold."
+    assert classify_qa(sentence, ["green"], ["the Marigold", "Marigold"])["outcome"] == "adapted"
+    assert classify_qa(sentence, ["the Marigold"], ["green"])["outcome"] == "stale"
+    assert classify_qa("It was green, like the Marigold.", ["green"], ["Marigold"])["outcome"] == "other"
 
 
 @dataclass(frozen=True)
@@ -121,9 +142,8 @@ def test_summarize_run_outcome_and_json(make_run):
     assert not unknown, unknown
     # no attention, no hidden states, few tokens: keys stay, values None
     run.attention_mass, run.hidden_cosine = None, {}
-    row2 = summarize_run(run, Pair("qa", "mill", "castle", ("mill",), ("castle",)), thresholds={"detection_kl": 1e9})
+    row2 = summarize_run(run, Pair("qa", "mill", "castle", ("mill",), ("castle",)), thresholds={"gap_tokens": 5})
     assert row2["attention_ratio_all"] is None and row2["attention_stabilization_latency"] is None
-    assert (row2["detection_latency"], row2["detection_latency_censored"]) == (25, True)
     assert row2["outcome"] == "other" and "f1_b" in row2
     json.dumps(row2, allow_nan=False)
     with pytest.raises(ValueError):

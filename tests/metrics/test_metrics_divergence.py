@@ -9,7 +9,14 @@ from hypothesis.extra.numpy import arrays
 from scipy.special import log_softmax, rel_entr
 
 from measure.metrics.divergence import (
-    LN2, LOG_FLOOR, js_divergence, kl_and_js, kl_divergence, kl_js_prepared, log_ratio, prepare,
+    LN2,
+    LOG_FLOOR,
+    js_divergence,
+    kl_and_js,
+    kl_divergence,
+    kl_js_prepared,
+    log_ratio,
+    prepare,
 )
 
 V = 16

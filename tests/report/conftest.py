@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from measure.report.store import RecordStore, read_records
+from measure.records.store import RecordStore, read_store
 
 N_PROBLEMS = 3
 TEST_RESAMPLES = 200  # bootstrap resamples in tests: enough for a CI, fast on 2 cores
@@ -46,9 +46,8 @@ def _pairs():
 def make_records_file(path) -> list[tuple[str, str]]:
     """Write real records of a tiny model into ``path``; return the engine's skipped points."""
     from measure.engine import Engine, EngineConfig
-    from measure.metrics.summarize import summarize_run
     from measure.model import load_model
-    from measure.report.records import run_record
+    from measure.records.samples import problem_records
 
     loaded = load_model("tiny:llama")
     engine = Engine(loaded, EngineConfig(max_new_tokens=24, points=("4", "0.5")))
@@ -57,8 +56,8 @@ def make_records_file(path) -> list[tuple[str, str]]:
     for pair in _pairs():
         result = engine.run_problem(pair)
         skipped += [(pair.id, *s) for s in result.skipped]
-        for run in result.runs:
-            store.append(run_record(run, pair, summarize_run(run, pair)))
+        for record in problem_records(result, pair, loaded.tokenizer, semantic=False):
+            store.append(record)
     return skipped
 
 
@@ -71,7 +70,7 @@ def records_file(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def session_records(records_file) -> list[dict]:
-    records, warnings = read_records(records_file)
+    records, warnings = read_store(records_file)
     assert not warnings and records
     return records
 

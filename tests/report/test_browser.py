@@ -14,6 +14,7 @@ that this detection works with the installed Chromium. Name resolution is disabl
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -85,14 +86,16 @@ def test_report_renders_without_errors(chromium, report_dir, tmp_path):
     assert "<title>measure report: report-test</title>" in dom
     # tables with rows
     for table in ("summary-divergence", "summary-latency", "paired-table", "provenance-table", "checks-table"):
-        match = re.search(rf'<table[^>]*id="{table}"[^>]*>(.*?)</table>', dom, re.S)
+        match = re.search(rf'<table[^>]*id="{table}"[^>]*>(.*?)</table>', dom, re.DOTALL)
         assert match, f"table {table} missing from the rendered DOM"
         assert match.group(1).count("<tr") >= 2, f"table {table} has no data rows"
     # figures as inline SVG with drawn content
-    for figure in ("fig-curves", "fig-survival", "fig-attention"):
-        match = re.search(rf'<div[^>]*id="{figure}"[^>]*>\s*<svg(.*?)</svg>', dom, re.S)
+    for figure in ("fig-findings", "fig-curves", "fig-attention"):
+        match = re.search(rf'<div[^>]*id="{figure}"[^>]*>\s*<svg(.*?)</svg>', dom, re.DOTALL)
         assert match, f"figure {figure} has no inline <svg> in the rendered DOM"
         assert match.group(1).count("<path") >= 5, f"figure {figure} looks empty"
+    # 3 problems cannot calibrate latencies: the page says so instead of drawing survival curves
+    assert 'data-code="latencies_uncalibrated"' in dom and 'id="fig-survival"' not in dom
     assert dom.count('class="strip"') >= 5, "token strips missing"
     assert re.search(r'class="tok (?:injected|original|mixed|neither)"', dom), "no attributed tokens in the strips"
     # nothing fetched from outside: every src/href is a fragment or a data: URI
@@ -112,3 +115,43 @@ def test_report_screenshot(chromium, report_dir, tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 50_000  # a blank page compresses to a few KB
     shutil.copy(report_dir / "report.html", artifacts / "report.html")
     print(f"screenshot: {shot}")
+
+
+FOLD_PROBE = """<script>
+const topOf = id => document.getElementById(id).getBoundingClientRect().top;
+const first = document.querySelector('#findings ul.findings li');
+document.body.dataset.probe = JSON.stringify({findings: topOf('findings'), sentence: first.getBoundingClientRect().top,
+  bottom: first.getBoundingClientRect().bottom, provenance: topOf('provenance'), height: window.innerHeight});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def calibrated_report_dir(tmp_path_factory, helpers):
+    """A report over synthetic records with enough problems to calibrate (see report_synthetic)."""
+    from report_synthetic import synthetic_records
+
+    from measure.report.summary import write_reports
+
+    out = tmp_path_factory.mktemp("calibrated")
+    write_reports(out, synthetic_records(), helpers.PROVENANCE, [], n_resamples=helpers.RESAMPLES)
+    return out
+
+
+def test_findings_come_first_above_the_fold(chromium, calibrated_report_dir, tmp_path):
+    page = tmp_path / "probe.html"
+    html = (calibrated_report_dir / "report.html").read_text(encoding="utf-8")
+    page.write_text(html.replace("</body>", FOLD_PROBE + "</body>"), encoding="utf-8")
+    result = run_chromium(chromium, page, tmp_path / "profile", "--window-size=1280,800", "--dump-dom")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not console_lines(result.stderr), "\n".join(console_lines(result.stderr))
+    match = re.search(r'data-probe="([^"]*)"', result.stdout)
+    assert match, "the probe script did not run"
+    probe = json.loads(match.group(1).replace("&quot;", '"'))
+    assert 600 <= probe["height"] <= 800  # the window less the headless frame
+    assert 0 <= probe["findings"] < probe["sentence"] < probe["bottom"] <= probe["height"], probe
+    assert probe["provenance"] > probe["findings"] + probe["height"], probe  # provenance is far below
+    dom = result.stdout
+    assert re.search(r'<div[^>]*id="fig-survival"[^>]*>\s*<svg', dom), "calibrated latencies draw survival curves"
+    assert "adapts after a median of 6 tokens" in dom
+    match = re.search(r'<table[^>]*id="calibration-table"[^>]*>(.*?)</table>', dom, re.DOTALL)
+    assert match and match.group(1).count("<tr") == 1 + 3, "one row per calibrated event at the one point"

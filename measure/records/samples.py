@@ -3,20 +3,28 @@
 A record holds everything the reports need, so ``measure report DIR`` can re-render from the
 files alone: identifiers, tokens and texts, spans, per-token curves, attention summaries, the
 flat per-run metrics, and the invariant checks made while producing the run.
+
+:func:`problem_records` turns one problem's engine results into its records, metrics computed;
+``measure run`` and the pytest plugin both make their records with it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from measure.results import REFERENCES, SPAN_NAMES, RunResult
 
+if TYPE_CHECKING:  # the engine imports torch; records only read its results
+    from measure.engine import ProblemResult
+
 SCHEMA_VERSION = 1
 
 
 def record_key(problem_id: str, condition: str, point: str) -> str:
+    """The key of a record: ``<problem>/<condition>/<point>`` (point ``-`` for a reference run)."""
     return f"{problem_id}/{condition}/{point}"
 
 
@@ -72,3 +80,27 @@ def run_record(run: RunResult, problem, metrics: dict) -> dict:
         "metrics": metrics,
         "checks": {name: (value if math.isfinite(value) else None) for name, value in run.checks.items()},
     }
+
+
+def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -> list[dict]:
+    """Every run of a problem as a record, its metrics computed; ``semantic`` adds the
+    sentence-embedding similarities (loads the embedder)."""
+    # The metrics are imported here, not at the top: reading and writing records needs none of them.
+    from measure.metrics.summarize import summarize_run
+
+    embedder = None
+    if semantic:
+        from measure.metrics.semantic import get_embedder, semantic_similarity
+
+        embedder = get_embedder()
+    ignore, oracle = result.references["ignore"], result.references["oracle"]
+    records = []
+    for run in result.runs:
+        metrics = summarize_run(run, problem)
+        if embedder is not None:
+            # Compare continuations from the same position: the reference runs' text after t0.
+            oracle_text, ignore_text = (tokenizer.decode(reference.generated_ids[run.t0:], skip_special_tokens=True)
+                                        for reference in (oracle, ignore))
+            metrics.update(semantic_similarity(run.continuation_text, oracle_text, ignore_text, embedder=embedder))
+        records.append(run_record(run, problem, metrics))
+    return records

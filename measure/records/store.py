@@ -4,20 +4,24 @@ Each record is written as one line and flushed (and fsynced) before the next mea
 so a run killed at any moment loses at most the record being written. On reading, a last line
 cut short by a crash is detected and dropped with a warning; a bad line anywhere else is an
 error naming the file and line, because that is not what a crash leaves behind.
+
+Every line is a JSON object with a ``key``: sample records (:mod:`measure.records.samples`), the
+skipped points of ``measure run``, and the pytest plugin's per-process records and events.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 
-log = logging.getLogger(__name__)
-
 
 class StoreError(ValueError):
-    pass
+    """A store file holds a line that a crash cannot explain (not the torn last line)."""
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
 
 
 class RecordStore:
@@ -25,31 +29,38 @@ class RecordStore:
         self.path = Path(path)
 
     def append(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":"), allow_nan=False)
+        line = _line(record)
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+            handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
 
     def read(self) -> tuple[list[dict], list[str]]:
         """Records in file order, and warnings about what was dropped."""
-        return read_records(self.path)
+        return read_store(self.path)
 
     def repair(self) -> list[str]:
         """Rewrite the file without a torn last line, so appends start on a fresh line."""
         records, warnings = self.read()
         if warnings:
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for record in records:
-                    handle.write(json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            tmp.replace(self.path)
+            write_records(self.path, records)
         return warnings
 
 
-def read_records(path: str | Path) -> tuple[list[dict], list[str]]:
+def write_records(path: str | Path, records: list[dict]) -> None:
+    """Write ``records`` as the whole file, atomically (a temporary file, fsynced, then renamed)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.writelines(_line(record) for record in records)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_store(path: str | Path) -> tuple[list[dict], list[str]]:
+    """The records of a store file in file order, and warnings about what was dropped
+    (nothing when the file does not exist)."""
     path = Path(path)
     if not path.exists():
         return [], []
