@@ -108,8 +108,9 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
         "min_controls": max(cal.min_controls(alpha, len(event.windows)) for event in cal.EVENTS),
         "control_conditions": list(cal.CONTROL_CONDITIONS),
         "change_conditions": list(cal.CHANGE_CONDITIONS),
-        "method": ("per injection point, the conformal (1 - alpha) quantile of the control runs' largest "
-                   "w-token-in-a-row level of the event curve; cross-fitted over two folds of problems"),
+        "method": ("per injection point, the conformal (1 - alpha / windows) quantile of the control runs' "
+                   "largest w-token-in-a-row level of the event curve, never below 0; cross-fitted over two "
+                   "folds of problems"),
         "folds": dict(sorted(folds.items())),
         "events": events,
     }

@@ -168,8 +168,10 @@ FINDINGS_CURVES = (("kl:matched", "KL(run || matched)"), ("ratio", "r(t) = log P
 
 def findings_curves_svg(records: list[dict], max_positions: int = 40) -> str | None:
     """The Findings figure: KL to P_matched and r(t) per condition after the change, one row per
-    injection point (the reference runs, which have no point, are left out)."""
-    table = {point: runs for point, runs in _by_point_condition(records).items() if point != "-"}
+    injection point, over the changed problems as the findings are (the reference runs, which
+    have no point, and identical-problem controls are left out)."""
+    changed = [r for r in records if r.get("variation_type") is not None]
+    table = {point: runs for point, runs in _by_point_condition(changed).items() if point != "-"}
     if not table:
         return None
     return _curve_grid(table, FINDINGS_CURVES, 11, 2.4, max_positions, lambda title, point: f"{title}, point {point}")
