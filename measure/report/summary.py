@@ -171,10 +171,15 @@ def build_metrics(
     seed: int = 0,
     wilcoxon_method: str = DEFAULT_WILCOXON,
     alpha: float = DEFAULT_ALPHA,
+    calibrated: tuple[list[dict], dict] | None = None,
 ) -> dict:
-    """The ``metrics.json`` dict of a run (see the module docstring for its sections)."""
+    """The ``metrics.json`` dict of a run (see the module docstring for its sections).
+
+    ``calibrated``: :func:`measure.report.calibrated.calibrated_records` of ``records`` at ``alpha``
+    and ``seed`` when the caller already has it (the report renders the same records).
+    """
     skipped = list(skipped or [])
-    unique, calibration = calibrated_records(list(latest_by_key(records).values()), alpha, seed)
+    unique, calibration = calibrated or calibrated_records(list(latest_by_key(records).values()), alpha, seed)
     df = records_frame(unique)
     kw = dict(confidence=confidence, n_resamples=n_resamples, seed=seed)
     aggregate = stats.aggregate(df, **kw) if unique else pd.DataFrame()
@@ -227,18 +232,18 @@ def write_reports(out_dir: Path, records: list[dict], provenance: dict, skipped:
     """Write ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics dict.
 
     ``options`` go to :func:`build_metrics` (``confidence``, ``n_resamples``, ``seed``,
-    ``wilcoxon_method``, ``warnings``).
+    ``wilcoxon_method``, ``warnings``, ``alpha``).
     """
     from measure.report.html import write_html  # matplotlib is imported only when rendering
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped = [normalize_skipped(s) for s in skipped or []]
-    metrics = build_metrics(records, provenance, skipped, **options)
+    calibrated = calibrated_records(list(latest_by_key(records).values()), options.get("alpha", DEFAULT_ALPHA),
+                                    options.get("seed", 0))
+    metrics = build_metrics(records, provenance, skipped, calibrated=calibrated, **options)
     write_json(out_dir / METRICS_FILE, metrics)
-    unique, _ = calibrated_records(list(latest_by_key(records).values()), options.get("alpha", DEFAULT_ALPHA),
-                                   options.get("seed", 0))
-    write_html(out_dir / REPORT_FILE, unique, metrics)
+    write_html(out_dir / REPORT_FILE, calibrated[0], metrics)
     return metrics
 
 
