@@ -42,7 +42,19 @@ def uninterrupted(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("runs") / "whole"
     result = measure(*TINY, "--out", str(out))
     assert result.returncode == 0, result.stderr
+    (out.parent / "stdout.txt").write_text(result.stdout)
     return out
+
+
+def test_run_prints_the_findings_of_its_report(uninterrupted):
+    from measure.report.findings import findings_text
+
+    printed = (uninterrupted.parent / "stdout.txt").read_text()
+    findings = json.loads((uninterrupted / "metrics.json").read_text())["findings"]
+    assert findings_text(findings) in printed  # the same sentences as metrics.json and the report
+    # 3 problems cannot calibrate the latencies, and the run says so in words
+    assert "What this run cannot say" in printed and "not reported" in printed
+    assert printed.rstrip().endswith("report.html")
 
 
 def test_run_writes_samples_metrics_and_report(uninterrupted):
