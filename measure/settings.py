@@ -35,7 +35,7 @@ class RunSettings:
     # The default run: the 54 built-in pairs the embedded model solves uninterrupted (40 math, 14
     # story questions; 43 changed, 11 identical), one point, tokens enough to finish (87% end by
     # themselves). Enough changed problems to calibrate the latencies (63 control runs per fold)
-    # and to detect a paired effect of |dz| 0.44 at 80% power, in about 5 minutes on 2 CPU cores.
+    # and to detect a paired effect of |dz| 0.44 at 80% power, in about 6 minutes on 2 CPU cores.
     dataset: str = "builtin-easy"
     data_dir: str | None = None
     limit: int | None = None
