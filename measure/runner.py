@@ -21,7 +21,7 @@ from measure.engine import Engine, ProblemResult
 from measure.model import load_model
 from measure.provenance import now, provenance
 from measure.records import RUN_FILE, SAMPLES_FILE, SKIPPED_FILE
-from measure.records.samples import problem_records, record_key
+from measure.records.samples import problem_records, record_key, skipped_key
 from measure.records.store import RecordStore, read_store
 from measure.results import REFERENCE_RUNS
 from measure.settings import RunSettings, SettingsError, validate
@@ -52,7 +52,7 @@ def _labels(settings: RunSettings) -> list[str]:
 def skipped_records(result: ProblemResult, settings: RunSettings) -> list[dict]:
     """The lines of ``skipped.jsonl``: one per skipped point, with the record keys it stands for
     and its own ``key`` (``<problem>/<point>``), which the record store requires of every line."""
-    return [{"key": f"{result.problem_id}/{label}", "problem_id": result.problem_id, "point": label, "reason": reason,
+    return [{"key": skipped_key(result.problem_id, label), "problem_id": result.problem_id, "point": label, "reason": reason,
              "keys": [record_key(result.problem_id, c, label) for c in settings.conditions
                       if c not in REFERENCE_RUNS]}
             for label, reason in result.skipped]

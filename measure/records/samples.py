@@ -28,6 +28,11 @@ def record_key(problem_id: str, condition: str, point: str) -> str:
     return f"{problem_id}/{condition}/{point}"
 
 
+def skipped_key(problem_id: str, point: str) -> str:
+    """The key of a line of ``skipped.jsonl``: ``<problem>/<point>`` (one line per skipped point)."""
+    return f"{problem_id}/{point}"
+
+
 def _floats(array) -> list:
     """A JSON-safe list: NaN and infinities become None (JSON has no NaN)."""
     values = np.asarray(array, dtype=float).tolist()
