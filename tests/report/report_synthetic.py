@@ -6,6 +6,8 @@ Imported by the report tests (pytest puts this folder on sys.path for them).
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 
 N_GEN = 40
@@ -15,7 +17,7 @@ SWITCH = 6  # 1-based token after the change at which injection runs start to fa
 
 def _record(pid, condition, point, t0, r_after, vt, outcome, gap):
     """A sample record whose log-ratio after t0 is ``r_after`` (the ignore stream before t0)."""
-    rng = np.random.default_rng(abs(hash((pid, condition, point))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{pid}/{condition}/{point}".encode()))  # stable across processes
     ignore_lp = -1.0 - rng.uniform(0, 0.2, N_GEN)
     r = np.concatenate([-np.abs(rng.normal(0, 0.3, t0)), r_after])[:N_GEN]
     if vt is None:
