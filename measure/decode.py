@@ -8,6 +8,7 @@ so padding takes no RoPE position and a batched row produces the same tokens as 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,7 @@ class DecodeRow:
     generator: torch.Generator | None = None  # None: greedy
     keep_logprobs: bool = False  # keep the full decode-time log-probabilities (n_new, vocab)
     keep_cache: bool = False  # return the row's final cache (context + feed + new tokens but the last)
+    on_token: Callable[[int, int], None] | None = None  # called with (index, token) as each token is chosen
 
 
 @dataclass
@@ -142,6 +144,8 @@ def _decode_batch(model, chunk, eos_ids, pad_id, temperature):
             token = greedy[i] if generator is None else choose_token(logprobs[i], generator, temperature)
             state.decoded.tokens.append(token)
             state.decoded.token_logprobs.append(float(logprobs[i, token]))
+            if state.row.on_token is not None:
+                state.row.on_token(len(state.decoded.tokens) - 1, token)
             if state.row.keep_logprobs:
                 state.steps.append(logprobs[i].cpu())
             fed.append(token)

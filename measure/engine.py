@@ -28,6 +28,7 @@ from measure.conditions import (
     build_conditions,
 )
 from measure.decode import Decoded, DecodeRow, decode_rows, prefill
+from measure.events import Listener, RunEvent, TokenEvent
 from measure.metrics.divergence import kl_divergence
 from measure.model import LoadedModel
 from measure.points import InjectionPoint, parse_points
@@ -121,15 +122,23 @@ class Engine:
         self.rotary = kv.rotary_embedding_of(self.model)
         self.pad_id = self.tokenizer.pad_token_id
         self.positions_evaluated = 0  # every token position run through the model, for throughput
+        self.listener: Listener | None = None  # set for the duration of run_problems(..., listener=)
         self.eos_ids = {self.tokenizer.eos_token_id}
         generation_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
         if generation_eos is not None:
             self.eos_ids |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos])
 
     # -- decoding -----------------------------------------------------------------------------
-    def _row(self, problem_id, name, label, cache, feed, budget, **flags) -> DecodeRow:
+    def _row(self, problem_id, name, label, cache, feed, budget, offset=0, **flags) -> DecodeRow:
         generator = row_generator(self.config.seed, problem_id, name, label) if self.config.temperature > 0 else None
-        return DecodeRow(cache, feed, budget, generator, **flags)
+        on_token = None
+        if self.listener is not None:
+            listener = self.listener
+
+            def on_token(index: int, token: int) -> None:
+                listener(TokenEvent(problem_id, name, label, offset + index, token, self.tokenizer.decode([token])))
+
+        return DecodeRow(cache, feed, budget, generator, on_token=on_token, **flags)
 
     def _decode(self, rows: list[DecodeRow]) -> list[Decoded]:
         decoded = decode_rows(self.model, rows, self.eos_ids, self.pad_id,
@@ -152,11 +161,27 @@ class Engine:
         return [self.tokenizer.decode([token]) for token in ids]
 
     # -- problems ------------------------------------------------------------------------------
-    def run_problem(self, problem) -> ProblemResult:
-        return self.run_problems([problem])[0]
+    def run_problem(self, problem, listener: Listener | None = None) -> ProblemResult:
+        return self.run_problems([problem], listener)[0]
 
-    def run_problems(self, problems) -> list[ProblemResult]:
-        """Every condition of every problem; rows of all problems and points decode together."""
+    def run_problems(self, problems, listener: Listener | None = None) -> list[ProblemResult]:
+        """Every condition of every problem; rows of all problems and points decode together.
+
+        ``listener`` receives a :class:`~measure.events.TokenEvent` per generated token and a
+        :class:`~measure.events.RunEvent` per finished run (measure.events).
+        """
+        self.listener = listener
+        try:
+            return self._run_problems(problems)
+        finally:
+            self.listener = None
+
+    def _announce(self, runs) -> None:
+        if self.listener is not None:
+            for run in runs:
+                self.listener(RunEvent(run))
+
+    def _run_problems(self, problems) -> list[ProblemResult]:
         start_positions = self.positions_evaluated
         prompt = self.config.prompt
         prompts = [(prompt.prompt_ids(self.tokenizer, p.question_a, p.context, getattr(p, "kind", "math")),
@@ -173,6 +198,7 @@ class Engine:
             jobs.append(self._reference_job(problem, "ignore", prompt_a, prompt_b, ignore))
             jobs.append(self._reference_job(problem, "oracle", prompt_b, prompt_a, oracle))
         references = self._score_jobs(jobs)
+        self._announce(references)
 
         results, forked = [], []
         for index, (problem, (prompt_a, prompt_b), ignore) in enumerate(zip(problems, prompts, ignores)):
@@ -190,11 +216,13 @@ class Engine:
                     forked.extend((result, problem, fork, condition, condition.prepare(fork))
                                   for condition in self.conditions)
         decoded = self._decode([
-            self._row(problem.id, condition.name, fork.label, state.cache, state.feed, budget - fork.t0)
+            self._row(problem.id, condition.name, fork.label, state.cache, state.feed, budget - fork.t0, offset=fork.t0)
             for _, problem, fork, condition, state in forked])
         jobs = [self._forked_job(problem, condition.name, fork, state, after, result.references["ignore"])
                 for (result, problem, fork, condition, state), after in zip(forked, decoded)]
-        for (result, *_), run in zip(forked, self._score_jobs(jobs)):
+        runs = self._score_jobs(jobs)
+        self._announce(runs)
+        for (result, *_), run in zip(forked, runs):
             result.runs.append(run)
         # Throughput is reported for the batch as a whole: rows of all problems share passes.
         results[0].positions_evaluated = self.positions_evaluated - start_positions
