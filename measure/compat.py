@@ -19,8 +19,12 @@ def _cache_argument(model_class: type) -> str:
 
 
 def forward(model, cache, **inputs):
-    """``model(**inputs)`` with ``cache`` passed under the name this transformers uses."""
-    return model(**{_cache_argument(type(model)): cache}, **inputs)
+    """``model(**inputs)`` with ``cache`` passed under the name this transformers uses (and, on
+    CUDA, SDPA kept off cuDNN: measure.sdpa.without_cudnn_attention says why)."""
+    from measure.sdpa import without_cudnn_attention
+
+    with without_cudnn_attention(model.device):
+        return model(**{_cache_argument(type(model)): cache}, **inputs)
 
 
 def returned_cache(output):

@@ -7,6 +7,14 @@ for SmolLM2 in every layer: on CPU that copy costs more than the attention itsel
 ``enable_gqa`` computes the same result (bit-identical on CPU) without the copy. On CUDA a mask
 with ``enable_gqa`` sends SDPA to its slow math kernel, so everything but the CPU case goes to
 transformers' function unchanged.
+
+On CUDA, :func:`without_cudnn_attention` keeps SDPA off its cuDNN backend. PyTorch picks cuDNN
+for bfloat16/float16 (never for float32), and cuDNN builds an execution plan per input shape: a
+decode step grows the key length by one, so every step of every layer pays a new plan. Profiled on
+an H100 (SmolLM2-135M architecture, batch 1): ``aten::_cudnn_attention_forward`` took 1.37 ms of
+CPU per call and 64% of all CPU time, and a decode step took 66 ms in bfloat16 against 27 ms in
+float32, with transformers alone as with the engine (benchmarks/gpu_dtype_profile.py). The
+memory-efficient kernel, which float32 already uses, has no per-shape plan.
 """
 
 from __future__ import annotations
@@ -41,6 +49,15 @@ def grouped_sdpa_forward(
         return output.transpose(1, 2).contiguous(), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                   is_causal=is_causal, position_bias=position_bias, **kwargs)
+
+
+def without_cudnn_attention(device: torch.device | str):
+    """A context in which SDPA on ``device`` may use any backend but cuDNN (see the module doc)."""
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def register_grouped_sdpa() -> str:
