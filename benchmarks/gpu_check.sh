@@ -36,7 +36,9 @@ suite() {  # suite DTYPE SECONDS: the condition suite with its invariants; recor
         --measure-limit "$limit" --measure-out "$work/suite-$1"
     cp "$work/suite-$1/samples.jsonl" "$out/samples-$1.jsonl" 2>/dev/null
 }
-bench() {  # bench DTYPE SECONDS: the issue-7 workload without the naive way; on CUDA also batch 1/8/32 rates
+bench() {  # bench DTYPE SECONDS: the issue-7 workload without the naive way; on CUDA also batch 1/8/32 rates.
+    # It prints where the engine's time goes (prefill, decode steps, step metrics, ...): run in both
+    # dtypes, the two breakdowns show which part makes bfloat16 slower than float32.
     step "$2" "bench $1" python3 -m measure.cli bench --model "$model" --device "$device" --dtype "$1" \
         --problems "$problems" --max-new-tokens "$tokens" --skip-naive --skip-long
 }
@@ -50,6 +52,10 @@ bench float32 150
 suite float32 120
 suite bfloat16 120
 bench bfloat16 90
+# The per-step profile of float32 against bfloat16 (kernels and operators by name); needs a folder.
+if [ -d "$model" ]; then
+    step 120 "dtype profile" python3 benchmarks/gpu_dtype_profile.py "$model" --device "$device" --steps 32
+fi
 step 90 "measure run" python3 -m measure.cli run --model "$model" --device "$device" --no-semantic \
     --limit "$limit" --out "$work/run"
 cp "$work/run/report.html" "$out/report.html" 2>/dev/null

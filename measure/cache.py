@@ -3,13 +3,67 @@
 Every function returns a new ``DynamicCache`` and leaves its input untouched, so one forked
 prefix can feed any number of conditions. Tensors in a cache layer have shape
 ``(batch, kv_heads, positions, head_dim)``.
+
+Sliding-window layers (Mistral with ``sliding_window``, Qwen2 with ``use_sliding_window``, the
+local layers of Gemma 3): transformers' ``DynamicCache(config=...)`` gives them a
+``DynamicSlidingWindowLayer`` that drops every key older than the window. A dropped key cannot be
+brought back, so a crop or fork further back than the window, or a prompt replacement, would be
+wrong. The caches built here therefore keep every position in every layer (a plain
+``DynamicLayer``; :func:`new_cache` for an empty one) and leave the window to the attention mask,
+which transformers builds from the distance between query and key *indices* on the cache axis.
+That distance equals the distance in positions as long as no padding sits between a row's real
+positions: :func:`close_padding_gaps` restores that after a right-padded forward. A cache that did
+drop positions is refused by :func:`kv_pairs` with a message naming the layer and its type.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import DynamicCache
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, DynamicSlidingWindowLayer, get_layer_types_and_kwargs
+
+#: Layer types whose cache is plain per-position keys and values (the window lives in the mask).
+ATTENTION_LAYER_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+
+class UnsupportedCache(ValueError):
+    """The model's cache cannot be edited position by position; the message names the layer type."""
+
+
+def layer_types(config) -> list[str]:
+    """The cache layer type of each decoder layer, as transformers' DynamicCache would pick it."""
+    types, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    return list(types)
+
+
+def has_sliding_layers(config) -> bool:
+    return any(kind != "full_attention" for kind in layer_types(config))
+
+
+def check_editable(config) -> list[str]:
+    """The layer types, after refusing models whose layers keep anything but per-position KV."""
+    types = layer_types(config)
+    odd = sorted({kind for kind in types if kind not in ATTENTION_LAYER_TYPES})
+    if odd:
+        first = types.index(odd[0])
+        raise UnsupportedCache(
+            f"layer {first} has cache layer type {odd[0]!r} ({type(config).__name__}): its cache holds a recurrent "
+            "state, shared or indexed keys, not one key and value per position, so the cache edits "
+            "(crop, fork, append, prompt replacement) cannot be done exactly; "
+            f"supported types: {', '.join(ATTENTION_LAYER_TYPES)}")
+    return types
+
+
+def new_cache(config) -> DynamicCache:
+    """An empty cache that keeps every position in every layer, sliding-window layers included.
+
+    Use it instead of ``DynamicCache(config=config)`` wherever a cache may later be cropped,
+    forked or edited: the windowed layer type transformers picks would drop positions.
+    """
+    types = check_editable(config)
+    return DynamicCache(ddp_cache_data=[(None, None)] * len(types)) if types else DynamicCache()
 
 
 def kv_head_shape(model: torch.nn.Module) -> tuple[int, int, int]:
@@ -22,7 +76,24 @@ def kv_head_shape(model: torch.nn.Module) -> tuple[int, int, int]:
 
 
 def kv_pairs(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    """Each layer's (keys, values), every position of the stream in every layer.
+
+    Refuses a cache whose sliding-window layer has dropped positions (built by
+    ``DynamicCache(config=...)`` and fed past its window): edits of it would silently be wrong.
+    """
+    pairs = []
+    for index, layer in enumerate(cache.layers):
+        if isinstance(layer, DynamicSlidingWindowLayer) and layer.is_initialized \
+                and layer.keys.shape[-2] < layer.cumulative_length:
+            raise UnsupportedCache(
+                f"cache layer {index} is a {type(layer).__name__} (sliding_attention, window {layer.sliding_window}) "
+                f"that kept only the last {layer.keys.shape[-2]} of its {layer.cumulative_length} positions; "
+                "a cache to crop, fork or edit must keep every position: build it with measure.cache.new_cache(config) "
+                "instead of DynamicCache(config=config)")
+        if not hasattr(layer, "keys") or (layer.is_initialized and layer.keys is None):
+            raise UnsupportedCache(f"cache layer {index} is a {type(layer).__name__}, which holds no per-position keys")
+        pairs.append((layer.keys, layer.values))
+    return pairs
 
 
 def kv_length(cache: DynamicCache | None) -> int:
@@ -30,7 +101,19 @@ def kv_length(cache: DynamicCache | None) -> int:
 
 
 def build_cache(pairs, config) -> DynamicCache:
-    return DynamicCache(ddp_cache_data=list(pairs), config=config)
+    """A cache holding the given per-layer (keys, values), every position kept in every layer.
+
+    ``config`` is checked, not used to pick layer types: the windowed layer transformers would
+    pick for a sliding-window layer keeps only its last ``window - 1`` positions.
+    """
+    pairs = list(pairs)
+    if config is not None:
+        check_editable(config)
+    lengths = {keys.shape[-2] for keys, _ in pairs if keys is not None}
+    if len(lengths) > 1:
+        raise UnsupportedCache(f"cache layers hold different numbers of positions ({sorted(lengths)}): "
+                               "a layer dropped positions (a sliding-window layer?) and cannot be edited")
+    return DynamicCache(ddp_cache_data=pairs)
 
 
 def crop_copy(cache: DynamicCache, length: int, config) -> DynamicCache:
@@ -55,17 +138,17 @@ def stack_left_padded(caches: list[DynamicCache], config, extra: int = 0) -> tup
     lengths = [kv_length(cache) for cache in caches]
     longest = max(lengths)
     pads = [longest - length for length in lengths]
+    rows = [kv_pairs(cache) for cache in caches]  # refuses caches that dropped positions
     layers = []
-    for layer_index in range(len(caches[0].layers)):
-        first = caches[0].layers[layer_index]
+    for layer_index in range(len(rows[0])):
         buffers = []
-        for name in ("keys", "values"):
-            like = getattr(first, name)
+        for slot in (0, 1):  # keys, values
+            like = rows[0][layer_index][slot]
             buffer = like.new_empty(len(caches), like.shape[1], longest + extra, like.shape[-1])
-            for row, (cache, pad) in enumerate(zip(caches, pads)):
+            for row, (pairs, pad) in enumerate(zip(rows, pads)):
                 # Padding is masked out, but must be finite: a masked 0 * NaN would still be NaN.
                 buffer[row, :, :pad].zero_()
-                buffer[row, :, pad:longest] = getattr(cache.layers[layer_index], name)[0]
+                buffer[row, :, pad:longest] = pairs[layer_index][slot][0]
             buffers.append(buffer)
         layers.append(buffers)
     if extra > 0:
@@ -78,17 +161,33 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-second, first), dim=-1)
 
 
-def shift_rotary_keys(keys: torch.Tensor, shift: int, rotary_embedding: torch.nn.Module) -> torch.Tensor:
+def rotary_takes_layer_type(rotary_embedding: torch.nn.Module) -> bool:
+    """True for rotary modules with one frequency set per layer type (Gemma 3: local layers use
+    theta 10k, global layers 1M), whose forward takes the layer type."""
+    return "layer_type" in inspect.signature(rotary_embedding.forward).parameters
+
+
+def shift_rotary_keys(keys: torch.Tensor, shift: int, rotary_embedding: torch.nn.Module,
+                      layer_type: str | None = None) -> torch.Tensor:
     """Move RoPE-rotated keys by ``shift`` positions.
 
     RoPE rotates a key at position p by the angle p * theta_i, so a further rotation by
     shift * theta_i puts it at p + shift exactly; cos/sin come from the model's own rotary
     module (so frequency scaling such as llama3's is respected) with its output scaling undone.
+    ``layer_type`` picks the frequencies of rotary modules that have one set per layer type.
     """
     if shift == 0:
         return keys
     position = torch.tensor([[shift]], device=keys.device)
     probe = keys.new_zeros(1, 1, keys.shape[-1])
+    if rotary_takes_layer_type(rotary_embedding):
+        if layer_type is None:
+            raise ValueError(f"{type(rotary_embedding).__name__} has frequencies per layer type: pass layer_type")
+        cos, sin = rotary_embedding(probe, position, layer_type)
+        scaling = getattr(rotary_embedding, f"{layer_type}_attention_scaling", 1.0)
+        cos = (cos / scaling).to(keys.dtype)[0, 0]
+        sin = (sin / scaling).to(keys.dtype)[0, 0]
+        return keys * cos + rotate_half(keys) * sin
     cos, sin = rotary_embedding(probe, position)
     scaling = getattr(rotary_embedding, "attention_scaling", 1.0)
     cos = (cos / scaling).to(keys.dtype)[0, 0]
@@ -109,12 +208,16 @@ def replace_prompt_region(
 
     ``stale`` holds old prompt + generated tokens; positions ``old_prompt_length:keep_until``
     (generated tokens computed under the old prompt) are kept and their keys re-rotated by the
-    change in prompt length, so they sit right after the new prompt.
+    change in prompt length, so they sit right after the new prompt (with the frequencies of each
+    layer's type where the model has several, as Gemma 3 does).
     """
     shift = new_prompt_length - old_prompt_length
+    types = check_editable(config)
     layers = []
-    for (stale_key, stale_value), (fresh_key, fresh_value) in zip(kv_pairs(stale), kv_pairs(fresh_prompt)):
-        kept_key = shift_rotary_keys(stale_key[:, :, old_prompt_length:keep_until], shift, rotary_embedding)
+    for layer_type, (stale_key, stale_value), (fresh_key, fresh_value) in zip(
+            types, kv_pairs(stale), kv_pairs(fresh_prompt)):
+        kept_key = shift_rotary_keys(stale_key[:, :, old_prompt_length:keep_until], shift, rotary_embedding,
+                                     layer_type=layer_type)
         kept_value = stale_value[:, :, old_prompt_length:keep_until]
         layers.append((
             torch.cat([fresh_key[:, :, :new_prompt_length], kept_key], dim=2),
@@ -196,7 +299,35 @@ def empty_like(reference: DynamicCache, config) -> DynamicCache:
 
 def preallocated_empty(batch_size: int, like: torch.nn.Module, capacity: int) -> Cache:
     """An empty preallocated cache for ``like``'s layers, room for ``capacity`` positions."""
+    check_editable(like.config)
     layers, heads, head_dim = kv_head_shape(like)
     parameter = next(like.parameters())
     empty = parameter.new_empty(batch_size, heads, 0, head_dim)
     return Cache(layers=[PreallocatedLayer(empty, empty, capacity) for _ in range(layers)])
+
+
+def close_padding_gaps(cache: Cache, attention_mask: torch.Tensor) -> tuple[Cache, torch.Tensor]:
+    """Move each row's kept positions to the right end of the cache axis, padding all to the left.
+
+    After a forward over right-padded feeds a row reads [left padding][cache][feed][right padding];
+    the next decoded token lands after the right padding. transformers measures a sliding window
+    in cache-axis indices, so a gap inside a row would push keys out of the window too early.
+    Returns the cache (edited in place: the batch is transient) and the mask matching it; rows keep
+    their order of positions, and their position ids are unchanged (padding takes none).
+    """
+    mask = attention_mask.bool()
+    length = mask.shape[1]
+    # A stable sort of "kept" puts padding first and keeps the order of each row's positions.
+    order = torch.sort(mask.to(torch.int8), dim=1, stable=True).indices
+    for layer in cache.layers:
+        if isinstance(layer, PreallocatedLayer):
+            for buffer in (layer._key_buffer, layer._value_buffer):
+                index = order[:, None, :, None].expand(-1, buffer.shape[1], -1, buffer.shape[-1])
+                buffer[:, :, :length] = buffer[:, :, :length].gather(2, index)
+            layer._expose()
+        else:
+            for name in ("keys", "values"):
+                tensor = getattr(layer, name)
+                index = order[:, None, :, None].expand(-1, tensor.shape[1], -1, tensor.shape[-1])
+                setattr(layer, name, tensor.gather(2, index))
+    return cache, torch.gather(attention_mask, 1, order)

@@ -1,4 +1,4 @@
-"""Command line: measure run | report | compare | augment | data | bench."""
+"""Command line: measure run | report | compare | augment | data | bench | serve."""
 
 from __future__ import annotations
 
@@ -37,7 +37,11 @@ def add_run_parser(subparsers) -> None:
     run.add_argument("--device", help="cpu | cuda | mps")
     run.add_argument("--dtype", help="float32 | bfloat16 | float16")
     run.add_argument("--out", help="output folder (default reports/run-<time>)")
-    run.add_argument("--resume", action="store_true", help="complete an interrupted run in --out")
+    run.add_argument("--resume", action="store_true",
+                     help="complete the interrupted run in --out, with the settings saved in its run.json")
+    run.add_argument("--force", action="store_true",
+                     help="write into a non-empty --out folder that holds no run (its metrics.json and report.html "
+                          "would be replaced)")
     run.add_argument("--prompt-style", help="chat (default) | raw")
     run.add_argument("--system-prompt", help="system prompt of math problems")
     run.add_argument("--qa-system-prompt", help="system prompt of reading questions (kind qa)")
@@ -52,6 +56,13 @@ def add_run_parser(subparsers) -> None:
     run.add_argument("--trust-remote-code", action="store_true")
     run.add_argument("--alpha", type=float,
                      help="false-event rate at which latency events are calibrated on control runs (default 0.05)")
+    run.add_argument("--executor", help="local (default: this process) | ray (Ray actors; pip install 'measure[ray]')")
+    run.add_argument("--ray-address", help="with --executor ray: unset starts a local Ray instance; 'auto' or host:port "
+                     "joins a running cluster (`ray start`)")
+    run.add_argument("--workers", type=int, help="with --executor ray: actors, each loading the model "
+                     "(default: one per GPU with --device cuda, else one per CPU)")
+    run.add_argument("--gpus-per-worker", type=float, help="with --executor ray: GPUs per actor, 0 to 1 "
+                     "(default 1 with --device cuda, else 0; 0.5 puts two actors on a GPU)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=run_command)
 
@@ -67,8 +78,6 @@ def _interrupt_on_sigterm() -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from measure.conditions import UnsupportedCondition
-    from measure.model import ModelLoadError
     from measure.runner import run_measurement
     from measure.settings import FIELDS, RunSettings, SettingsError, from_toml
 
@@ -76,10 +85,21 @@ def run_command(args: argparse.Namespace) -> int:
     _interrupt_on_sigterm()
     try:
         values = {**(from_toml(args.config) if getattr(args, "config", None) else {}), **given}
-        settings = RunSettings(**values)
-        out = run_measurement(settings, show_progress=not getattr(args, "quiet", False))
-    except (SettingsError, ModelLoadError, UnsupportedCondition) as error:
-        print(f"measure run: error: {error}", file=sys.stderr)
+        if values.get("resume"):
+            from measure.run_folder import resume_settings
+
+            if not values.get("out"):
+                raise SettingsError("--resume needs --out, the folder of the run to continue")
+            # The saved settings are the run's; what was given here must agree with them.
+            settings, _ = resume_settings(values["out"], {k: v for k, v in values.items() if k not in ("resume", "out")})
+        else:
+            settings = RunSettings(**values)
+        out = run_measurement(settings, show_progress=not getattr(args, "quiet", False),
+                              force=getattr(args, "force", False))
+    except Exception as error:
+        if not is_user_error(error) or getattr(args, "verbose", False):
+            raise
+        print(error_line("run", error), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nmeasure run: interrupted; what was measured is saved. Rerun with --resume to finish.",
@@ -113,13 +133,47 @@ def build_parser() -> argparse.ArgumentParser:
     from measure.bench import register as register_bench
 
     register_bench(subparsers)
+    from measure.models_cli import register as register_models
+
+    register_models(subparsers)  # measure models, measure compare-models
+    from measure.serve.cli import register as register_serve
+
+    register_serve(subparsers)
     return parser
+
+
+#: Exceptions that mean the user's input (flags, files, folders, environment) is wrong, by the
+#: module that defines them: such an error is one line and exit code 2, not a traceback. Looked up
+#: in sys.modules so that `measure report` does not import torch to recognise ModelLoadError.
+USER_ERRORS = {"measure.settings": "SettingsError", "measure.data.errors": "DataError",
+               "measure.model": "ModelLoadError", "measure.conditions": "UnsupportedCondition",
+               "measure.report.compare": "CompareError", "measure.records.store": "StoreError",
+               "measure.executors": "ExecutorError"}
+
+
+def is_user_error(error: BaseException) -> bool:
+    if isinstance(error, OSError):  # a path that is missing, not a folder, not writable, a full disk
+        return True
+    return any(isinstance(error, getattr(sys.modules[module], name))
+               for module, name in USER_ERRORS.items() if module in sys.modules)
+
+
+def error_line(command: str, error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"measure {command}: error: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as error:  # user errors raised past a subcommand's own handling: one line, exit 2
+        if not is_user_error(error) or args.verbose:
+            raise
+        command = " ".join(filter(None, (args.command, getattr(args, "data_action", None))))
+        print(error_line(command, error), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

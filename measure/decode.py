@@ -1,16 +1,29 @@
-"""Batched decoding of rows that each continue their own KV cache.
+"""Batched decoding of rows that each continue their own KV cache, with reference rows in tow.
 
 Rows may start from caches of different lengths and feed different numbers of tokens (inserted
 texts differ in length): caches are stacked with left padding, feeds right-padded and prefilled in
 one forward, then the rows decode in lockstep, each with its own attention mask and position ids,
 so padding takes no RoPE position and a batched row produces the same tokens as the row alone.
+After the prefill every row's positions are moved together at the right end of the cache axis
+(``measure.cache.close_padding_gaps``): sliding-window masks measure distances on that axis, and
+a row's token spans then map onto it by one offset.
+
+A row (a run, the *leader*) may bring *followers*: its reference streams (P_ignore, P_oracle,
+P_matched), each starting from its own cache and feed and then fed every token the leader chooses,
+one step behind it. Leader and followers are rows of the same forward, so at each step the
+leader's distribution is compared with each follower's right away (measure.step_metrics) and only
+per-position numbers are kept. A follower identical to the leader (same cache object, same feed)
+or to another follower of the same leader is not a row of its own: it shares the outputs, so two
+references that are the same stream give exactly the same numbers.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
@@ -18,6 +31,25 @@ from measure import cache as kv
 from measure import compat
 from measure.batching import pad_batch, vocabulary_projection_at
 from measure.memory import batch_cap
+from measure.step_metrics import RowAttentionCapture, pair_metrics, span_masses, step_attention
+
+
+@dataclass
+class Follower:
+    """A reference stream: ``cache`` (None for nothing) plus ``feed``, then the leader's tokens."""
+
+    cache: DynamicCache | None
+    feed: list[int]
+
+
+@dataclass
+class StepValues:
+    """What a leader's step gave, for a live listener: per reference name, the chosen token's
+    log-probability under it and KL(run || it)."""
+
+    logprob: float
+    ref_logprob: dict[str, float]
+    kl: dict[str, float]
 
 
 @dataclass
@@ -28,7 +60,13 @@ class DecodeRow:
     generator: torch.Generator | None = None  # None: greedy
     keep_logprobs: bool = False  # keep the full decode-time log-probabilities (n_new, vocab)
     keep_cache: bool = False  # return the row's final cache (context + feed + new tokens but the last)
-    on_token: Callable[[int, int], None] | None = None  # called with (index, token) as each token is chosen
+    # Called as each token is chosen with (index, token, StepValues or None without references).
+    on_token: Callable[[int, int, StepValues | None], None] | None = None
+    references: dict[str, Follower] = field(default_factory=dict)  # name -> stream fed this row's tokens
+    hidden_states: bool = False  # per-layer cosine of this row's hidden states with each reference's
+    # Spans (start, end) of the row's own token positions: the attention mass of each step's query
+    # on each span is recorded per layer and head.
+    attention_spans: dict[str, tuple[int, int]] | None = None
 
 
 @dataclass
@@ -38,17 +76,49 @@ class Decoded:
     stop_reason: str  # "eos" | "max_new_tokens"
     logprobs: torch.Tensor | None = None
     cache: DynamicCache | None = None
-    positions_evaluated: int = 0  # token positions run through the model for this row
+    positions_evaluated: int = 0  # token positions run through the model for this row and its followers
+    # Per reference name: "logprob", "kl", "js" (n_new,) and with hidden states "hidden_cosine"
+    # (layers + 1, n_new), position i comparing the distributions that chose token i.
+    references: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    attention: np.ndarray | None = None  # (layers, heads, n_new, n_spans) with attention_spans
 
 
 @dataclass
-class _Live:
-    index: int
+class _Group:
+    """A leader row and its distinct followers inside one decode batch."""
+
+    index: int  # position of the leader among the rows asked for
     row: DecodeRow
-    length: int  # KV positions of this row (without padding)
+    streams: list[tuple[DynamicCache | None, list[int]]]  # leader first, then distinct followers
+    pair_of: dict[str, int]  # reference name -> stream it shares (0: the leader itself)
     decoded: Decoded = field(default_factory=lambda: Decoded([], [], "max_new_tokens"))
     done: bool = False
+    first_row: int = 0  # batch row of the leader; followers follow it
+    lengths: list[int] = field(default_factory=list)  # positions each stream holds
     steps: list[torch.Tensor] = field(default_factory=list)
+    step_values: list[dict[str, np.ndarray]] = field(default_factory=list)
+    attention: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def width(self) -> int:
+        return len(self.streams)
+
+
+def _group(index: int, row: DecodeRow) -> _Group:
+    """Deduplicate a row's references: identical streams (same cache object, same feed) share a row."""
+    def key(cache, feed):
+        return id(cache), tuple(feed)
+
+    streams = [(row.cache, row.feed)]
+    keys = {key(row.cache, row.feed): 0}
+    pair_of = {}
+    for name, follower in row.references.items():
+        k = key(follower.cache, follower.feed)
+        if k not in keys:
+            keys[k] = len(streams)
+            streams.append((follower.cache, follower.feed))
+        pair_of[name] = keys[k]
+    return _Group(index, row, streams, pair_of)
 
 
 def choose_token(logprobs: torch.Tensor, generator: torch.Generator | None, temperature: float) -> int:
@@ -64,7 +134,7 @@ def prefill(model, cache: DynamicCache | None, feed: list[int]) -> tuple[torch.T
     device = model.device
     start = kv.kv_length(cache)
     if cache is None:
-        cache = DynamicCache(config=model.config)
+        cache = kv.new_cache(model.config)
     else:
         cache = kv.build_cache(kv.kv_pairs(cache), model.config)
     ids = torch.tensor([feed], device=device)
@@ -83,6 +153,15 @@ def _extract_row(cache, row: int, row_mask: torch.Tensor, config) -> DynamicCach
     )
 
 
+class Timings(dict):
+    """Seconds spent per part of the work, accumulated over calls (name -> seconds)."""
+
+    def add(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self[name] = self.get(name, 0.0) + now - since
+        return now
+
+
 @torch.inference_mode()
 def decode_rows(
     model,
@@ -91,95 +170,200 @@ def decode_rows(
     pad_id: int,
     temperature: float = 1.0,
     batch_size: int = 16,
+    timings: Timings | None = None,
 ) -> list[Decoded]:
-    """Decode every row; rows are processed ``batch_size`` at a time in one padded batch.
+    """Decode every row with its followers; ``batch_size`` bounds the rows (leaders and followers)
+    of one padded batch, a leader and its followers always sharing one.
 
-    ``batch_size`` is capped by what fits in free memory (see measure.memory.batch_cap).
+    ``batch_size`` is capped by what fits in free memory (see measure.memory.batch_cap). Rows are
+    batched in order of their total length, so that a batch holds rows of similar lengths.
     """
-    if rows:
-        longest = max(kv.kv_length(row.cache) + len(row.feed) + row.max_new_tokens for row in rows)
+    timings = Timings() if timings is None else timings
+    groups = [_group(index, row) for index, row in enumerate(rows)]
+    if groups:
+        longest = max(kv.kv_length(cache) + len(feed) + g.row.max_new_tokens for g in groups for cache, feed in g.streams)
         batch_size = min(batch_size, batch_cap(model, longest))
+    order = sorted(groups, key=lambda g: max(kv.kv_length(c) + len(f) for c, f in g.streams) + g.row.max_new_tokens)
     results: list[Decoded | None] = [None] * len(rows)
-    for start in range(0, len(rows), batch_size):
-        chunk = list(enumerate(rows[start:start + batch_size], start))
-        for index, decoded in _decode_batch(model, chunk, eos_ids, pad_id, temperature):
-            results[index] = decoded
+    chunk: list[_Group] = []
+    for group in order:
+        if chunk and sum(g.width for g in chunk) + group.width > batch_size:
+            for done in _decode_batch(model, chunk, eos_ids, pad_id, temperature, timings):
+                results[done.index] = done.decoded
+            chunk = []
+        chunk.append(group)
+    if chunk:
+        for done in _decode_batch(model, chunk, eos_ids, pad_id, temperature, timings):
+            results[done.index] = done.decoded
     return results  # type: ignore[return-value]
 
 
-def _decode_batch(model, chunk, eos_ids, pad_id, temperature):
+def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, timings: Timings):
     """Prefill every row's feed in one padded forward (measure.batching), then decode the rows
-    in lockstep; each step appends one position per row after the right padding."""
+    in lockstep, one position per row and step; yields each group as its leader finishes."""
     config = model.config
     device = model.device
-    rows = [row for _, row in chunk]
-    if any(not row.feed for row in rows):
+    started = time.perf_counter()
+    streams = [stream for group in groups for stream in group.streams]
+    if any(not feed for _, feed in streams):
         raise ValueError("a decode row needs at least one token to feed")
-    room = max(len(row.feed) for row in rows) + max(row.max_new_tokens for row in rows)
-    batch = pad_batch(model, [row.cache for row in rows], [row.feed for row in rows], pad_id, room=room)
-    batch_cache = kv.preallocated_empty(len(rows), model, room) if batch.cache is None else batch.cache
+    row = 0
+    for group in groups:
+        group.first_row = row
+        row += group.width
+    room = max(len(feed) for _, feed in streams) + max(g.row.max_new_tokens for g in groups)
+    batch = pad_batch(model, [cache for cache, _ in streams], [feed for _, feed in streams], pad_id, room=room)
+    batch_cache = kv.preallocated_empty(len(streams), model, room) if batch.cache is None else batch.cache
     ids, mask, positions, lengths = batch.input_ids, batch.attention_mask, batch.position_ids, batch.cache_lengths
+    hidden = any(g.row.hidden_states and g.row.references for g in groups)
+    watched = [g for g in groups if g.row.attention_spans is not None]
     # Only each row's last fed position needs logits; a (positions x vocabulary) block for the
     # whole prompt would be the largest allocation of the batch.
-    last_fed = torch.tensor([len(row.feed) - 1 for row in rows], device=device)
-    with vocabulary_projection_at(model, torch.arange(len(rows), device=device), last_fed):
-        out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=0)
-    logits = out.logits[0]
-    live: list[_Live] = []
-    for (index, row), length in zip(chunk, lengths):
-        state = _Live(index, row, length + len(row.feed))
-        state.decoded.positions_evaluated = len(row.feed)
-        live.append(state)
+    last_fed = torch.tensor([len(feed) - 1 for _, feed in streams], device=device)
+    capture = None
+    if watched:
+        # The prefill's queries of interest: each watched leader's last fed position.
+        first_query = min(len(g.streams[0][1]) - 1 for g in watched)
+        capture = RowAttentionCapture(model, n_query=batch.width - first_query, name="measure_step_capture")
+        capture.rows = torch.tensor([g.first_row for g in watched], device=device)
+    with step_attention(model, capture):
+        with vocabulary_projection_at(model, torch.arange(len(streams), device=device), last_fed):
+            out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                 use_cache=True, logits_to_keep=0, output_hidden_states=hidden)
+        logits = out.logits[0]
+        states = (torch.stack([layer[torch.arange(len(streams), device=device), last_fed] for layer in out.hidden_states])
+                  if hidden else None)
+        if watched:
+            masses = span_masses(
+                capture.probabilities(), [len(g.streams[0][1]) - 1 - first_query for g in watched],
+                [g.row.attention_spans for g in watched], [batch.pads[g.first_row] for g in watched],
+                [lengths[g.first_row] + len(g.streams[0][1]) for g in watched])
+            for group, mass in zip(watched, masses.float().cpu().numpy()):
+                group.attention.append(mass)
+        del out
+        for group in groups:
+            group.lengths = [lengths[group.first_row + i] + len(feed) for i, (_, feed) in enumerate(group.streams)]
+            group.decoded.positions_evaluated = sum(len(feed) for _, feed in group.streams)
+        batch_cache, mask = kv.close_padding_gaps(batch_cache, mask)
+        started = timings.add("prefill", started)
+        live = list(groups)
+        while True:
+            tokens, finished = _step(live, logits, states, eos_ids, temperature, timings)
+            started = time.perf_counter()
+            for group in finished:
+                _finish(group, batch_cache, mask, config)
+                yield group
+            active = [g for g in live if not g.done]
+            if not active:
+                return
+            rows_live = sum(g.width for g in live)
+            if rows_live - sum(g.width for g in active) >= max(1, rows_live // 4):
+                # Dropping finished rows copies the whole cache: do it only when it saves a quarter
+                # of the batch; until then finished rows ride along and what they produce is ignored.
+                keep = torch.tensor([g.first_row + i for g in active for i in range(g.width)], device=device)
+                batch_cache.batch_select_indices(keep)
+                mask = mask.index_select(0, keep)
+                tokens = [tokens[i] for i in keep.tolist()]
+                live, row = active, 0
+                for group in live:
+                    group.first_row = row
+                    row += group.width
+            started = timings.add("batch upkeep", started)
+            ids = torch.tensor(tokens, device=device)[:, None]
+            positions = torch.tensor([length for g in live for length in g.lengths], device=device)[:, None]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            if capture is not None:
+                watched = [g for g in live if g.row.attention_spans is not None and not g.done]
+                capture.rows = torch.tensor([g.first_row for g in watched], dtype=torch.long, device=device)
+            out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                 use_cache=True, output_hidden_states=hidden)
+            logits = out.logits[:, -1]
+            states = torch.stack([layer[:, -1] for layer in out.hidden_states]) if hidden else None
+            started = timings.add("decode steps", started)
+            if capture is not None and watched:
+                # Gaps closed: a row's positions end at the right edge of the cache axis.
+                masses = span_masses(
+                    capture.probabilities(), [0] * len(watched), [g.row.attention_spans for g in watched],
+                    [mask.shape[1] - g.lengths[0] - 1 for g in watched], [g.lengths[0] + 1 for g in watched])
+                for group, mass in zip(watched, masses.float().cpu().numpy()):
+                    group.attention.append(mass)
+                started = timings.add("step metrics", started)
+            del out
+            for group in live:
+                group.lengths = [length + 1 for length in group.lengths]
+                if not group.done:
+                    group.decoded.positions_evaluated += group.width
 
-    while True:
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        greedy = logprobs.argmax(dim=-1).tolist()
-        fed = []
-        for i, state in enumerate(live):
-            if state.done:
-                fed.append(pad_id)
-                continue
-            generator = state.row.generator
-            token = greedy[i] if generator is None else choose_token(logprobs[i], generator, temperature)
-            state.decoded.tokens.append(token)
-            state.decoded.token_logprobs.append(float(logprobs[i, token]))
-            if state.row.on_token is not None:
-                state.row.on_token(len(state.decoded.tokens) - 1, token)
-            if state.row.keep_logprobs:
-                state.steps.append(logprobs[i].cpu())
-            fed.append(token)
-            if token in eos_ids or len(state.decoded.tokens) >= state.row.max_new_tokens:
-                state.done = True
-                state.decoded.stop_reason = "eos" if token in eos_ids else "max_new_tokens"
-                yield state.index, _finish(state, batch_cache, i, mask[i], config)
-        active = [i for i, state in enumerate(live) if not state.done]
-        if not active:
-            return
-        if len(live) - len(active) >= max(1, len(live) // 4):
-            # Dropping finished rows copies the whole cache: do it only when it saves a quarter
-            # of the batch; until then finished rows ride along and what they produce is ignored.
-            index = torch.tensor(active, device=device)
-            batch_cache.batch_select_indices(index)
-            mask = mask.index_select(0, index)
-            live = [live[i] for i in active]
-            fed = [fed[i] for i in active]
-        ids = torch.tensor(fed, device=device)[:, None]
-        positions = torch.tensor([state.length for state in live], device=device)[:, None]
-        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-        out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
-                             use_cache=True)
-        logits = out.logits[:, -1]
-        for state in live:
-            state.length += 1
-            if not state.done:
-                state.decoded.positions_evaluated += 1
+
+def _step(live: list[_Group], logits, states, eos_ids, temperature, timings: Timings) -> tuple[list[int], list[_Group]]:
+    """Choose each live leader's token and record the step's comparisons; returns every row's next
+    input and the groups whose leader finished at this step."""
+    started = time.perf_counter()
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    greedy = logprobs.argmax(dim=-1).tolist()
+    stepping = [group for group in live if not group.done]
+    chosen = [greedy[g.first_row] if g.row.generator is None
+              else choose_token(logprobs[g.first_row], g.row.generator, temperature) for g in stepping]
+    leader_rows = torch.tensor([g.first_row for g in stepping], dtype=torch.long, device=logits.device)
+    own = logprobs[leader_rows, torch.tensor(chosen, dtype=torch.long, device=logits.device)].tolist()
+    # The step's comparisons: one pair (leader row, reference row) per distinct stream its references use.
+    paired = [(g, token, sorted(set(g.pair_of.values()))) for g, token in zip(stepping, chosen) if g.pair_of]
+    values, columns = {}, {}
+    if paired:
+        at = 0
+        for group, _, streams in paired:
+            columns[id(group)] = (at, streams)
+            at += len(streams)
+        device = logits.device
+        leaders = torch.tensor([g.first_row for g, _, streams in paired for _ in streams], device=device)
+        references = torch.tensor([g.first_row + s for g, _, streams in paired for s in streams], device=device)
+        tokens = torch.tensor([token for _, token, streams in paired for _ in streams], device=device)
+        values = {name: value.float().cpu().numpy()  # float: numpy has no bfloat16
+                  for name, value in pair_metrics(logprobs, states, leaders, references, tokens).items()}
+    started = timings.add("step metrics", started)
+    fed = [0] * sum(group.width for group in live)
+    finished = []
+    for group, token, logprob in zip(stepping, chosen, own):
+        decoded = group.decoded
+        decoded.tokens.append(token)
+        decoded.token_logprobs.append(logprob)
+        step = None
+        if id(group) in columns:
+            first, streams = columns[id(group)]
+            step = {name: value[..., first:first + len(streams)] for name, value in values.items()}
+            group.step_values.append(step)
+        if group.row.on_token is not None:
+            group.row.on_token(len(decoded.tokens) - 1, token, None if step is None else _step_values(group, step, logprob))
+        if group.row.keep_logprobs:
+            group.steps.append(logprobs[group.first_row].cpu())
+        fed[group.first_row:group.first_row + group.width] = [token] * group.width
+        if token in eos_ids or len(decoded.tokens) >= group.row.max_new_tokens:
+            group.done = True
+            decoded.stop_reason = "eos" if token in eos_ids else "max_new_tokens"
+            finished.append(group)
+    timings.add("step bookkeeping", started)
+    return fed, finished
 
 
-def _finish(state: _Live, batch_cache, row: int, row_mask: torch.Tensor, config) -> Decoded:
-    decoded = state.decoded
-    if state.row.keep_logprobs:
-        decoded.logprobs = torch.stack(state.steps)
-    if state.row.keep_cache:
-        decoded.cache = _extract_row(batch_cache, row, row_mask, config)
-    return decoded
+def _step_values(group: _Group, step: dict[str, np.ndarray], logprob: float) -> StepValues:
+    column = {stream: i for i, stream in enumerate(sorted(set(group.pair_of.values())))}
+    return StepValues(logprob,
+                      {name: float(step["logprob"][column[s]]) for name, s in group.pair_of.items()},
+                      {name: float(step["kl"][column[s]]) for name, s in group.pair_of.items()})
+
+
+def _finish(group: _Group, batch_cache, mask, config) -> None:
+    decoded = group.decoded
+    if group.row.keep_logprobs:
+        decoded.logprobs = torch.stack(group.steps)
+    if group.row.keep_cache:
+        decoded.cache = _extract_row(batch_cache, group.first_row, mask[group.first_row], config)
+    if group.step_values:
+        streams = sorted(set(group.pair_of.values()))
+        stacked = {name: np.stack([step[name] for step in group.step_values], axis=-1)
+                   for name in group.step_values[0]}  # (..., pairs, n_new)
+        for name, stream in group.pair_of.items():
+            column = streams.index(stream)
+            decoded.references[name] = {key: value[..., column, :] for key, value in stacked.items()}
+    if group.attention:
+        decoded.attention = np.stack(group.attention, axis=2)  # (layers, heads, n_new, n_spans)

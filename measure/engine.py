@@ -2,8 +2,11 @@
 
 Per problem: the ignore run (prompt A) and the oracle run (prompt B) are generated once; at each
 injection point the ignore run's cache is forked (a cropped copy) and every condition continues
-from it, all rows of a point decoding together in one batch. Every run is then scored against
-its teacher-forced references (P_ignore, P_oracle, P_matched) in one batched pass.
+from it, all rows of a point decoding together in one batch. A run's references (P_ignore,
+P_oracle, P_matched) are rows of the same forwards as the run: they start from their own caches
+and are fed the run's tokens as it chooses them (measure.decode), so every per-token comparison
+is made while the run decodes and no stream is run through the model a second time (but for the
+optional recompute check, ``verify_recompute``).
 
 What this module does not know: where problems come from, how per-run arrays become metrics,
 and how anything is stored or reported.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,14 +31,14 @@ from measure.conditions import (
     ForkPoint,
     build_conditions,
 )
-from measure.decode import Decoded, DecodeRow, decode_rows, prefill
+from measure.decode import Decoded, DecodeRow, Follower, StepValues, Timings, decode_rows, prefill
 from measure.events import Listener, RunEvent, TokenEvent
-from measure.metrics.divergence import kl_divergence
+from measure.metrics.divergence import kl_divergence, log_ratio
 from measure.model import LoadedModel
-from measure.points import InjectionPoint, parse_points
+from measure.points import InjectionPoint, PointNotReached, parse_points
 from measure.prompts import PromptFormat, inserted_ids, length_matched_ids
 from measure.results import REFERENCES, RunResult
-from measure.scoring import Stream, chosen_logprobs, compare, positions_in, score_streams, stream_key
+from measure.scoring import Stream, chosen_logprobs, score_streams
 
 log = logging.getLogger(__name__)
 UPDATE_FORMS = ("erratum", "restatement")
@@ -54,7 +58,7 @@ class EngineConfig:
     hidden_states: bool = True
     attention: bool = True
     verify_recompute: bool = False  # also compare each exact stream with a cache-free recompute
-    score_positions: int = 4096  # token positions per teacher-forced batch (bounds logits memory)
+    score_positions: int = 4096  # token positions per recompute-check batch (bounds logits memory)
 
     def __post_init__(self) -> None:
         self.points = check_config(self.max_new_tokens, self.points, self.conditions, self.update_form)
@@ -70,12 +74,12 @@ def check_config(max_new_tokens: int, points, conditions, update_form: str,
     """
     build_conditions(conditions)  # validates the names
     try:
-        parsed = (tuple(points) if points and all(isinstance(p, InjectionPoint) for p in points)
+        parsed = (tuple(points) if points and all(hasattr(p, "resolve_in") for p in points)
                   else parse_points(points))
     except ValueError as error:
         raise ValueError(f"{name('points')}: {error}") from None
     for point in parsed:
-        if not point.is_fraction and point.value >= max_new_tokens:
+        if point.min_tokens > max_new_tokens:
             raise ValueError(f"{name('points')}: injection point {point.label} lies at or beyond the generation "
                              f"length ({name('max_new_tokens')} {max_new_tokens})")
     if max_new_tokens < 2:
@@ -103,14 +107,6 @@ def row_generator(seed: int, *parts: str) -> torch.Generator:
     return generator
 
 
-@dataclass
-class _ScoreJob:
-    """Streams to score together, and how their outputs become a RunResult."""
-
-    streams: list[Stream]
-    finish: Callable[[list], RunResult]
-
-
 class Engine:
     def __init__(self, loaded: LoadedModel, config: EngineConfig):
         self.model = loaded.model
@@ -122,6 +118,7 @@ class Engine:
         self.rotary = kv.rotary_embedding_of(self.model)
         self.pad_id = self.tokenizer.pad_token_id
         self.positions_evaluated = 0  # every token position run through the model, for throughput
+        self.timings = Timings()  # seconds per part of the work (measure bench prints them)
         self.listener: Listener | None = None  # set for the duration of run_problems(..., listener=)
         self.eos_ids = {self.tokenizer.eos_token_id}
         generation_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
@@ -129,20 +126,28 @@ class Engine:
             self.eos_ids |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos])
 
     # -- decoding -----------------------------------------------------------------------------
-    def _row(self, problem_id, name, label, cache, feed, budget, offset=0, **flags) -> DecodeRow:
+    def _row(self, problem_id, name, label, cache, feed, budget, offset=0, **options) -> DecodeRow:
         generator = row_generator(self.config.seed, problem_id, name, label) if self.config.temperature > 0 else None
         on_token = None
         if self.listener is not None:
             listener = self.listener
 
-            def on_token(index: int, token: int) -> None:
-                listener(TokenEvent(problem_id, name, label, offset + index, token, self.tokenizer.decode([token])))
+            def on_token(index: int, token: int, step: StepValues | None) -> None:
+                kl = ratio = None
+                if step is not None:
+                    kl = dict(step.kl)
+                    # As RunResult.log_ratio computes it, from the same float32 log-probabilities.
+                    ratio = float(log_ratio(np.float32(step.ref_logprob["oracle"]),
+                                            np.float32(step.ref_logprob["ignore"])))
+                listener(TokenEvent(problem_id, name, label, offset + index, token, self.tokenizer.decode([token]),
+                                    log_ratio=ratio, kl=kl))
 
-        return DecodeRow(cache, feed, budget, generator, on_token=on_token, **flags)
+        return DecodeRow(cache, feed, budget, generator, on_token=on_token, hidden_states=self.config.hidden_states,
+                         **options)
 
     def _decode(self, rows: list[DecodeRow]) -> list[Decoded]:
-        decoded = decode_rows(self.model, rows, self.eos_ids, self.pad_id,
-                              temperature=self.config.temperature or 1.0, batch_size=self.config.batch_size)
+        decoded = decode_rows(self.model, rows, self.eos_ids, self.pad_id, temperature=self.config.temperature or 1.0,
+                              batch_size=self.config.batch_size, timings=self.timings)
         self.positions_evaluated += sum(d.positions_evaluated for d in decoded)
         return decoded
 
@@ -167,8 +172,9 @@ class Engine:
     def run_problems(self, problems, listener: Listener | None = None) -> list[ProblemResult]:
         """Every condition of every problem; rows of all problems and points decode together.
 
-        ``listener`` receives a :class:`~measure.events.TokenEvent` per generated token and a
-        :class:`~measure.events.RunEvent` per finished run (measure.events).
+        ``listener`` receives a :class:`~measure.events.TokenEvent` per generated token (with its
+        KL to each reference and r(t)) and a :class:`~measure.events.RunEvent` per finished run
+        (measure.events).
         """
         self.listener = listener
         try:
@@ -189,17 +195,30 @@ class Engine:
         budget = self.config.max_new_tokens
         rows = []
         for problem, (prompt_a, prompt_b) in zip(problems, prompts):
-            rows.append(self._row(problem.id, "ignore", "-", None, prompt_a, budget, keep_cache=True))
-            rows.append(self._row(problem.id, "oracle", "-", None, prompt_b, budget, keep_logprobs=True))
+            # Each run follows the other prompt's stream; its own reference is itself (the same stream).
+            references = {"ignore": Follower(None, prompt_a), "oracle": Follower(None, prompt_b)}
+            references["matched"] = references["oracle"]
+            for name, own in (("ignore", prompt_a), ("oracle", prompt_b)):
+                p = len(own)
+                spans = {"prompt": (0, p), "prefix": (p, p), "inserted": (p, p), "after": (p, p + budget)}
+                rows.append(self._row(problem.id, name, "-", None, own, budget, references=references,
+                                      attention_spans=self._attention(spans), keep_cache=name == "ignore",
+                                      keep_logprobs=name == "oracle" and self.config.verify_recompute))
         decoded = self._decode(rows)
         ignores, oracles = decoded[0::2], decoded[1::2]
-        jobs = []
+        started = time.perf_counter()
+        references = []
         for problem, (prompt_a, prompt_b), ignore, oracle in zip(problems, prompts, ignores, oracles):
-            jobs.append(self._reference_job(problem, "ignore", prompt_a, prompt_b, ignore))
-            jobs.append(self._reference_job(problem, "oracle", prompt_b, prompt_a, oracle))
-        references = self._score_jobs(jobs)
+            references.append(self._reference_run(problem, "ignore", prompt_a, ignore))
+            references.append(self._reference_run(problem, "oracle", prompt_b, oracle))
+        started = self.timings.add("results", started)
+        if self.config.verify_recompute:
+            streams = [Stream(None, run.prompt_ids + run.generated_ids[:-1], run.n_generated) for run in references]
+            for run, decoded_run, fresh in zip(references, decoded, self._recompute(streams)):
+                run.checks.update(self._recompute_checks(decoded_run, fresh, full=False))
         self._announce(references)
 
+        started = time.perf_counter()
         results, forked = [], []
         for index, (problem, (prompt_a, prompt_b), ignore) in enumerate(zip(problems, prompts, ignores)):
             ignore_run, oracle_run = references[2 * index], references[2 * index + 1]
@@ -207,20 +226,24 @@ class Engine:
             result = ProblemResult(problem.id, runs, [], 0, {"ignore": ignore_run, "oracle": oracle_run})
             results.append(result)
             for point in self.config.points:
-                t0 = point.resolve(len(ignore.tokens))
-                if t0 >= len(ignore.tokens):
-                    result.skipped.append((point.label, f"the ignore run stopped after {len(ignore.tokens)} tokens, "
-                                                        f"at or before the injection point t0={t0}"))
-                elif self.conditions:
+                try:
+                    t0 = point.resolve_in(self._pieces(ignore.tokens), problem)
+                except PointNotReached as reason:  # content never written, or the run ended first
+                    result.skipped.append((point.label, str(reason)))
+                    continue
+                if self.conditions:
                     fork = self._fork(problem, point, t0, prompt_a, prompt_b, ignore)
                     forked.extend((result, problem, fork, condition, condition.prepare(fork))
                                   for condition in self.conditions)
-        decoded = self._decode([
-            self._row(problem.id, condition.name, fork.label, state.cache, state.feed, budget - fork.t0, offset=fork.t0)
-            for _, problem, fork, condition, state in forked])
-        jobs = [self._forked_job(problem, condition.name, fork, state, after, result.references["ignore"])
+        self.timings.add("forks", started)
+        decoded = self._decode([self._forked_row(problem, condition.name, fork, state, budget)
+                                for _, problem, fork, condition, state in forked])
+        started = time.perf_counter()
+        runs = [self._forked_run(problem, condition.name, fork, state, after, result.references["ignore"])
                 for (result, problem, fork, condition, state), after in zip(forked, decoded)]
-        runs = self._score_jobs(jobs)
+        self.timings.add("results", started)
+        if self.config.verify_recompute:
+            self._verify_forked(forked, decoded, runs)
         self._announce(runs)
         for (result, *_), run in zip(forked, runs):
             result.runs.append(run)
@@ -251,157 +274,122 @@ class Engine:
             rotary_embedding=self.rotary,
         )
 
-    # -- scoring ------------------------------------------------------------------------------
-    def _score_jobs(self, jobs: list[_ScoreJob]) -> list[RunResult]:
-        """Score jobs in batches bounded by padded positions, so full distributions never pile up.
+    # -- runs ---------------------------------------------------------------------------------
+    @staticmethod
+    def _forked_spans(fork: ForkPoint, state: ConditionStart, n: int) -> dict[str, tuple[int, int]]:
+        prompt_len = len(state.prompt_ids)
+        inserted_end = prompt_len + fork.t0 + len(state.inserted_ids)
+        return {"prompt": (0, prompt_len), "prefix": (prompt_len, prompt_len + fork.t0),
+                "inserted": (prompt_len + fork.t0, inserted_end), "after": (inserted_end, inserted_end + n)}
 
-        Jobs are batched in order of their longest feed, so that rows of one forward have
-        similar lengths and little of the batch is padding.
-        """
-        def width(job: _ScoreJob) -> int:
-            return max(len(stream.feed) for stream in job.streams)
+    def _forked_row(self, problem, name, fork: ForkPoint, state: ConditionStart, budget: int) -> DecodeRow:
+        last = fork.shared[-1:]
+        references = {
+            "ignore": Follower(fork.ignore_before_last, last),  # P_ignore: A, y[:t0], after
+            "oracle": Follower(fork.oracle_before_last, last),  # P_oracle: B, y[:t0], after
+        }
+        # P_matched: B, y[:t0], X, after (the oracle reference when nothing is inserted)
+        references["matched"] = (Follower(fork.oracle_before_last, last + state.inserted_ids) if state.inserted_ids
+                                 else references["oracle"])
+        spans = self._forked_spans(fork, state, budget - fork.t0)
+        return self._row(problem.id, name, fork.label, state.cache, state.feed, budget - fork.t0, offset=fork.t0,
+                         references=references, attention_spans=self._attention(spans),
+                         keep_logprobs=self.config.verify_recompute and state.exact_stream)
 
-        order = sorted(range(len(jobs)), key=lambda i: width(jobs[i]))
-        results: dict[int, RunResult] = {}
-        batch: list[int] = []
-        for index in order:
-            rows = sum(len(jobs[i].streams) for i in batch) + len(jobs[index].streams)
-            if batch and rows * width(jobs[index]) > self.config.score_positions:
-                results.update(zip(batch, self._score_batch([jobs[i] for i in batch])))
-                batch = []
-            batch.append(index)
-        if batch:
-            results.update(zip(batch, self._score_batch([jobs[i] for i in batch])))
-        return [results[i] for i in range(len(jobs))]
-
-    def _score_batch(self, jobs: list[_ScoreJob]) -> list[RunResult]:
-        """Score the jobs' streams, regrouped by length so that forwards carry little padding.
-
-        A job's streams differ in length (the run and P_matched carry the inserted text, P_ignore
-        and P_oracle do not), so the streams of all jobs here are deduplicated, sorted by length
-        and cut into forwards of similar lengths; each job then gets its outputs back.
-        """
-        streams: dict[tuple, Stream] = {}
-        for job in jobs:
-            for stream in job.streams:
-                key = stream_key(stream)
-                if key not in streams or (stream.attention_spans is not None and streams[key].attention_spans is None):
-                    streams[key] = stream
-        self.positions_evaluated += positions_in(list(streams.values()))
-        outputs: dict[tuple, object] = {}
-        pending: list[tuple] = []
-        for key in sorted(streams, key=lambda k: len(streams[k].feed)):
-            length = len(streams[key].feed)
-            too_big = (len(pending) + 1) * length > self.config.score_positions
-            # A new forward once lengths grow by a third, if the current one is already wide.
-            too_ragged = len(pending) >= 8 and length > 1.33 * len(streams[pending[0]].feed)
-            if pending and (too_big or too_ragged):
-                outputs.update(zip(pending, score_streams(self.model, [streams[k] for k in pending], self.pad_id,
-                                                          hidden_states=self.config.hidden_states)))
-                pending = []
-            pending.append(key)
-        outputs.update(zip(pending, score_streams(self.model, [streams[k] for k in pending], self.pad_id,
-                                                  hidden_states=self.config.hidden_states)))
-        return [job.finish([outputs[stream_key(stream)] for stream in job.streams]) for job in jobs]
-
-    def _reference_job(self, problem, name, own_prompt, other_prompt, decoded: Decoded) -> _ScoreJob:
-        """An ignore or oracle run: its own stream against the other prompt's."""
+    def _reference_run(self, problem, name, own_prompt, decoded: Decoded) -> RunResult:
+        """An ignore or oracle run; its references were decoded with it (the other prompt's stream,
+        and itself)."""
         tokens = decoded.tokens
         n = len(tokens)
         p = len(own_prompt)
-        spans = {"prompt": (0, p), "prefix": (p, p), "inserted": (p, p), "after": (p, p + n)}
-        streams = [Stream(None, own_prompt + tokens[:-1], n, self._attention(spans)),
-                   Stream(None, other_prompt + tokens[:-1], n)]
+        refs = decoded.references
+        return RunResult(
+            problem_id=problem.id, condition=name, point="-", t0=0,
+            prompt_ids=list(own_prompt), generated_ids=list(tokens), inserted_ids=[],
+            prompt_text=self._text(own_prompt), inserted_text="",
+            generated_text=self._text(tokens), continuation_text=self._text(tokens),
+            generated_pieces=self._pieces(tokens),
+            stop_reason=decoded.stop_reason,
+            spans={"prompt": (0, p), "prefix": (p, p), "inserted": (p, p), "after": (p, p + n)},
+            logprob_run=np.asarray(decoded.token_logprobs, dtype=np.float32),
+            logprob_ref={ref: refs[ref]["logprob"] for ref in REFERENCES},
+            kl={ref: refs[ref]["kl"] for ref in REFERENCES},
+            js={ref: refs[ref]["js"] for ref in REFERENCES},
+            hidden_cosine={ref: refs[ref]["hidden_cosine"] for ref in REFERENCES if "hidden_cosine" in refs[ref]},
+            attention_mass=decoded.attention,
+        )
 
-        def finish(outputs) -> RunResult:
-            own, other = outputs
-            self_cmp, other_cmp = compare(own, own, tokens), compare(own, other, tokens)
-            # For the ignore run the ignore reference is itself; for the oracle run, the oracle is.
-            by_ref = ({"ignore": self_cmp, "oracle": other_cmp} if name == "ignore"
-                      else {"ignore": other_cmp, "oracle": self_cmp})
-            by_ref["matched"] = by_ref["oracle"]
-            checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
-                np.asarray(decoded.token_logprobs) - chosen_logprobs(own.logprobs, tokens))))}
-            if decoded.logprobs is not None:
-                checks["decode_vs_teacher_forced_max_kl"] = float(
-                    kl_divergence(decoded.logprobs, own.logprobs.cpu()).max())
-            return RunResult(
-                problem_id=problem.id, condition=name, point="-", t0=0,
-                prompt_ids=list(own_prompt), generated_ids=list(tokens), inserted_ids=[],
-                prompt_text=self._text(own_prompt), inserted_text="",
-                generated_text=self._text(tokens), continuation_text=self._text(tokens),
-                generated_pieces=self._pieces(tokens),
-                stop_reason=decoded.stop_reason, spans=spans,
-                logprob_run=chosen_logprobs(own.logprobs, tokens),
-                logprob_ref={ref: by_ref[ref]["logprob"] for ref in REFERENCES},
-                kl={ref: by_ref[ref]["kl"] for ref in REFERENCES},
-                js={ref: by_ref[ref]["js"] for ref in REFERENCES},
-                hidden_cosine={ref: by_ref[ref]["hidden_cosine"] for ref in REFERENCES
-                               if "hidden_cosine" in by_ref[ref]},
-                attention_mass=own.attention,
-                checks=checks,
-            )
-
-        return _ScoreJob(streams, finish)
-
-    def _forked_job(self, problem, name, fork: ForkPoint, state: ConditionStart, decoded: Decoded,
-                    ignore_run: RunResult) -> _ScoreJob:
+    def _forked_run(self, problem, name, fork: ForkPoint, state: ConditionStart, decoded: Decoded,
+                    ignore_run: RunResult) -> RunResult:
         after = decoded.tokens
-        n = len(after)
-        last = fork.shared[-1:]
         inserted = state.inserted_ids
         t0 = fork.t0
-        prompt_len = len(state.prompt_ids)
-        inserted_end = prompt_len + t0 + len(inserted)
-        spans = {"prompt": (0, prompt_len), "prefix": (prompt_len, prompt_len + t0),
-                 "inserted": (prompt_len + t0, inserted_end), "after": (inserted_end, inserted_end + n)}
-        streams = [
-            Stream(state.cache, state.feed + after[:-1], n, self._attention(spans)),  # the run, via its edited cache
-            Stream(fork.ignore_before_last, last + after[:-1], n),  # P_ignore: A, y[:t0], after
-            Stream(fork.oracle_before_last, last + after[:-1], n),  # P_oracle: B, y[:t0], after
-        ]
-        if inserted:
-            streams.append(Stream(fork.oracle_before_last, last + inserted + after[:-1], n))  # P_matched
+        refs = decoded.references
 
-        def finish(outputs) -> RunResult:
-            run_out = outputs[0]
-            refs = dict(zip(REFERENCES, outputs[1:] if inserted else [outputs[1], outputs[2], outputs[2]]))
-            cmp = {ref: compare(run_out, out, after) for ref, out in refs.items()}
-            checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
-                np.asarray(decoded.token_logprobs) - chosen_logprobs(run_out.logprobs, after))))}
-            if self.config.verify_recompute and state.exact_stream:
-                checks.update(self._full_recompute_check(state, fork, after, run_out))
+        def joined(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
+            return np.concatenate([pre[..., :t0], post], axis=-1)
 
-            def joined(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
-                return np.concatenate([pre[..., :t0], post], axis=-1)
+        # Before t0 the run is the ignore run: its arrays there are the ignore run's (whose
+        # matched reference is the oracle's: no X before t0 either).
+        return RunResult(
+            problem_id=problem.id, condition=name, point=fork.label, t0=t0,
+            prompt_ids=list(state.prompt_ids), generated_ids=fork.shared + after, inserted_ids=list(inserted),
+            prompt_text=self._text(state.prompt_ids), inserted_text=self._text(inserted),
+            generated_text=self._text(fork.shared + after), continuation_text=self._text(after),
+            generated_pieces=self._pieces(fork.shared + after),
+            stop_reason=decoded.stop_reason, spans=self._forked_spans(fork, state, len(after)),
+            logprob_run=joined(ignore_run.logprob_run, np.asarray(decoded.token_logprobs, dtype=np.float32)),
+            logprob_ref={ref: joined(ignore_run.logprob_ref[ref], refs[ref]["logprob"]) for ref in REFERENCES},
+            kl={ref: joined(ignore_run.kl[ref], refs[ref]["kl"]) for ref in REFERENCES},
+            js={ref: joined(ignore_run.js[ref], refs[ref]["js"]) for ref in REFERENCES},
+            hidden_cosine={ref: joined(ignore_run.hidden_cosine[ref], refs[ref]["hidden_cosine"])
+                           for ref in REFERENCES if "hidden_cosine" in refs[ref]},
+            attention_mass=decoded.attention,
+        )
 
-            # Before t0 the run is the ignore run: its arrays there are the ignore run's (whose
-            # matched reference is the oracle's: no X before t0 either).
-            return RunResult(
-                problem_id=problem.id, condition=name, point=fork.label, t0=t0,
-                prompt_ids=list(state.prompt_ids), generated_ids=fork.shared + after, inserted_ids=list(inserted),
-                prompt_text=self._text(state.prompt_ids), inserted_text=self._text(inserted),
-                generated_text=self._text(fork.shared + after), continuation_text=self._text(after),
-                generated_pieces=self._pieces(fork.shared + after),
-                stop_reason=decoded.stop_reason, spans=spans,
-                logprob_run=joined(ignore_run.logprob_run, chosen_logprobs(run_out.logprobs, after)),
-                logprob_ref={ref: joined(ignore_run.logprob_ref[ref], cmp[ref]["logprob"]) for ref in REFERENCES},
-                kl={ref: joined(ignore_run.kl[ref], cmp[ref]["kl"]) for ref in REFERENCES},
-                js={ref: joined(ignore_run.js[ref], cmp[ref]["js"]) for ref in REFERENCES},
-                hidden_cosine={ref: joined(ignore_run.hidden_cosine[ref], cmp[ref]["hidden_cosine"])
-                               for ref in REFERENCES if "hidden_cosine" in cmp[ref]},
-                attention_mass=run_out.attention,
-                checks=checks,
-            )
+    # -- the recompute check ------------------------------------------------------------------
+    def _verify_forked(self, forked, decoded: list[Decoded], runs: list[RunResult]) -> None:
+        """Each forked run against a teacher-forced pass over its stream: cache-free where the
+        condition's cache equals a fresh prefill of the stream (exact streams), else (partial's
+        stale cache) through the run's starting cache."""
+        streams = []
+        for (_, _, fork, _, state), run in zip(forked, runs):
+            after = run.generated_ids[fork.t0:]
+            streams.append(Stream(None, state.prompt_ids + fork.shared + state.inserted_ids + after[:-1], len(after))
+                           if state.exact_stream else Stream(state.cache, state.feed + after[:-1], len(after)))
+        for (_, _, _, _, state), decoded_run, run, fresh in zip(forked, decoded, runs, self._recompute(streams)):
+            run.checks.update(self._recompute_checks(decoded_run, fresh, full=state.exact_stream))
 
-        return _ScoreJob(streams, finish)
+    def _recompute(self, streams: list[Stream]):
+        """Log-probabilities (n_out, vocab) of each stream, teacher-forced in batches bounded by
+        ``score_positions`` padded positions; yielded in order. A check, not a measurement: kept
+        out of positions_evaluated."""
+        started = time.perf_counter()
+        batch: list[Stream] = []
+        for stream in streams:
+            width = max([len(s.feed) for s in batch] + [len(stream.feed)])
+            if batch and (len(batch) + 1) * width > self.config.score_positions:
+                yield from (out.logprobs for out in score_streams(self.model, batch, self.pad_id, hidden_states=False))
+                batch = []
+            batch.append(stream)
+        if batch:
+            yield from (out.logprobs for out in score_streams(self.model, batch, self.pad_id, hidden_states=False))
+        self.timings.add("recompute check", started)
 
-    def _full_recompute_check(self, state: ConditionStart, fork: ForkPoint, after, run_out) -> dict[str, float]:
-        """Logits through the edited cache vs a cache-free pass over the same token stream."""
-        stream = state.prompt_ids + fork.shared + state.inserted_ids + after[:-1]
-        # A check, not a measurement: kept out of positions_evaluated.
-        (fresh,) = score_streams(self.model, [Stream(None, stream, len(after))], self.pad_id, hidden_states=False)
-        return {
-            "full_recompute_max_abs_logprob": float((fresh.logprobs - run_out.logprobs).abs().max()),
-            "full_recompute_max_kl": float(kl_divergence(run_out.logprobs, fresh.logprobs).max()),
-        }
+    @staticmethod
+    def _recompute_checks(decoded: Decoded, fresh, full: bool) -> dict[str, float]:
+        """``decode_vs_recompute_max_abs_logprob``: the decode-time log-probabilities of the chosen
+        tokens against the recompute's. With the run's full decode-time distributions (kept for
+        exact streams and the oracle run): ``full_recompute_*`` over the whole vocabulary for exact
+        forked streams, ``decode_vs_teacher_forced_max_kl`` for the oracle run."""
+        # Decode keeps its full distributions on the CPU; the recompute may be on the model's device.
+        fresh = fresh.float().cpu()
+        checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(
+            np.asarray(decoded.token_logprobs, dtype=np.float32) - chosen_logprobs(fresh, decoded.tokens))))}
+        if decoded.logprobs is not None:
+            if full:
+                checks["full_recompute_max_abs_logprob"] = float((fresh - decoded.logprobs).abs().max())
+                checks["full_recompute_max_kl"] = float(kl_divergence(decoded.logprobs, fresh).max())
+            else:
+                checks["decode_vs_teacher_forced_max_kl"] = float(kl_divergence(decoded.logprobs, fresh).max())
+        return checks

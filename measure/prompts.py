@@ -23,7 +23,9 @@ class PromptFormat:
     """How a question becomes a prompt.
 
     ``chat`` applies the tokenizer's chat template with an explicit system prompt (SmolLM2's
-    template otherwise inserts its own default one); ``raw`` is plain text for base models.
+    template otherwise inserts its own default one); ``raw`` is plain text for base models. A
+    tokenizer without a chat template (a base model such as Gemma 3 270M) always gets ``raw``:
+    :meth:`style_for` says which one a model gets, and runs record it in their provenance.
     """
 
     style: str = "chat"
@@ -34,20 +36,27 @@ class PromptFormat:
         if self.style not in PROMPT_STYLES:
             raise ValueError(f"unknown prompt style {self.style!r}; choose one of {', '.join(PROMPT_STYLES)}")
 
+    def style_for(self, tokenizer) -> str:
+        """The style this model's prompts actually take: chat only where there is a chat template."""
+        return "chat" if self.style == "chat" and getattr(tokenizer, "chat_template", None) else "raw"
+
     def system_for(self, kind: str = "math") -> str:
         return self.qa_system_prompt if kind == "qa" else self.system_prompt
 
     def prompt_text(self, tokenizer, question: str, context: str | None = None, kind: str = "math") -> str:
         user = f"{context.strip()}\n\n{question.strip()}" if context else question.strip()
         system = self.system_for(kind)
-        if self.style == "raw" or not getattr(tokenizer, "chat_template", None):
+        if self.style_for(tokenizer) == "raw":
             return f"{system}\n\nProblem: {user}\nSolution:"
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def prompt_ids(self, tokenizer, question: str, context: str | None = None, kind: str = "math") -> list[int]:
         # The chat template already carries every special token; adding BOS again would double it.
-        return list(tokenizer(self.prompt_text(tokenizer, question, context, kind), add_special_tokens=False).input_ids)
+        # Plain text gets what the tokenizer adds itself: Gemma's BOS, which Gemma models are
+        # trained to see first; SmolLM2's and the tiny tokenizer add nothing.
+        raw = self.style_for(tokenizer) == "raw"
+        return list(tokenizer(self.prompt_text(tokenizer, question, context, kind), add_special_tokens=raw).input_ids)
 
 
 def inserted_ids(tokenizer, text: str) -> list[int]:

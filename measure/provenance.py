@@ -66,6 +66,9 @@ def provenance(settings: dict, model: dict) -> dict:
         "git": git_state(),
         "machine": machine(),
         "model": model,
+        # The prompt style the runs actually used: chat needs a chat template (base models have none).
+        "prompt_style": ("chat" if settings.get("prompt_style", "chat") == "chat" and model.get("chat_template", True)
+                         else "raw"),
         "settings": settings,
         "command": " ".join(sys.argv),
         "started": now(),

@@ -8,9 +8,9 @@ uninterrupted run's.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
@@ -18,13 +18,15 @@ from tqdm import tqdm
 from measure.data import load_pairs
 from measure.data.errors import DataError
 from measure.engine import Engine, ProblemResult
+from measure.executors import WORKER_FIELD, GroupsFailed, make_executor
 from measure.model import load_model
 from measure.provenance import now, provenance
 from measure.records import RUN_FILE, SAMPLES_FILE, SKIPPED_FILE
-from measure.records.samples import problem_records, record_key, skipped_key
-from measure.records.store import RecordStore, read_store
+from measure.records.samples import record_key, skipped_key
+from measure.records.store import RecordStore, read_store, write_json
 from measure.results import REFERENCE_RUNS
-from measure.settings import RunSettings, SettingsError, validate
+from measure.run_folder import check_out_folder, check_resume_matches, locked
+from measure.settings import RunSettings, SettingsError, merge_duplicates, validate
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +60,23 @@ def skipped_records(result: ProblemResult, settings: RunSettings) -> list[dict]:
             for label, reason in result.skipped]
 
 
-def prepare_out(settings: RunSettings) -> Path:
+def prepare_out(settings: RunSettings, force: bool = False) -> Path:
+    """The output folder, checked (measure.run_folder): not another process's, not a folder of
+    the user's unless ``force``, records only with ``resume``, and a resume with the saved settings."""
     out = Path(settings.out) if settings.out else default_out()
-    samples = out / SAMPLES_FILE
-    if samples.exists() and not settings.resume:
-        raise SettingsError(f"{samples} already exists: pass --resume to complete that run, or choose another --out")
-    if settings.resume and (out / RUN_FILE).exists():
-        saved = json.loads((out / RUN_FILE).read_text())["settings"]
-        differing = {k for k, v in settings.as_dict().items() if k not in ("resume", "out") and saved.get(k) != v}
-        if differing:
-            raise SettingsError(f"--resume: settings differ from the interrupted run in {', '.join(sorted(differing))}; "
-                                f"resume with the same settings (saved in {out / RUN_FILE})")
+    check_out_folder(out, settings.resume, force)
+    if settings.resume:
+        check_resume_matches(out, settings)
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
+def run_measurement(settings: RunSettings, show_progress: bool = True, force: bool = False) -> Path:
+    """Measure ``settings`` into its folder; ``force`` lets it write into a non-empty folder that
+    holds no run. Everything a user can get wrong is checked before the model loads, except the
+    prompt lengths, which are checked against the model's context before decoding starts."""
+    for note in merge_duplicates(settings):
+        log.warning(note)
     validate(settings)
     try:
         problems = load_pairs(settings.dataset, settings.data_dir, limit=settings.limit,
@@ -82,7 +85,12 @@ def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
         raise SettingsError(str(error)) from None
     if not problems:
         raise SettingsError(f"dataset {settings.dataset!r} gave no problems with these filters")
-    out = prepare_out(settings)
+    out = prepare_out(settings, force)
+    with locked(out):  # held until the reports are written; a second run on `out` is refused
+        return _measure(settings, problems, out, show_progress)
+
+
+def _measure(settings: RunSettings, problems: list, out: Path, show_progress: bool) -> Path:
     store = RecordStore(out / SAMPLES_FILE)
     repaired = store.repair()
     for warning in repaired:
@@ -95,14 +103,9 @@ def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
     skipped = read_store(out / SKIPPED_FILE)[0] if settings.resume else []
     skipped_keys = {key for entry in skipped for key in entry["keys"]}
 
-    loaded = load_model(settings.model, settings.device, settings.dtype, settings.trust_remote_code)
-    engine = Engine(loaded, settings.engine_config())
-    info = provenance(settings.as_dict(), loaded.info())
-    info["settings"]["out"] = str(out)
-    (out / RUN_FILE).write_text(json.dumps(info, indent=2))
-
     # Groups are fixed chunks of the problem list, not of what is missing: a resumed group then
-    # batches exactly the rows it batched before, so its numbers are bit-for-bit the same.
+    # batches exactly the rows it batched before, so its numbers are bit-for-bit the same. Every
+    # executor measures these same groups, so this holds for a run resumed with another executor.
     groups = []
     for start in range(0, len(problems), settings.group_size):
         group = [(p, [k for k in expected_keys(p.id, settings) if k not in done and k not in skipped_keys])
@@ -110,26 +113,46 @@ def run_measurement(settings: RunSettings, show_progress: bool = True) -> Path:
         if any(missing for _, missing in group):
             groups.append(group)
     total = sum(len(missing) for group in groups for _, missing in group)
-    with tqdm(total=total, unit="record", desc="measuring", disable=not show_progress, dynamic_ncols=True) as bar:
-        for group in groups:
-            bar.set_postfix_str(", ".join(problem.id for problem, _ in group))
-            results = engine.run_problems([problem for problem, _ in group])
-            for (problem, missing), result in zip(group, results):
-                for entry in skipped_records(result, settings):
+    failures = []
+    # The executor measures the groups (in this process, or on Ray actors) and yields each one's
+    # records as it completes; only this driver writes them, so the store is the same either way.
+    with make_executor(settings, load_model, Engine) as executor:
+        model = executor.start(len(groups))  # loads the model, once per worker
+        executor.preflight(problems)
+        info = provenance(settings.as_dict(), model)
+        info["settings"]["out"] = str(out)
+        info["executor"] = executor.describe()
+        write_json(out / RUN_FILE, info)
+        with tqdm(total=total, unit="record", desc="measuring", disable=not show_progress, dynamic_ncols=True) as bar:
+            for outcome in executor.run([[problem for problem, _ in group] for group in groups]):
+                group = groups[outcome.index]
+                bar.set_postfix_str(f"{', '.join(problem.id for problem, _ in group)} on {outcome.worker or 'no worker'}")
+                if outcome.error is not None:
+                    failures.append({"problems": [problem.id for problem, _ in group], "error": outcome.error,
+                                     "attempts": outcome.attempts})
+                    continue
+                missing = {key for _, keys in group for key in keys}
+                for entry in outcome.skipped:
                     if any(key in missing for key in entry["keys"]):
                         skipped_store.append(entry)
                         skipped.append(entry)
                         bar.update(len([k for k in entry["keys"] if k in missing]))
-                for record in problem_records(result, problem, loaded.tokenizer, settings.semantic):
+                for record in outcome.records:
                     if record["key"] in missing:
                         store.append(record)
                         bar.update(1)
+        info["executor"] = executor.describe()  # now with the workers that replaced dead ones
 
     from measure.report.summary import write_reports
 
     records, warnings = read_store(out / SAMPLES_FILE)
     info["finished"] = now()
     info["warnings"] = repaired + warnings
-    (out / RUN_FILE).write_text(json.dumps(info, indent=2))
+    info["executor"]["records_by_worker"] = dict(Counter(record.get(WORKER_FIELD, "unknown") for record in records))
+    if failures:
+        info["failed_groups"] = failures
+    write_json(out / RUN_FILE, info)
     write_reports(out, records, info, skipped, alpha=settings.alpha, seed=settings.seed)
+    if failures:
+        raise GroupsFailed(out, failures)
     return out

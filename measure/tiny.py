@@ -12,6 +12,8 @@ import functools
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -24,6 +26,12 @@ from transformers import (
 )
 
 TINY_FAMILIES = ("llama", "qwen2", "mistral", "gpt2")
+#: Families whose layers (some or all) attend only to the last ``TINY_WINDOW`` positions, so that
+#: test streams of ~64 tokens run well past the window: Gemma 3 alternating local and global
+#: layers (with its embedding scaling, query pre-attention scalar and final logit soft-capping),
+#: Mistral with every layer windowed, Qwen2 windowed above ``max_window_layers``.
+TINY_WINDOW = 8
+SLIDING_FAMILIES = ("gemma3", "mistral-sliding", "qwen2-sliding")
 
 # The tiny tokenizer's training text: words the built-in problems and templates use, so that
 # tokenized prompts stay short and realistic.
@@ -89,7 +97,27 @@ def tiny_config(family: str, vocab_size: int):
                              max_position_embeddings=1024, sliding_window=None, **common)
     if family == "gpt2":
         return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=1024, **common)
-    raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(TINY_FAMILIES)}")
+    if family == "gemma3":
+        # Two rope bases as in the real model (10k local, 1M global) so a re-rotation with the
+        # wrong layer's frequencies shows; soft-capping on to exercise it (Gemma 3 270M has none).
+        return Gemma3TextConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                                num_attention_heads=4, num_key_value_heads=1, head_dim=16,
+                                max_position_embeddings=1024, sliding_window=TINY_WINDOW,
+                                layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+                                query_pre_attn_scalar=24, final_logit_softcapping=30.0,
+                                rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                                                 "full_attention": {"rope_type": "default", "rope_theta": 1_000_000.0}},
+                                **common)
+    if family == "mistral-sliding":
+        return MistralConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=1,
+                             max_position_embeddings=1024, sliding_window=TINY_WINDOW, **common)
+    if family == "qwen2-sliding":
+        return Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                           use_sliding_window=True, sliding_window=TINY_WINDOW, max_window_layers=1, **common)
+    raise ValueError(f"unknown tiny model family {family!r}; "
+                     f"choose one of {', '.join(TINY_FAMILIES + SLIDING_FAMILIES)}")
 
 
 _MODEL_CLASSES = {
@@ -97,6 +125,9 @@ _MODEL_CLASSES = {
     "qwen2": Qwen2ForCausalLM,
     "mistral": MistralForCausalLM,
     "gpt2": GPT2LMHeadModel,
+    "gemma3": Gemma3ForCausalLM,
+    "mistral-sliding": MistralForCausalLM,
+    "qwen2-sliding": Qwen2ForCausalLM,
 }
 
 
@@ -113,6 +144,8 @@ def tiny_model(family: str = "llama", seed: int = 0, attn_implementation: str = 
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id
+    if family not in _MODEL_CLASSES:
+        tiny_config(family, 0)  # raises, naming the families
     torch.manual_seed(seed)
     model = _MODEL_CLASSES[family](config)
     with torch.no_grad():

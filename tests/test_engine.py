@@ -214,3 +214,32 @@ def test_problems_run_together_equal_problems_run_alone(loaded):
             assert run.generated_ids == single.generated_ids, (pair.id, run.condition, run.point)
             for ref in ("ignore", "oracle", "matched"):
                 np.testing.assert_allclose(run.kl[ref], single.kl[ref], atol=1e-4)
+
+
+def test_references_decoded_with_the_run_equal_teacher_forced_passes(loaded):
+    """The references advance with the run's decode (one forward per step for the run and its
+    references); their numbers equal separate cache-free teacher-forced passes over the streams
+    they stand for: P_ignore = A + y, P_oracle = B + y, P_matched = B + y[:t0] + X + y[t0:]."""
+    from measure.scoring import Stream, compare, score_streams
+
+    pair = make_pair()
+    conditions = ("ignore", "oracle", "injection", "flush")
+    result = run(loaded, pair, conditions=conditions)
+    fmt = PromptFormat()
+    prompt_a = fmt.prompt_ids(loaded.tokenizer, pair.question_a)
+    prompt_b = fmt.prompt_ids(loaded.tokenizer, pair.question_b)
+    for r in result.runs:
+        y, t0, inserted = r.generated_ids, r.t0, r.inserted_ids
+        after = y[t0:]
+        streams = {"run": r.prompt_ids + y[:t0] + inserted, "ignore": prompt_a + y[:t0],
+                   "oracle": prompt_b + y[:t0], "matched": prompt_b + y[:t0] + inserted}
+        outputs = dict(zip(streams, score_streams(loaded.model, [Stream(None, s + after[:-1], len(after))
+                                                                 for s in streams.values()], loaded.tokenizer.pad_token_id)))
+        np.testing.assert_allclose(r.logprob_run[t0:], outputs["run"].logprobs.gather(
+            1, torch.tensor(after)[:, None])[:, 0].numpy(), atol=LOGPROB_TOL)
+        for ref in ("ignore", "oracle", "matched"):
+            expected = compare(outputs["run"], outputs[ref], after)
+            np.testing.assert_allclose(r.logprob_ref[ref][t0:], expected["logprob"], atol=LOGPROB_TOL)
+            np.testing.assert_allclose(r.kl[ref][t0:], expected["kl"], atol=1e-5, err_msg=f"{r.condition} {ref}")
+            np.testing.assert_allclose(r.js[ref][t0:], expected["js"], atol=1e-5)
+            np.testing.assert_allclose(r.hidden_cosine[ref][:, t0:], expected["hidden_cosine"], atol=1e-5)

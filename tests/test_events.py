@@ -34,3 +34,20 @@ def test_no_listener_no_events():
     with_listener, without = [], engine.run_problems([example_pair()])
     engine.run_problems([example_pair()], listener=with_listener.append)
     assert with_listener and without[0].runs
+
+
+def test_live_kl_and_log_ratio_equal_the_final_arrays():
+    """The references decode with the run, so each token event carries KL(run || P_ref) and r(t);
+    they are the numbers the RunResult ends up with (float32, so equal to 1e-6)."""
+    engine = Engine(load_model("tiny:llama"), EngineConfig(max_new_tokens=10, points=("3",), attention=False))
+    events = []
+    (result,) = engine.run_problems([example_pair()], listener=events.append)
+    tokens = [e for e in events if isinstance(e, TokenEvent)]
+    assert tokens and all(e.kl is not None and e.log_ratio is not None for e in tokens)
+    runs = {(r.condition, r.point): r for r in result.runs}
+    for event in tokens:
+        run = runs[(event.condition, event.point)]
+        assert set(event.kl) == {"ignore", "oracle", "matched"}
+        for ref, value in event.kl.items():
+            assert abs(value - float(run.kl[ref][event.index])) <= 1e-6, (event.condition, event.point, ref)
+        assert abs(event.log_ratio - float(run.log_ratio[event.index])) <= 1e-6, (event.condition, event.point)

@@ -35,9 +35,14 @@ def cache_dir() -> Path:
 def resolve_data_dir(data_dir: str | Path | None) -> Path:
     """The explicit folder, else $MEASURE_DATA_DIR, else the download cache if it exists."""
     if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise DataError(f"data folder {data_dir} (--data-dir) does not exist or is not a folder")
         return Path(data_dir)
     if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV])
+        folder = Path(os.environ[DATA_DIR_ENV])
+        if not folder.is_dir():
+            raise DataError(f"${DATA_DIR_ENV} names {folder}, which does not exist or is not a folder")
+        return folder
     if cache_dir().is_dir():
         return cache_dir()
     raise DataError(f"no data folder: pass data_dir, set ${DATA_DIR_ENV}, or run `measure data download`")

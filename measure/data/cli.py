@@ -55,13 +55,17 @@ def register(subparsers) -> None:
 
 def run_augment(args: argparse.Namespace) -> int:
     try:
+        if args.n < 1:
+            raise ValueError(f"--n {args.n}: the number of pairs must be at least 1")
+        if Path(args.out).is_dir():
+            raise ValueError(f"--out {args.out} is a folder; name the JSONL file to write")
         mix = parse_mix(args.mix) if args.mix else DEFAULT_MIX
         records, load_report = load_records(args.source, args.data_dir)
     except (DataError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"measure augment: error: {error}", file=sys.stderr)
         return 2
     pairs, report = generate_pairs(records, args.n, seed=args.seed, mix=mix)
-    written = write_pairs(pairs, args.out)
+    written = write_pairs(pairs, args.out)  # to a temporary file, renamed: a failure keeps the old --out
     print(load_report.summary())
     print("\n".join(report.summary_lines()))
     print(f"wrote {written} pairs to {args.out}")
@@ -92,7 +96,7 @@ def run_check(args: argparse.Namespace) -> int:
         pairs = read_pairs(args.name) if args.name.endswith(".jsonl") else load_pairs(
             args.name, data_dir=args.data_dir, seed=args.seed)
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"measure data check: error: {error}", file=sys.stderr)
         return 2
     failures = {pair.id: violations for pair in pairs if (violations := check_pair(pair))}
     for pair_id, violations in list(failures.items())[:20]:
@@ -106,7 +110,7 @@ def run_download(args: argparse.Namespace) -> int:
     try:
         results = download_dataset(args.name, cache)
     except DataError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"measure data download: error: {error}", file=sys.stderr)
         return 2
     for path, state in results.items():
         print(f"{cache / path}: {state}")

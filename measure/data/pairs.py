@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from measure.atomic import write_atomic
 from measure.data.arithmetic import format_number, parse_number
 from measure.data.errors import DataError
 from measure.data.records import read_records
@@ -185,11 +186,11 @@ class ProblemPair:
             question_b=question_b,
             answer_a=answer_a,
             answer_b=answer_b,
-            answers_a=tuple(merged.get("answers_a") or (answer_a,)),
-            answers_b=tuple(merged.get("answers_b") or (answer_b,)),
+            answers_a=_answer_list(merged.get("answers_a"), answer_a, fail, "answers_a"),
+            answers_b=_answer_list(merged.get("answers_b"), answer_b, fail, "answers_b"),
             equation_a=equation_a,
             equation_b=equation_b,
-            context=_optional_text(merged.get("context")),
+            context=_optional_text(text_field("context", "story_content")) if merged.get("context") is not None else None,
             metadata=metadata,
             **updates,
         )
@@ -220,6 +221,19 @@ def _answer_text(raw: str, kind: str, fail, field_name: str) -> str:
         return format_number(parse_number(raw))
     except ValueError:
         raise fail(f"non-numeric answer {raw!r}", field_name) from None
+
+
+def _answer_list(value, answer: str, fail, field_name: str) -> tuple[str, ...]:
+    """All acceptable answers: a list of texts (a bare text would be split into its letters, and
+    every letter would then count as a right answer)."""
+    if value is None or value == []:
+        return (answer,)
+    if not isinstance(value, list):
+        raise fail(f"expected a list of answers such as [\"Paris\"], got {type(value).__name__} {value!r}", field_name)
+    for index, item in enumerate(value, start=1):
+        if not isinstance(item, (str, int, float)) or isinstance(item, bool) or not str(item).strip():
+            raise fail(f"answer {index} of the list is {item!r}, not a non-empty text", field_name)
+    return tuple(str(item) for item in value)
 
 
 def _optional_text(value) -> str | None:
@@ -277,14 +291,19 @@ def read_pairs(path: str | Path) -> list[ProblemPair]:
 
 
 def write_pairs(pairs: Iterable[ProblemPair], path: str | Path, legacy_names: bool = True) -> int:
-    """Write pairs as JSONL; returns how many were written."""
+    """Write pairs as JSONL, atomically (an existing file is replaced only once the new one is
+    complete; a failure leaves it as it was); returns how many were written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    with path.open("w", encoding="utf-8") as handle:
+
+    def write(handle) -> None:
+        nonlocal count
         for pair in pairs:
             handle.write(json.dumps(pair.to_dict(legacy_names), ensure_ascii=False) + "\n")
             count += 1
+
+    write_atomic(path, write)
     return count
 
 

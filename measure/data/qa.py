@@ -44,15 +44,23 @@ def load_fairytaleqa(paths: list[str | Path] | str | Path) -> tuple[list[SourceR
             story_name = require(story, "story_name", str, path, line)
             split = str(story.get("split", path.stem))
             sections = {}
-            for section in require(story, "sections", list, path, line):
+            for number, section in enumerate(require(story, "sections", list, path, line), start=1):
                 if not isinstance(section, dict) or "section" not in section or "text" not in section:
-                    raise DataError("each section needs 'section' and 'text'", file=path, line=line,
-                                    field_name="sections")
+                    raise DataError(f"section {number}: each section needs 'section' and 'text'", file=path,
+                                    line=line, field_name="sections")
+                if not isinstance(section["text"], str):
+                    raise DataError(f"section {number}: 'text' must be text, got {type(section['text']).__name__}",
+                                    file=path, line=line, field_name="sections")
                 sections[str(section["section"])] = section["text"]
-            for question in require(story, "questions", list, path, line):
+            for number, question in enumerate(require(story, "questions", list, path, line), start=1):
                 if not isinstance(question, dict) or "question" not in question or "cor_section" not in question:
-                    raise DataError("each question needs 'question' and 'cor_section'", file=path,
+                    raise DataError(f"question {number}: each question needs 'question' and 'cor_section'", file=path,
                                     line=line, field_name="questions")
+                bad = [name for name in ("question", *_ANSWER_FIELDS)
+                       if question.get(name) is not None and not isinstance(question[name], str)]
+                if bad:
+                    raise DataError(f"question {number}: {bad[0]!r} must be text, got {type(question[bad[0]]).__name__}",
+                                    file=path, line=line, field_name="questions")
                 report.total += 1
                 record_id = f"fairytaleqa_{split}_{_slug(story_name)}_{_slug(str(question.get('question_id', report.total)))}"
                 raw = (question.get(f, "") for f in _ANSWER_FIELDS)

@@ -38,9 +38,10 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object) for each non-blank line; DataError on a missing file or bad JSON."""
     path = Path(path)
     if not path.is_file():
-        raise DataError("file not found", file=path)
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
+        raise DataError("file not found" if not path.is_dir() else "a folder, not a file", file=path)
+    with path.open("rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
+            line = _decoded(raw, path, line_number)
             if not line.strip():
                 continue
             try:
@@ -63,8 +64,14 @@ def read_records(path: str | Path) -> Iterator[tuple[dict[str, int], dict]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError("file not found", file=path)
-    text = path.read_text(encoding="utf-8")
+        raise DataError("file not found" if not path.is_dir() else "a folder, not a file", file=path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(f"not UTF-8 text: byte 0x{data[error.start]:02x} cannot be decoded", file=path,
+                        line=line) from None
     if not text.lstrip().startswith("["):
         for line_number, obj in read_jsonl(path):
             yield {"line": line_number}, obj
@@ -78,6 +85,14 @@ def read_records(path: str | Path) -> Iterator[tuple[dict[str, int], dict]]:
         if not isinstance(obj, dict):
             raise DataError(f"expected a JSON object, got {type(obj).__name__}", file=path, item=index)
         yield {"item": index}, obj
+
+
+def _decoded(raw: bytes, path: Path, line: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(f"not UTF-8 text: byte 0x{raw[error.start]:02x} at column {error.start + 1} cannot be "
+                        "decoded (save the file as UTF-8)", file=path, line=line) from None
 
 
 def require(obj: dict, name: str, kind: type | tuple[type, ...], path: Path | str, line: int) -> Any:

@@ -18,6 +18,15 @@ was running. At session end the controller (the only process of a serial run, or
 controller) merges them into ``samples.jsonl`` and writes ``metrics.json`` and ``report.html`` as
 ``measure run`` does, listing every measurement test that produced no record and why
 (:mod:`measure.pytest_plugin.merge`). Nothing is written by a session without measurement tests.
+A serial session also appends each record to ``<out>/samples.jsonl`` as it goes (with a
+``run.json`` written at its first record), so a session that crashes leaves a folder that
+``measure report`` renders.
+
+A session that cannot measure does not pass: a model that cannot be loaded fails every
+measurement test with the reason (instead of skipping it), and a session whose selected
+measurement tests recorded nothing at all ends with a non-zero exit status and says so. Bad
+``--measure-*`` values, an unavailable ``--measure-device`` and a ``--measure-out`` folder that is
+not empty and holds no run are usage errors before any test runs.
 
 Under xdist (``-n N``) without an explicit ``--dist``, the plugin switches the distribution to
 ``loadgroup``, so all cases of a problem run on one worker and its engine run is computed once.
@@ -67,7 +76,10 @@ class MeasureState:
     _settings: object = None
     _problems: list | None = None
     _suite: object = None
+    _live: object = None  # serial sessions: the RecordStore of <out>/samples.jsonl
     summary: str | None = None
+    notes: list[str] = field(default_factory=list)  # repeated points etc., shown at the end
+    usage_error: Exception | None = None  # bad --measure-* values found while parametrizing
 
     @property
     def run_dir(self) -> Path:
@@ -90,8 +102,31 @@ class MeasureState:
 
     def settings(self):
         if self._settings is None:
-            self._settings = self.options.settings()
+            self._settings, self.notes = self.options.settings_and_notes()
         return self._settings
+
+    @property
+    def serial(self) -> bool:
+        return not self.is_worker and self.workers == 0
+
+    def live_samples(self):
+        """Serial sessions: ``<out>/samples.jsonl`` (started afresh) and an early ``run.json``,
+        so a crash leaves a folder ``measure report`` can render; the end of the session rewrites
+        both from the merged records."""
+        if self._live is None:
+            from measure.atomic import write_json
+            from measure.provenance import provenance
+            from measure.records import RUN_FILE, SAMPLES_FILE
+            from measure.records.store import RecordStore, write_records
+
+            self.out.mkdir(parents=True, exist_ok=True)
+            settings = {**self.settings().as_dict(), "out": str(self.out)}
+            info = provenance(settings, {"name": settings["model"]})
+            info["pytest"] = {"run_id": self.run_id, "workers": 0, "state": "running (a crash leaves this)"}
+            write_json(self.out / RUN_FILE, info, default=str)
+            write_records(self.out / SAMPLES_FILE, [])
+            self._live = RecordStore(self.out / SAMPLES_FILE)
+        return self._live
 
     def problems(self) -> list:
         if self._problems is None:
@@ -138,6 +173,7 @@ def pytest_configure(config) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path(options.out) if options.out else Path("reports") / f"pytest-{stamp}"
         out = (config.invocation_params.dir / out).resolve()
+        _check_out(out)
         xdist_on = _xdist_on(config)
         state = MeasureState(options, out, f"{stamp}-{os.getpid()}", "main", False,
                              int(config.getoption("numprocesses", 0) or 0) if xdist_on else 0)
@@ -147,6 +183,20 @@ def pytest_configure(config) -> None:
     config.stash[STATE] = state
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistHooks(), "measure-xdist-hooks")
+
+
+def _check_out(out: Path) -> None:
+    """Refuse a --measure-out that is a file, or a non-empty folder holding no run (the user's)."""
+    from measure.pytest_plugin.worker_log import WORKERS_DIR
+    from measure.records import RUN_FILE, SAMPLES_FILE
+
+    if out.exists() and not out.is_dir():
+        raise pytest.UsageError(f"measure: --measure-out {out}: a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists()
+                                                       for name in (RUN_FILE, SAMPLES_FILE, WORKERS_DIR)):
+        raise pytest.UsageError(f"measure: --measure-out {out}: the folder is not empty and holds no measurement "
+                                "run (no run.json, samples.jsonl or workers/); the session would write its "
+                                "report there. Choose another --measure-out")
 
 
 def _xdist_on(config) -> bool:
@@ -196,9 +246,18 @@ def pytest_generate_tests(metafunc) -> None:
     from measure.pytest_plugin.cases import build_cases
 
     state = state_of(metafunc.config)
-    settings = state.settings()
+    if state.usage_error is not None:
+        return
+    try:
+        settings = state.settings()
+        problems = state.problems()
+    except pytest.UsageError as error:
+        # Raised here it would be a collection error with a traceback; raised from
+        # pytest_collection_finish it is pytest's one-line "ERROR: ..." and exit status 4.
+        state.usage_error = error
+        return
     labels = [point.label for point in parse_points(settings.points)]
-    cases = build_cases(state.problems(), settings.conditions, labels, settings.dataset)
+    cases = build_cases(problems, settings.conditions, labels, settings.dataset)
     params = [pytest.param(case, id=case.id, marks=[
         pytest.mark.xdist_group(name=case.problem_id),
         pytest.mark.measure(condition=case.condition, point=case.point, problem=case.problem_id,
@@ -235,6 +294,8 @@ def plain_nodeid(item) -> str:
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker reports its collection to the controller
 def pytest_collection_finish(session) -> None:
     state = state_of(session.config)
+    if state.usage_error is not None:
+        raise state.usage_error
     if session.config.getoption("collectonly"):
         return
     if state.is_worker and state.loadgroup:
@@ -341,6 +402,8 @@ def _flush(item, state: MeasureState) -> int:
         record["test"] = {**(record.get("test") or {}), "nodeid": plain_nodeid(item),
                           "outcome": result["outcome"], "failed_invariants": failed, "worker": state.worker_id}
         state.log.record(record)
+        if state.serial:
+            state.live_samples().append(record)
         count += 1
     return count
 
@@ -373,8 +436,16 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         report = f"(report not written: {error!r})"
     lines = [f"measure: {len(merged.records)} records from {len(merged.expected) - len(merged.missing)} of "
              f"{len(merged.expected)} measurement tests -> {report}"]
+    lines += [f"measure: note: {note}" for note in state.notes]
     for missing in merged.missing:
         lines.append(f"measure: no record from {missing['nodeid']}: {missing['reason']}")
+    if merged.expected and not merged.records:
+        # Every selected measurement test skipped or failed before recording: the session
+        # measured nothing and must not pass (a CI job whose model does not load, say).
+        lines.append(f"measure: error: none of the {len(merged.expected)} selected measurement tests recorded "
+                     "anything; the session fails")
+        if session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     state.summary = "\n".join(lines)
 
 

@@ -112,10 +112,15 @@ class SuiteOptions:
 
     def settings(self):
         """Validated :class:`measure.settings.RunSettings` (raises pytest.UsageError)."""
+        return self.settings_and_notes()[0]
+
+    def settings_and_notes(self):
+        """Validated RunSettings, with repeated points or conditions merged, and a note per repeat
+        (raises pytest.UsageError naming the --measure-* option)."""
         import pytest
 
-        from measure.model import EMBEDDED_MODEL
-        from measure.settings import RunSettings, SettingsError, validate
+        from measure.model import EMBEDDED_MODEL, ModelLoadError, check_device
+        from measure.settings import RunSettings, SettingsError, merge_duplicates, validate
 
         settings = RunSettings(
             model=self.model or EMBEDDED_MODEL, dataset=self.dataset, data_dir=self.data_dir, limit=self.limit,
@@ -125,10 +130,15 @@ class SuiteOptions:
             attention=self.attention, verify_recompute=True,  # the cache-equivalence invariants need it
         )
         try:
+            notes = merge_duplicates(settings)
             validate(settings)
         except SettingsError as error:
             raise pytest.UsageError(f"measure: {error}".replace("--", "--measure-")) from None
-        return settings
+        try:
+            check_device(settings.device)  # before any test: a missing GPU is a usage error, not N failures
+        except ModelLoadError as error:
+            raise pytest.UsageError(f"measure: --measure-device {settings.device}: {error}") from None
+        return settings, [note.replace("--", "--measure-") for note in notes]
 
 
 def select_problems(pairs: list, limit: int | None) -> list:

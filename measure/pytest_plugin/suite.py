@@ -72,7 +72,9 @@ class Suite:
                     else {"name": self.settings.model, "error": str(self.loaded)})
             self.log.event("model", info=info, torch_threads=torch.get_num_threads())
         if isinstance(self.loaded, BaseException):
-            pytest.skip(f"model {self.settings.model!r} unavailable: {self.loaded}")
+            # A failure, not a skip: a session whose model does not load has measured nothing.
+            pytest.fail(f"measure: --measure-model {self.settings.model!r} cannot be loaded: {self.loaded}",
+                        pytrace=False)
         return self.loaded
 
     # -- measurements ---------------------------------------------------------------------------

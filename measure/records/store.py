@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from measure.atomic import write_atomic, write_json  # noqa: F401  (write_json: for the layers above)
+
 
 class StoreError(ValueError):
     """A store file holds a line that a crash cannot explain (not the torn last line)."""
@@ -49,13 +51,7 @@ class RecordStore:
 
 def write_records(path: str | Path, records: list[dict]) -> None:
     """Write ``records`` as the whole file, atomically (a temporary file, fsynced, then renamed)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.writelines(_line(record) for record in records)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda handle: handle.writelines(_line(record) for record in records))
 
 
 def read_store(path: str | Path) -> tuple[list[dict], list[str]]:
@@ -64,14 +60,14 @@ def read_store(path: str | Path) -> tuple[list[dict], list[str]]:
     path = Path(path)
     if not path.exists():
         return [], []
-    lines = path.read_text(encoding="utf-8").split("\n")
+    lines = path.read_bytes().split(b"\n")  # bytes: a crash can cut a UTF-8 character in two
     records, warnings = [], []
     last_content = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line.decode("utf-8"))
             if not isinstance(record, dict) or "key" not in record:
                 raise ValueError("not a record object with a 'key'")
         except ValueError as error:

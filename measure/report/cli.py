@@ -44,13 +44,14 @@ def run_report(args: argparse.Namespace) -> int:
     options = {} if args.resamples is None else {"n_resamples": args.resamples}
     if args.alpha is not None:
         if not 0 < args.alpha < 1:
-            print(f"error: --alpha {args.alpha}: the false-event rate must lie strictly between 0 and 1", file=sys.stderr)
+            print(f"measure report: error: --alpha {args.alpha}: the false-event rate must lie strictly between 0 and 1",
+                  file=sys.stderr)
             return 2
         options["alpha"] = args.alpha
     try:
         metrics = render_from_dir(args.run_dir, **options)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (OSError, ValueError) as error:
+        print(f"measure report: error: {error}", file=sys.stderr)
         return 2
     for warning in metrics.get("warnings") or []:
         print(f"warning: {warning}", file=sys.stderr)
@@ -66,7 +67,7 @@ def run_compare(args: argparse.Namespace) -> int:
         result = compare(args.base, args.new, args.fail, per_variation=args.per_variation,
                          check_gates=args.max_check)
     except CompareError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"measure compare: error: {error}", file=sys.stderr)
         return 2
     print(result.table(only_changed=args.changed))
     print()

@@ -116,8 +116,16 @@ def parse_gate(text: str) -> Gate:
     metric, stat = match["metric"], match["stat"]
     spec = spec_for(metric)
     if spec is None or spec.aggregation == "none":
+        import difflib
+
+        from measure.metrics.registry import METRICS
+
+        names = [name for name, s in METRICS.items() if s.aggregation != "none"]
+        close = difflib.get_close_matches(metric, names, n=3)
         raise CompareError(f"gate {text!r}: unknown metric {metric!r} (not an aggregated metric of "
-                           f"measure.metrics.registry)")
+                           f"measure.metrics.registry); "
+                           + (f"did you mean {', '.join(close)}? " if close else "")
+                           + f"gated metrics include {', '.join(DEFAULT_COMPARE_METRICS)}")
     if stat not in STAT_FIELDS:
         raise CompareError(f"gate {text!r}: unknown statistic {stat!r}; use one of {', '.join(STAT_FIELDS)}")
     want = STAT_AGGREGATION.get(stat)
@@ -330,9 +338,15 @@ def compare(base_dir, new_dir, gates: list[str] | None = None, *, per_variation:
         base_rows.update(_rows(base, "strata"))
         new_rows.update(_rows(new, "strata"))
     known = {k[3] for k in base_rows} | {k[3] for k in new_rows}
+    conditions = {str(k[0]) for k in base_rows} | {str(k[0]) for k in new_rows}
     for g in parsed:
+        # A gate that names nothing in the runs would check nothing and pass: refuse it instead.
+        if g.condition is not None and g.condition not in conditions:
+            raise CompareError(f"gate {g.text!r}: unknown condition {g.condition!r}; the runs have "
+                               f"{', '.join(sorted(conditions, key=condition_sort_key)) or 'none'}")
         if g.metric not in known:
-            raise CompareError(f"gate {g.text!r}: metric {g.metric!r} is in neither run's summary")
+            raise CompareError(f"gate {g.text!r}: metric {g.metric!r} is in neither run's summary; they have "
+                               f"{', '.join(sorted(known))}")
 
     gated = {}
     for g in parsed:
@@ -365,7 +379,8 @@ def compare(base_dir, new_dir, gates: list[str] | None = None, *, per_variation:
             rows.append(row)
     for g in parsed:
         if results[g.text].checked == 0:
-            notes.append(f"gate {g.text}: no rows to check (condition {g.condition!r} absent?)")
+            where = f"condition {g.condition!r}" if g.condition else "any condition"
+            raise CompareError(f"gate {g.text!r}: checked nothing: base has no {g.metric} row for {where}")
 
     recorded = new.get("checks") or {}
     for c in checks:

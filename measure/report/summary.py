@@ -92,7 +92,9 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     for key in ("problem_id", "condition", "point", "variation_type"):
         if key not in df:
             df[key] = None
-    return df
+    # Rows in a fixed order, not the file's: records arrive in completion order (another worker,
+    # a resumed group), and bootstrap resamples pick rows by position.
+    return df.sort_values(["problem_id", "condition", "point"], kind="mergesort", ignore_index=True) if len(df) else df
 
 
 def check_maxima(records: list[dict]) -> dict[str, dict]:

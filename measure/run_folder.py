@@ -1,0 +1,168 @@
+"""The run folder of ``measure run``: what may be written into it, its lock, and resuming it.
+
+Rules, checked before any model is loaded:
+
+- ``--out`` may be a new or empty folder, or a run folder of this tool (one holding ``run.json``
+  or ``samples.jsonl``). A non-empty folder that is not a run is the user's and is refused, since
+  the run would replace its ``metrics.json`` and ``report.html``; ``--force`` allows it.
+- A run folder that holds records is continued only with ``--resume``, and ``--resume`` needs
+  the folder's ``run.json``: without the settings the records were measured with, new records
+  could not be told apart from old ones.
+- While a run writes into a folder, the folder is locked (an exclusive ``flock`` on
+  ``.measure.lock``, which the kernel releases when the process ends, however it ends), so a
+  second ``measure run`` on it is refused with the holder's process id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from measure.records import RUN_FILE, SAMPLES_FILE
+from measure.settings import EXECUTION_FIELDS, FIELDS, RunSettings, SettingsError, coerce, merge_duplicates
+
+LOCK_FILE = ".measure.lock"
+#: Settings that say where and how to run, not what is measured: they may differ on resume.
+NOT_COMPARED = ("resume", "out", *EXECUTION_FIELDS)
+
+
+class RunFolderError(SettingsError):
+    """The output folder cannot be used as asked; the message says why and what to do."""
+
+
+def is_run_folder(out: Path) -> bool:
+    return (out / RUN_FILE).exists() or (out / SAMPLES_FILE).exists()
+
+
+def _contents(out: Path) -> list[str]:
+    return sorted(entry.name for entry in out.iterdir() if entry.name != LOCK_FILE)
+
+
+def check_out_folder(out: Path, resume: bool, force: bool = False) -> None:
+    """Refuse an ``--out`` that the run must not write into (see the module docstring)."""
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"--out {out}: a file, not a folder")
+    check_not_locked(out)
+    contents = _contents(out) if out.is_dir() else []
+    if resume:
+        if not contents:
+            raise RunFolderError(f"--resume: {out} holds no run to resume; start it without --resume")
+        if not (out / RUN_FILE).exists():
+            raise RunFolderError(
+                f"--resume: {out} has no {RUN_FILE}, so the settings its records were measured with are unknown "
+                "and new records could not be matched to them; start a new run in another --out")
+        return
+    if (out / SAMPLES_FILE).exists():
+        raise RunFolderError(f"{out / SAMPLES_FILE} already exists: pass --resume to complete that run, "
+                             "or choose another --out")
+    if contents and not is_run_folder(out) and not force:
+        shown = ", ".join(contents[:5]) + (", ..." if len(contents) > 5 else "")
+        raise RunFolderError(
+            f"--out {out}: the folder is not empty ({shown}) and holds no run of this tool (no {RUN_FILE} or "
+            f"{SAMPLES_FILE}); a run writes samples.jsonl, run.json, metrics.json and report.html there. "
+            "Choose another --out, or pass --force to write into it")
+
+
+def saved_settings(out: Path) -> dict:
+    """The settings stored in ``out/run.json``, each checked against its type."""
+    path = out / RUN_FILE
+    try:
+        info = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise RunFolderError(f"--resume: {out} has no {RUN_FILE} (the settings of the run to resume)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        where = f"line {error.lineno}: {error.msg}" if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
+        raise RunFolderError(f"--resume: {path} is corrupt ({where}); the run's settings cannot be read back, "
+                             "so it cannot be resumed: start a new run in another --out") from None
+    settings = info.get("settings") if isinstance(info, dict) else None
+    if not isinstance(settings, dict):
+        raise RunFolderError(f"--resume: {path} has no 'settings' object; it cannot be resumed")
+    return {name: coerce(name, value, f"{path}: settings") for name, value in settings.items() if name in FIELDS}
+
+
+def differing_settings(saved: dict, settings: dict) -> list[str]:
+    return sorted(name for name, value in settings.items()
+                  if name not in NOT_COMPARED and name in FIELDS and saved.get(name, FIELDS[name].default) != value)
+
+
+def resume_settings(out: str | Path, given: dict) -> tuple[RunSettings, list[str]]:
+    """The settings to continue the run in ``out`` with: those stored in its run.json; settings
+    ``given`` (flags, TOML) must agree with them. Returns the settings and notes for the user."""
+    out = Path(out)
+    check_out_folder(out, resume=True)
+    saved = saved_settings(out)
+    # Compare what the user typed, merged and typed as a run would store it.
+    asked = RunSettings(**{**saved, **given})
+    notes = merge_duplicates(asked)
+    asked_values = asked.as_dict()
+    differing = differing_settings(saved, {name: asked_values[name] for name in given})
+    if differing:
+        shown = "; ".join(f"--{name.replace('_', '-')} {asked_values[name]!r} (saved {saved.get(name)!r})"
+                          for name in differing)
+        raise RunFolderError(f"--resume: settings differ from the interrupted run in {shown}; resume with "
+                             f"the saved settings (drop these flags; they are in {out / RUN_FILE})")
+    # Where to measure may change (another executor, more workers); what to measure may not.
+    execution = {name: value for name, value in given.items() if name in EXECUTION_FIELDS}
+    return RunSettings(**{**saved, **execution, "resume": True, "out": str(out)}), notes
+
+
+def check_resume_matches(out: Path, settings: RunSettings) -> None:
+    """A resumed run's full settings (built in code, defaults included) equal the saved ones."""
+    saved = saved_settings(out)
+    differing = differing_settings(saved, settings.as_dict())
+    if differing:
+        raise RunFolderError(f"--resume: settings differ from the interrupted run in {', '.join(differing)}; "
+                             f"resume with the same settings (saved in {out / RUN_FILE})")
+
+
+def _in_use(out: Path, holder: str) -> RunFolderError:
+    return RunFolderError(f"--out {out} is in use by a running measurement ({holder or 'another process'}); "
+                          "wait for it to finish or stop it, or choose another --out")
+
+
+def check_not_locked(out: Path) -> None:
+    """Refuse a folder another process holds, without creating anything in it."""
+    path = out / LOCK_FILE
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _in_use(out, handle.read().strip()) from None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold the folder's lock for the block; RunFolderError when another process holds it."""
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_FILE
+    try:
+        with _held(out, path):
+            yield
+    finally:
+        if created and _contents(out) == [] and path.exists():  # refused before writing: leave nothing
+            path.unlink()
+            out.rmdir()
+
+
+@contextlib.contextmanager
+def _held(out: Path, path: Path) -> Iterator[None]:
+    with open(path, "a+", encoding="utf-8") as handle:  # closing releases the lock; the file stays
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise _in_use(out, handle.read().strip()) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        yield

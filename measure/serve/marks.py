@@ -1,0 +1,160 @@
+"""Detection and adaptation marks for a live run, from a finished run's calibration.
+
+A single live problem has no control runs of its own, so its latency events cannot be
+calibrated on it (docs/METHOD.md). The user may pick a finished ``measure run`` folder; its
+``metrics.json`` ``calibration`` section holds, per event and injection point, the window and
+threshold fitted on each of two folds of control runs. A live problem belongs to neither fold,
+so each fold's rule is a held-out rule for it with a false-event rate of at most alpha; a mark
+is drawn where *both* rules have fired (the later of the two tokens), which keeps that bound
+without choosing between them. Points the calibration lacks, or did not calibrate, get no marks
+and say why; without a calibration the page shows the raw curves labelled "uncalibrated".
+
+Marks are exact while tokens stream: the event of a window rule is the first token k from which
+the curve stays above the threshold for w tokens, so once a window has been seen complete and
+above it, no later token can move the event earlier (:func:`measure.calibration.event_latency`
+on the curve so far).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from measure.calibration import EVENTS, event_latency
+from measure.records import METRICS_FILE
+
+
+class CalibrationError(ValueError):
+    """A run folder's calibration cannot be read; the message names the file."""
+
+
+@dataclass(frozen=True)
+class FoldRule:
+    fit_fold: int
+    window: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class EventRules:
+    """One event at one point: the curve it reads and the rule of each fold."""
+
+    event: str
+    curve: str  # "log_ratio" | "kl_gap"
+    rules: tuple[FoldRule, ...]
+
+    def latency(self, curve) -> tuple[int, bool]:
+        """(k, censored) on the curve after the change: the later of the folds' events."""
+        values = [event_latency(curve, rule.window, rule.threshold) for rule in self.rules]
+        censored = any(value.censored for value in values)
+        n = int(np.asarray(curve).size)
+        return (n, True) if censored else (max(value.value for value in values), False)
+
+    def as_dict(self) -> dict:
+        return {"event": self.event, "curve": self.curve,
+                "rules": [{"fold": r.fit_fold, "window": r.window, "threshold": r.threshold} for r in self.rules]}
+
+
+@dataclass
+class Calibration:
+    """The events of one run folder's calibration, per injection point label."""
+
+    source: str
+    model: str | None
+    alpha: float | None
+    points: dict[str, dict[str, EventRules]] = field(default_factory=dict)
+    reasons: dict[str, dict[str, str]] = field(default_factory=dict)  # point -> event -> why not calibrated
+
+    def for_point(self, label: str) -> tuple[dict[str, EventRules], str | None]:
+        """The calibrated events at ``label``, and why some or all are missing (None if none are)."""
+        if label not in self.points and label not in self.reasons:
+            known = ", ".join(sorted(set(self.points) | set(self.reasons))) or "no point"
+            return {}, f"{self.source} calibrated {known}, not {label}: uncalibrated here"
+        reasons = self.reasons.get(label, {})
+        why = "; ".join(f"{event}: {reason}" for event, reason in reasons.items()) or None
+        return self.points.get(label, {}), why
+
+    def summary(self) -> dict:
+        return {"source": self.source, "model": self.model, "alpha": self.alpha,
+                "points": {label: [rules.as_dict() for rules in events.values()] for label, events in self.points.items()},
+                "uncalibrated": self.reasons}
+
+
+def read_calibration(folder: Path, source: str) -> Calibration:
+    """The calibration section of ``folder/metrics.json``."""
+    path = Path(folder) / METRICS_FILE
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CalibrationError(f"{path} not found: the run has not finished (its calibration is written at the end)") from None
+    except ValueError as error:
+        raise CalibrationError(f"{path}: unreadable JSON ({error})") from None
+    section = metrics.get("calibration") if isinstance(metrics, dict) else None
+    if not isinstance(section, dict) or not isinstance(section.get("events"), dict):
+        raise CalibrationError(f"{path} has no calibration section (written by an older version?)")
+    model = ((metrics.get("provenance") or {}).get("model") or {}).get("name")
+    calibration = Calibration(source=source, model=model, alpha=section.get("alpha"))
+    curves = {event.name: event.curve for event in EVENTS}
+    for name, entry in section["events"].items():
+        if name not in curves:
+            continue
+        for label, point in (entry.get("points") or {}).items():
+            rules = [FoldRule(int(f["fit_fold"]), int(f["window"]), float(f["threshold"]))
+                     for f in point.get("folds") or []
+                     if f.get("threshold") is not None and f.get("window") is not None
+                     and math.isfinite(float(f["threshold"]))]
+            if point.get("calibrated") and len(rules) == 2:
+                calibration.points.setdefault(label, {})[name] = EventRules(name, curves[name], tuple(rules))
+            else:
+                calibration.reasons.setdefault(label, {})[name] = point.get("reason") or "not calibrated"
+    return calibration
+
+
+def _value(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+class LaneMarks:
+    """The marks of one forked run, fed token by token (when values are known) and at its end."""
+
+    def __init__(self, t0: int, events: dict[str, EventRules]):
+        self.t0 = t0
+        self.events = events
+        self.curves: dict[str, list[float]] = {"log_ratio": [], "kl_gap": []}
+        self.reached: dict[str, int] = {}
+
+    def _mark(self, event: str, k: int, censored: bool) -> dict:
+        return {"event": event, "k": k, "index": self.t0 + k - 1, "censored": censored}
+
+    def add(self, log_ratio: float | None, kl: dict | None) -> list[dict]:
+        """New marks after one more token after the change (nothing when its values are unknown)."""
+        if log_ratio is None and not kl:
+            return []
+        gap = _value((kl or {}).get("ignore")) - _value((kl or {}).get("oracle"))
+        self.curves["log_ratio"].append(_value(log_ratio))
+        self.curves["kl_gap"].append(gap)
+        marks = []
+        for name, rules in self.events.items():
+            if name in self.reached:
+                continue
+            k, censored = rules.latency(self.curves[rules.curve])
+            if not censored:
+                self.reached[name] = k
+                marks.append(self._mark(name, k, False))
+        return marks
+
+    def finish(self, curves: dict[str, np.ndarray]) -> list[dict]:
+        """Every event on the complete curves after the change: reached ones not yet marked, and
+        the censored ones (not reached within the run's tokens)."""
+        marks = []
+        for name, rules in self.events.items():
+            k, censored = rules.latency(curves[rules.curve])
+            if censored or self.reached.get(name) != k:
+                if not censored:
+                    self.reached[name] = k
+                marks.append(self._mark(name, k, censored))
+        return marks

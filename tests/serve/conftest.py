@@ -1,0 +1,90 @@
+"""Fixtures for the ``measure serve`` tests: the app on a tiny random model, an SSE reader, and a
+run folder with a real calibration (the committed baseline's ``metrics.json``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    from starlette.testclient import TestClient
+except ImportError as missing:  # pragma: no cover - a setup without the serve extras
+    raise ImportError(f"tests/serve need the serve extras ({missing}): pip install -e '.[serve,serve-test]'") from None
+
+from measure.model import load_model
+from measure.serve import app as app_module
+from measure.serve.app import create_app
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = ROOT / "reports" / "baselines" / "smollm2"
+CALIBRATION_ID = "calibrated"
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded():
+    return load_model("tiny:llama")
+
+
+@pytest.fixture
+def runs_root(tmp_path):
+    """A runs folder with one finished run whose metrics.json carries a real calibration (at t6)."""
+    root = tmp_path / "runs"
+    (root / CALIBRATION_ID).mkdir(parents=True)
+    shutil.copy(BASELINE / "metrics.json", root / CALIBRATION_ID / "metrics.json")
+    return root
+
+
+@pytest.fixture
+def fast_streams(monkeypatch):
+    """Short keepalives and findings intervals, so stream readers can check their deadlines."""
+    monkeypatch.setattr(app_module, "KEEPALIVE_SECONDS", 0.5)
+    monkeypatch.setattr(app_module, "FINDINGS_INTERVAL_SECONDS", 0.2)
+    monkeypatch.setattr(app_module, "WATCH_POLL_SECONDS", 0.05)
+
+
+@pytest.fixture
+def make_client(tiny_loaded, runs_root, fast_streams):
+    clients = []
+
+    def make(**options) -> TestClient:
+        options.setdefault("runs_root", runs_root)
+        client = TestClient(create_app(tiny_loaded, **options))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+def read_events(client, url: str, until=lambda message, seen: message["type"] in ("done", "cancelled", "error"),
+                timeout: float = 120.0) -> list[dict]:
+    """Messages of an SSE stream up to and including the first for which ``until`` holds.
+
+    Fails when ``timeout`` passes first (keepalives let it check while the stream is quiet).
+    """
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    with client.stream("GET", url) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url}: no end within {timeout} s; last messages {seen[-3:]}")
+            if not line.startswith("data: "):
+                continue
+            message = json.loads(line[len("data: "):])
+            seen.append(message)
+            if until(message, seen):
+                return seen
+    pytest.fail(f"{url}: stream ended without the awaited message; last messages {seen[-3:]}")
