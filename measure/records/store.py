@@ -54,6 +54,15 @@ def write_records(path: str | Path, records: list[dict]) -> None:
     write_atomic(path, lambda handle: handle.writelines(_line(record) for record in records))
 
 
+def decode_record(line: bytes) -> dict:
+    """One stored line as a record; ValueError (UnicodeDecodeError and JSONDecodeError are ones)
+    when it is not a JSON object with a ``key``."""
+    record = json.loads(line.decode("utf-8"))
+    if not isinstance(record, dict) or "key" not in record:
+        raise ValueError("not a record object with a 'key'")
+    return record
+
+
 def read_store(path: str | Path) -> tuple[list[dict], list[str]]:
     """The records of a store file in file order, and warnings about what was dropped
     (nothing when the file does not exist)."""
@@ -67,9 +76,7 @@ def read_store(path: str | Path) -> tuple[list[dict], list[str]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line.decode("utf-8"))
-            if not isinstance(record, dict) or "key" not in record:
-                raise ValueError("not a record object with a 'key'")
+            record = decode_record(line)
         except ValueError as error:
             if number - 1 == last_content:  # only the last line can be torn by a crash
                 warnings.append(f"{path}:{number}: dropped a truncated last record (a crash mid-write): {error}")

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
-from measure.records.store import latest_by_key
+from measure.records.store import decode_record, latest_by_key
 from measure.report.findings import findings_text
 from measure.report.summary import build_metrics, saved_provenance
 
@@ -123,9 +123,7 @@ class SamplesTail:
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"))
-                if not isinstance(record, dict) or "key" not in record:
-                    raise ValueError("not a record object with a 'key'")
+                record = decode_record(raw)
             except ValueError as error:
                 self.warnings.append(f"{self.path}:{self._line}: not a record, left out ({error})")
                 continue

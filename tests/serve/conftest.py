@@ -3,10 +3,7 @@ run folder with a real calibration (the committed baseline's ``metrics.json``)."
 
 from __future__ import annotations
 
-import json
 import shutil
-import time
-from pathlib import Path
 
 import pytest
 
@@ -15,13 +12,11 @@ try:
 except ImportError as missing:  # pragma: no cover - a setup without the serve extras
     raise ImportError(f"tests/serve need the serve extras ({missing}): pip install -e '.[serve,serve-test]'") from None
 
+from serve_helpers import BASELINE, CALIBRATION_ID
+
 from measure.model import load_model
 from measure.serve import app as app_module
 from measure.serve.app import create_app
-
-ROOT = Path(__file__).resolve().parents[2]
-BASELINE = ROOT / "reports" / "baselines" / "smollm2"
-CALIBRATION_ID = "calibrated"
 
 
 @pytest.fixture(scope="session")
@@ -65,26 +60,3 @@ def make_client(tiny_loaded, runs_root, fast_streams):
 @pytest.fixture
 def client(make_client):
     return make_client()
-
-
-def read_events(client, url: str, until=lambda message, seen: message["type"] in ("done", "cancelled", "error"),
-                timeout: float = 120.0) -> list[dict]:
-    """Messages of an SSE stream up to and including the first for which ``until`` holds.
-
-    Fails when ``timeout`` passes first (keepalives let it check while the stream is quiet).
-    """
-    seen: list[dict] = []
-    deadline = time.monotonic() + timeout
-    with client.stream("GET", url) as response:
-        assert response.status_code == 200, response.read()
-        assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if time.monotonic() > deadline:
-                pytest.fail(f"{url}: no end within {timeout} s; last messages {seen[-3:]}")
-            if not line.startswith("data: "):
-                continue
-            message = json.loads(line[len("data: "):])
-            seen.append(message)
-            if until(message, seen):
-                return seen
-    pytest.fail(f"{url}: stream ended without the awaited message; last messages {seen[-3:]}")

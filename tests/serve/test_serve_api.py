@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import CALIBRATION_ID, read_events
+from serve_helpers import CALIBRATION_ID, read_events
 
 from measure.calibration import event_latency
 from measure.metrics.attribution import LABELS

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BASELINE
+from serve_helpers import BASELINE
 
 from measure.calibration import event_latency
 from measure.events import TokenEvent

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import BASELINE, read_events
+from serve_helpers import BASELINE, read_events
 
 from measure.report.findings import build_findings
 from measure.report.summary import build_metrics

@@ -1,0 +1,37 @@
+"""Constants and helpers that the ``measure serve`` test modules import (a module of its own: a
+name imported from ``conftest`` depends on which directory's conftest pytest loaded last)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BASELINE = ROOT / "reports" / "baselines" / "smollm2"
+CALIBRATION_ID = "calibrated"
+
+
+def read_events(client, url: str, until=lambda message, seen: message["type"] in ("done", "cancelled", "error"),
+                timeout: float = 120.0) -> list[dict]:
+    """Messages of an SSE stream up to and including the first for which ``until`` holds.
+
+    Fails when ``timeout`` passes first (keepalives let it check while the stream is quiet).
+    """
+    seen: list[dict] = []
+    deadline = time.monotonic() + timeout
+    with client.stream("GET", url) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url}: no end within {timeout} s; last messages {seen[-3:]}")
+            if not line.startswith("data: "):
+                continue
+            message = json.loads(line[len("data: "):])
+            seen.append(message)
+            if until(message, seen):
+                return seen
+    pytest.fail(f"{url}: stream ended without the awaited message; last messages {seen[-3:]}")
