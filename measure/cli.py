@@ -47,6 +47,9 @@ def add_run_parser(subparsers) -> None:
     run.add_argument("--qa-system-prompt", help="system prompt of reading questions (kind qa)")
     run.add_argument("--update-form", help="erratum (default) | restatement")
     run.add_argument("--partial-recompute-last", type=int, help="generated tokens recomputed by 'partial'")
+    run.add_argument("--update-gap", type=int,
+                     help="generated tokens between the updates of the strategies multi, multi_retract, gradual (default 6)")
+    run.add_argument("--gradual-pieces", type=int, help="pieces the update is split into by 'gradual' (default 3)")
     run.add_argument("--batch-size", type=int, help="rows decoded together at most (default 64)")
     run.add_argument("--group-size", type=int, help="problems measured together (default 3)")
     run.add_argument("--no-attention", dest="attention", action="store_false")

@@ -7,7 +7,7 @@ condition means adding a class here and to ``CONDITIONS``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
@@ -19,6 +19,21 @@ from measure.results import REFERENCE_RUNS
 
 class UnsupportedCondition(ValueError):
     """A condition cannot run on this model; the message says why."""
+
+
+class NotApplicable(Exception):
+    """A condition cannot run on this problem (a strategy needing a chain, on a problem without
+    one); the engine records the message as the reason the run is skipped."""
+
+
+@dataclass
+class ChainFork:
+    """The third problem C of a chain A -> B -> C at a fork: its prompt, C + y[:t0-1] in KV, and
+    the update text that turns B into C."""
+
+    prompt: list[int]
+    before_last: DynamicCache
+    update_ids: list[int]
 
 
 @dataclass
@@ -41,6 +56,9 @@ class ForkPoint:
     repeat_ids: list[int]
     model_config: object
     rotary_embedding: torch.nn.Module | None
+    update_pieces: list[str] = field(default_factory=list)  # each token of update_ids decoded alone
+    retraction_ids: list[int] = field(default_factory=list)  # "ignore that correction" (multi_retract)
+    chain: ChainFork | None = None  # set when the problem has a chain and a strategy needs it
 
 
 @dataclass
@@ -54,13 +72,46 @@ class ConditionStart:
     exact_stream: bool  # True when the cache equals a fresh prefill of the stream it represents
 
 
-def shallow_copy(cache: DynamicCache, config) -> DynamicCache:
-    # Cache updates concatenate into new tensors, so sharing the old ones is safe and free.
-    return kv.build_cache(kv.kv_pairs(cache), config)
+@dataclass
+class Update:
+    """A later update of a schedule: delivered after ``after`` more generated tokens."""
+
+    after: int
+    ids: list[int]
+
+
+@dataclass
+class Delivery:
+    """An update of a strategy run: planned after ``t`` generated tokens; ``stream_start`` is its
+    first token's position in the run's own stream once delivered (None: the run ended first)."""
+
+    t: int
+    ids: list[int]
+    stream_start: int | None
+
+    @property
+    def delivered(self) -> bool:
+        return self.stream_start is not None
+
+
+@dataclass
+class ScheduledStart(ConditionStart):
+    """A strategy's start: the first update is ``inserted_ids``; ``later`` updates follow.
+
+    ``final`` names the problem the schedule ends with ("a", "b" or "c"); the run's P_oracle and
+    P_matched use its prompt (``final_prompt``, in KV up to y[:t0-1] as ``final_before_last``).
+    """
+
+    later: list[Update] = field(default_factory=list)
+    final: str = "b"
+    final_prompt: list[int] = field(default_factory=list)
+    final_before_last: DynamicCache | None = None
+    schedule: list[Delivery] = field(default_factory=list)  # every update, set by the engine as it delivers them
 
 
 class Condition:
     name: ClassVar[str]
+    needs_chain: ClassVar[bool] = False  # the fork must carry the problem's chain (ForkPoint.chain)
 
     def check_supported(self, uses_rotary_positions: bool) -> None:
         """Raise UnsupportedCondition when this model cannot run the condition."""
@@ -76,14 +127,16 @@ class AppendText(Condition):
         raise NotImplementedError
 
     def prepare(self, fork: ForkPoint) -> ConditionStart:
-        text = self.inserted(fork)
-        return ConditionStart(
-            cache=shallow_copy(fork.ignore_before_last, fork.model_config),
-            feed=[fork.shared[-1], *text],
-            prompt_ids=fork.prompt_a,
-            inserted_ids=text,
-            exact_stream=True,
-        )
+        return ConditionStart(**appended(fork, self.inserted(fork)))
+
+
+def appended(fork: ForkPoint, text: list[int]) -> dict:
+    """The start of a run that appends ``text`` to the live cache of A + y[:t0]."""
+    # The fork's cache itself: decoding never changes a row's starting cache, and a reference with
+    # the same stream (P_matched of an identical-problem control, of a retraction) then shares the
+    # run's row, so their comparison is exactly 0.
+    return {"cache": fork.ignore_before_last, "feed": [fork.shared[-1], *text], "prompt_ids": fork.prompt_a,
+            "inserted_ids": text, "exact_stream": True}
 
 
 class Injection(AppendText):
@@ -120,7 +173,7 @@ class Flush(Condition):
 
     def prepare(self, fork: ForkPoint) -> ConditionStart:
         return ConditionStart(
-            cache=shallow_copy(fork.oracle_before_last, fork.model_config),
+            cache=fork.oracle_before_last,  # the same stream as P_oracle: one shared row, KL exactly 0
             feed=[fork.shared[-1]],
             prompt_ids=fork.prompt_b,
             inserted_ids=[],
@@ -173,15 +226,134 @@ class Partial(Condition):
         )
 
 
+@dataclass
+class Scheduled(Condition):
+    """An injection strategy: several updates appended to the live cache at successive points.
+
+    The first update goes in at t0 like an injection, each later one ``gap`` generated tokens
+    after the previous. The stream stays a plain token stream (prompt A, generated tokens and
+    updates in the order they arrived), so it is exact: the edited cache equals a fresh prefill.
+    """
+
+    gap: int = 6
+
+    def __post_init__(self) -> None:
+        if self.gap < 1:
+            raise ValueError(f"{self.name}: the gap between updates must be at least 1 generated token")
+
+    def updates(self, fork: ForkPoint) -> list[list[int]]:
+        raise NotImplementedError
+
+    def final(self, fork: ForkPoint) -> tuple[str, list[int], DynamicCache]:
+        """The problem the schedule ends with: its letter, prompt and KV of it + y[:t0-1]."""
+        return "b", fork.prompt_b, fork.oracle_before_last
+
+    def prepare(self, fork: ForkPoint) -> ConditionStart:
+        first, *later = self.updates(fork)
+        final, final_prompt, final_before_last = self.final(fork)
+        return ScheduledStart(
+            **appended(fork, first),
+            later=[Update(self.gap, ids) for ids in later],
+            final=final,
+            final_prompt=final_prompt,
+            final_before_last=final_before_last,
+        )
+
+
+class Multi(Scheduled):
+    """A correction A -> B at t0, then the problem's second correction B -> C (its chain)."""
+
+    name: ClassVar[str] = "multi"
+    needs_chain: ClassVar[bool] = True
+
+    def updates(self, fork: ForkPoint) -> list[list[int]]:
+        if fork.chain is None:
+            raise NotApplicable("multi: the problem has no chain A -> B -> C (a second correction to make)")
+        return [fork.update_ids, fork.chain.update_ids]
+
+    def final(self, fork: ForkPoint) -> tuple[str, list[int], DynamicCache]:
+        return "c", fork.chain.prompt, fork.chain.before_last
+
+
+class MultiRetract(Scheduled):
+    """A correction A -> B at t0, then its retraction: the original problem A stands."""
+
+    name: ClassVar[str] = "multi_retract"
+
+    def updates(self, fork: ForkPoint) -> list[list[int]]:
+        return [fork.update_ids, fork.retraction_ids]
+
+    def final(self, fork: ForkPoint) -> tuple[str, list[int], DynamicCache]:
+        return "a", fork.prompt_a, fork.ignore_before_last
+
+
+@dataclass
+class Gradual(Scheduled):
+    """The update delivered in ``pieces`` parts, one every ``gap`` generated tokens, split at word
+    starts nearest to equal parts (a user sending a correction clause by clause)."""
+
+    pieces: int = 3
+    name: ClassVar[str] = "gradual"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pieces < 2:
+            raise ValueError("gradual: an update in pieces needs at least 2 pieces")
+
+    def updates(self, fork: ForkPoint) -> list[list[int]]:
+        return split_update(fork.update_ids, fork.update_pieces, self.pieces)
+
+
+class GradualStream(Scheduled):
+    """The update streamed one token per generated token (the user still typing while the model
+    answers)."""
+
+    name: ClassVar[str] = "gradual_stream"
+
+    def __init__(self, gap: int = 1, pieces: int = 0) -> None:  # always one token, every token
+        super().__init__(gap=1)
+
+    def updates(self, fork: ForkPoint) -> list[list[int]]:
+        return [[token] for token in fork.update_ids]
+
+
+def split_update(ids: list[int], pieces_text: list[str], parts: int) -> list[list[int]]:
+    """``ids`` in at most ``parts`` contiguous non-empty pieces, cut before tokens that start a
+    word (their text begins with whitespace) nearest to equal lengths; at any token when the text
+    has too few word starts."""
+    parts = min(parts, len(ids))
+    starts = [i for i in range(1, len(ids)) if i < len(pieces_text) and pieces_text[i][:1].isspace()]
+    cuts: list[int] = []
+    for k in range(1, parts):
+        ideal = round(k * len(ids) / parts)
+        candidates = [i for i in starts if i > (cuts[-1] if cuts else 0)] or \
+            [i for i in range((cuts[-1] if cuts else 0) + 1, len(ids))]
+        if not candidates:
+            break
+        cuts.append(min(candidates, key=lambda i: (abs(i - ideal), i)))
+    bounds = [0, *cuts, len(ids)]
+    return [ids[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
 CONDITIONS: dict[str, type[Condition]] = {cls.name: cls for cls in (Injection, Flush, Partial, Noise, Repeat)}
+#: The injection strategies (issue 13): several updates per run; exact streams like injection.
+STRATEGIES: dict[str, type[Scheduled]] = {cls.name: cls for cls in (Multi, MultiRetract, Gradual, GradualStream)}
+CONDITIONS.update(STRATEGIES)
 # The reference runs are generated once per problem and have no class of their own.
 CONDITION_NAMES = (*REFERENCE_RUNS, *CONDITIONS)
+#: What `measure run` measures unless --conditions says otherwise: the single-update conditions.
+#: The strategies are opt-in there (they add about as many runs again); the measurement suites
+#: parametrize every condition, so `-k gradual` or `-k multi` selects them.
+DEFAULT_CONDITIONS = tuple(name for name in CONDITION_NAMES if name not in STRATEGIES)
 
 
-def build_conditions(names, partial_recompute_last: int = 1) -> list[Condition]:
+def build_conditions(names, partial_recompute_last: int = 1, update_gap: int = 6,
+                     gradual_pieces: int = 3) -> list[Condition]:
     """Instantiate the forked conditions among ``names`` (reference runs are skipped)."""
     unknown = [name for name in names if name not in CONDITION_NAMES]
     if unknown:
         raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(CONDITION_NAMES)}")
-    options = {"partial": {"recompute_last": partial_recompute_last}}
+    options = {"partial": {"recompute_last": partial_recompute_last},
+               "multi": {"gap": update_gap}, "multi_retract": {"gap": update_gap},
+               "gradual": {"gap": update_gap, "pieces": gradual_pieces}}
     return [CONDITIONS[name](**options.get(name, {})) for name in names if name in CONDITIONS]

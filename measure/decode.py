@@ -59,7 +59,10 @@ class DecodeRow:
     max_new_tokens: int
     generator: torch.Generator | None = None  # None: greedy
     keep_logprobs: bool = False  # keep the full decode-time log-probabilities (n_new, vocab)
-    keep_cache: bool = False  # return the row's final cache (context + feed + new tokens but the last)
+    # Return the row's final cache (context + feed + new tokens but the last), and each
+    # reference's (its feed + the same tokens): a scheduled strategy continues all of them after
+    # its next update (measure.engine).
+    keep_cache: bool = False
     # Called as each token is chosen with (index, token, StepValues or None without references).
     on_token: Callable[[int, int, StepValues | None], None] | None = None
     references: dict[str, Follower] = field(default_factory=dict)  # name -> stream fed this row's tokens
@@ -76,6 +79,7 @@ class Decoded:
     stop_reason: str  # "eos" | "max_new_tokens"
     logprobs: torch.Tensor | None = None
     cache: DynamicCache | None = None
+    reference_caches: dict[str, DynamicCache] = field(default_factory=dict)  # with keep_cache
     positions_evaluated: int = 0  # token positions run through the model for this row and its followers
     # Per reference name: "logprob", "kl", "js" (n_new,) and with hidden states "hidden_cosine"
     # (layers + 1, n_new), position i comparing the distributions that chose token i.
@@ -151,6 +155,24 @@ def _extract_row(cache, row: int, row_mask: torch.Tensor, config) -> DynamicCach
         ((k[row:row + 1].index_select(2, keep), v[row:row + 1].index_select(2, keep)) for k, v in kv.kv_pairs(cache)),
         config,
     )
+
+
+def merge_stages(stages: list[Decoded]) -> Decoded:
+    """One run decoded in stages (a strategy resumes after each update) as one Decoded: per-token
+    values concatenated in order; the stop reason and cache of the last stage."""
+    if len(stages) == 1:
+        return stages[0]
+    last = stages[-1]
+    logprobs = (torch.cat([stage.logprobs for stage in stages])
+                if all(stage.logprobs is not None for stage in stages) else None)
+    attention = (np.concatenate([stage.attention for stage in stages], axis=2)
+                 if all(stage.attention is not None for stage in stages) else None)
+    references = {name: {key: np.concatenate([stage.references[name][key] for stage in stages], axis=-1)
+                         for key in last.references[name]} for name in last.references}
+    return Decoded([token for stage in stages for token in stage.tokens],
+                   [value for stage in stages for value in stage.token_logprobs],
+                   last.stop_reason, logprobs, last.cache, last.reference_caches,
+                   sum(stage.positions_evaluated for stage in stages), references, attention)
 
 
 class Timings(dict):
@@ -357,7 +379,11 @@ def _finish(group: _Group, batch_cache, mask, config) -> None:
     if group.row.keep_logprobs:
         decoded.logprobs = torch.stack(group.steps)
     if group.row.keep_cache:
-        decoded.cache = _extract_row(batch_cache, group.first_row, mask[group.first_row], config)
+        caches = [_extract_row(batch_cache, group.first_row + i, mask[group.first_row + i], config)
+                  for i in range(group.width)]
+        decoded.cache = caches[0]
+        # References that shared a row share its cache object, so they stay one row when continued.
+        decoded.reference_caches = {name: caches[stream] for name, stream in group.pair_of.items()}
     if group.step_values:
         streams = sorted(set(group.pair_of.values()))
         stacked = {name: np.stack([step[name] for step in group.step_values], axis=-1)

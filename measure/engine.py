@@ -8,6 +8,10 @@ and are fed the run's tokens as it chooses them (measure.decode), so every per-t
 is made while the run decodes and no stream is run through the model a second time (but for the
 optional recompute check, ``verify_recompute``).
 
+Injection strategies (several updates per run, measure.conditions.Scheduled) decode in stages:
+each run goes until its next update, then every run waiting for an update gets it appended to
+its cache (and to its P_matched reference's) and all of them resume in one batch.
+
 What this module does not know: where problems come from, how per-run arrays become metrics,
 and how anything is stored or reported.
 """
@@ -25,13 +29,18 @@ import torch
 
 from measure import cache as kv
 from measure.conditions import (
-    CONDITION_NAMES,
+    DEFAULT_CONDITIONS,
+    ChainFork,
     Condition,
     ConditionStart,
+    Delivery,
     ForkPoint,
+    NotApplicable,
+    ScheduledStart,
     build_conditions,
 )
-from measure.decode import Decoded, DecodeRow, Follower, StepValues, Timings, decode_rows, prefill
+from measure.data.updates import retraction_text
+from measure.decode import Decoded, DecodeRow, Follower, StepValues, Timings, decode_rows, merge_stages, prefill
 from measure.events import Listener, RunEvent, TokenEvent
 from measure.metrics.divergence import kl_divergence, log_ratio
 from measure.model import LoadedModel
@@ -48,12 +57,14 @@ UPDATE_FORMS = ("erratum", "restatement")
 class EngineConfig:
     max_new_tokens: int = 64
     points: tuple = ("8", "0.5")
-    conditions: tuple[str, ...] = CONDITION_NAMES
+    conditions: tuple[str, ...] = DEFAULT_CONDITIONS
     prompt: PromptFormat = field(default_factory=PromptFormat)
     update_form: str = "erratum"
     seed: int = 0
     temperature: float = 0.0  # 0: greedy (the seed is then irrelevant to the tokens)
     partial_recompute_last: int = 1
+    update_gap: int = 6  # generated tokens between the updates of a strategy (multi, gradual)
+    gradual_pieces: int = 3  # pieces of the update in the gradual strategy
     batch_size: int = 16
     hidden_states: bool = True
     attention: bool = True
@@ -62,6 +73,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         self.points = check_config(self.max_new_tokens, self.points, self.conditions, self.update_form)
+        build_conditions(self.conditions, self.partial_recompute_last, self.update_gap, self.gradual_pieces)
 
 
 def check_config(max_new_tokens: int, points, conditions, update_form: str,
@@ -94,7 +106,8 @@ def check_config(max_new_tokens: int, points, conditions, update_form: str,
 class ProblemResult:
     problem_id: str
     runs: list[RunResult]
-    skipped: list[tuple[str, str]]  # (point label, why no condition ran there)
+    # (point label, why nothing ran, the condition skipped or None for every condition at the point)
+    skipped: list[tuple[str, str, str | None]]
     positions_evaluated: int = 0  # positions through the model for this call of run_problems (on its first result)
     references: dict[str, RunResult] = field(default_factory=dict)  # ignore and oracle, always
 
@@ -112,7 +125,8 @@ class Engine:
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.config = config
-        self.conditions: list[Condition] = build_conditions(config.conditions, config.partial_recompute_last)
+        self.conditions: list[Condition] = build_conditions(config.conditions, config.partial_recompute_last,
+                                                            config.update_gap, config.gradual_pieces)
         for condition in self.conditions:
             condition.check_supported(loaded.uses_rotary_positions)
         self.rotary = kv.rotary_embedding_of(self.model)
@@ -229,15 +243,19 @@ class Engine:
                 try:
                     t0 = point.resolve_in(self._pieces(ignore.tokens), problem)
                 except PointNotReached as reason:  # content never written, or the run ended first
-                    result.skipped.append((point.label, str(reason)))
+                    result.skipped.append((point.label, str(reason), None))
                     continue
                 if self.conditions:
                     fork = self._fork(problem, point, t0, prompt_a, prompt_b, ignore)
-                    forked.extend((result, problem, fork, condition, condition.prepare(fork))
-                                  for condition in self.conditions)
+                    for condition in self.conditions:
+                        try:
+                            forked.append((result, problem, fork, condition, condition.prepare(fork)))
+                        except NotApplicable as reason:  # a strategy this problem has no data for
+                            result.skipped.append((point.label, str(reason), condition.name))
         self.timings.add("forks", started)
         decoded = self._decode([self._forked_row(problem, condition.name, fork, state, budget)
                                 for _, problem, fork, condition, state in forked])
+        decoded = self._continue_schedules(forked, decoded, budget)
         started = time.perf_counter()
         runs = [self._forked_run(problem, condition.name, fork, state, after, result.references["ignore"])
                 for (result, problem, fork, condition, state), after in zip(forked, decoded)]
@@ -259,6 +277,12 @@ class Engine:
         # B + y[:t0-1] is A + y[:t0-1] when the prompts are identical: reuse it (exact controls).
         oracle_before_last = (ignore_before_last if prompt_b == prompt_a
                               else self._prefill(prompt_b + shared[:-1]))
+        chain = None
+        if getattr(problem, "chain", None) is not None and any(c.needs_chain for c in self.conditions):
+            prompt_c = self.config.prompt.prompt_ids(self.tokenizer, problem.chain.question_c, problem.context,
+                                                     getattr(problem, "kind", "math"))
+            chain = ChainFork(prompt_c, self._prefill(prompt_c + shared[:-1]),
+                              inserted_ids(self.tokenizer, getattr(problem.chain, self.config.update_form)))
         return ForkPoint(
             t0=t0,
             label=point.label,
@@ -272,6 +296,9 @@ class Engine:
             repeat_ids=inserted_ids(self.tokenizer, problem.repeat),
             model_config=self.model.config,
             rotary_embedding=self.rotary,
+            update_pieces=self._pieces(update_ids),
+            retraction_ids=inserted_ids(self.tokenizer, retraction_text(problem)),
+            chain=chain,
         )
 
     # -- runs ---------------------------------------------------------------------------------
@@ -284,17 +311,74 @@ class Engine:
 
     def _forked_row(self, problem, name, fork: ForkPoint, state: ConditionStart, budget: int) -> DecodeRow:
         last = fork.shared[-1:]
+        # A strategy's references use the problem it ends with; every other condition's, B.
+        final_before_last = getattr(state, "final_before_last", None)
+        if final_before_last is None:
+            final_before_last = fork.oracle_before_last
         references = {
             "ignore": Follower(fork.ignore_before_last, last),  # P_ignore: A, y[:t0], after
-            "oracle": Follower(fork.oracle_before_last, last),  # P_oracle: B, y[:t0], after
+            "oracle": Follower(final_before_last, last),  # P_oracle: B, y[:t0], after
         }
         # P_matched: B, y[:t0], X, after (the oracle reference when nothing is inserted)
-        references["matched"] = (Follower(fork.oracle_before_last, last + state.inserted_ids) if state.inserted_ids
+        references["matched"] = (Follower(final_before_last, last + state.inserted_ids) if state.inserted_ids
                                  else references["oracle"])
-        spans = self._forked_spans(fork, state, budget - fork.t0)
-        return self._row(problem.id, name, fork.label, state.cache, state.feed, budget - fork.t0, offset=fork.t0,
-                         references=references, attention_spans=self._attention(spans),
+        later = getattr(state, "later", [])
+        # A strategy decodes until its next update (measure.engine._continue_schedules).
+        n = min(budget - fork.t0, later[0].after) if later else budget - fork.t0
+        spans = self._forked_spans(fork, state, n)
+        return self._row(problem.id, name, fork.label, state.cache, state.feed, n, offset=fork.t0,
+                         references=references, attention_spans=self._attention(spans), keep_cache=bool(later),
                          keep_logprobs=self.config.verify_recompute and state.exact_stream)
+
+    # -- strategies: several updates per run ----------------------------------------------------
+    def _continue_schedules(self, forked, decoded: list[Decoded], budget: int) -> list[Decoded]:
+        """Deliver the later updates of every strategy run: at each update the run's cache and its
+        references' caches are extended (the update appended to the run's and P_matched's, the run's
+        last token to all) and decoding resumes until the next update. All runs waiting for their
+        k-th update decode in one batch. Returns each forked run's stages merged into one Decoded;
+        each strategy run's ``schedule`` (its updates with their positions) is set on the
+        ScheduledStart."""
+        waiting = {}
+        for index, ((_, _, fork, _, state), first) in enumerate(zip(forked, decoded)):
+            if isinstance(state, ScheduledStart):
+                state.schedule = [Delivery(fork.t0, state.inserted_ids, len(state.prompt_ids) + fork.t0)]
+                t = fork.t0
+                for update in state.later:
+                    t += update.after
+                    state.schedule.append(Delivery(t, update.ids, None))
+                waiting[index] = [first]
+        while True:
+            rows, owners = [], []
+            for index, stages in waiting.items():
+                _, problem, fork, condition, state = forked[index]
+                pending = [u for u in state.schedule if u.stream_start is None]
+                generated = fork.t0 + sum(len(stage.tokens) for stage in stages)
+                if not pending or stages[-1].stop_reason == "eos" or generated >= budget or generated != pending[0].t:
+                    continue  # delivered everything, or the run ended before its next update
+                update, later = pending[0], pending[1:]
+                update.stream_start = len(state.prompt_ids) + generated + sum(
+                    len(u.ids) for u in state.schedule if u.stream_start is not None and u is not update)
+                n = (min(later[0].t, budget) if later else budget) - generated
+                previous = stages[-1]
+                last = previous.tokens[-1:]
+                caches = previous.reference_caches
+                references = {"ignore": Follower(caches["ignore"], last), "oracle": Follower(caches["oracle"], last),
+                              "matched": Follower(caches["matched"], last + update.ids)}
+                end = update.stream_start + len(update.ids)
+                spans = {"prompt": (0, len(state.prompt_ids)), "prefix": (len(state.prompt_ids), update.stream_start),
+                         "inserted": (update.stream_start, end), "after": (end, end + n)}
+                rows.append(self._row(problem.id, condition.name, fork.label, previous.cache, last + update.ids, n,
+                                      offset=generated, references=references, attention_spans=self._attention(spans),
+                                      keep_cache=bool(later), keep_logprobs=self.config.verify_recompute))
+                owners.append(index)
+            if not rows:
+                break
+            for index, stage in zip(owners, self._decode(rows)):
+                waiting[index].append(stage)
+        merged = list(decoded)
+        for index, stages in waiting.items():
+            merged[index] = merge_stages(stages)
+        return merged
 
     def _reference_run(self, problem, name, own_prompt, decoded: Decoded) -> RunResult:
         """An ignore or oracle run; its references were decoded with it (the other prompt's stream,
@@ -322,19 +406,22 @@ class Engine:
     def _forked_run(self, problem, name, fork: ForkPoint, state: ConditionStart, decoded: Decoded,
                     ignore_run: RunResult) -> RunResult:
         after = decoded.tokens
-        inserted = state.inserted_ids
         t0 = fork.t0
         refs = decoded.references
+        schedule = getattr(state, "schedule", None)
+        delivered = [update for update in schedule if update.delivered] if schedule else []
+        inserted = [token for update in delivered for token in update.ids] if schedule else state.inserted_ids
 
         def joined(pre: np.ndarray, post: np.ndarray) -> np.ndarray:
             return np.concatenate([pre[..., :t0], post], axis=-1)
 
         # Before t0 the run is the ignore run: its arrays there are the ignore run's (whose
         # matched reference is the oracle's: no X before t0 either).
-        return RunResult(
+        run = RunResult(
             problem_id=problem.id, condition=name, point=fork.label, t0=t0,
             prompt_ids=list(state.prompt_ids), generated_ids=fork.shared + after, inserted_ids=list(inserted),
-            prompt_text=self._text(state.prompt_ids), inserted_text=self._text(inserted),
+            prompt_text=self._text(state.prompt_ids),
+            inserted_text="\n".join(self._text(u.ids) for u in delivered) if schedule else self._text(inserted),
             generated_text=self._text(fork.shared + after), continuation_text=self._text(after),
             generated_pieces=self._pieces(fork.shared + after),
             stop_reason=decoded.stop_reason, spans=self._forked_spans(fork, state, len(after)),
@@ -346,6 +433,24 @@ class Engine:
                            for ref in REFERENCES if "hidden_cosine" in refs[ref]},
             attention_mass=decoded.attention,
         )
+        if schedule:
+            run.schedule = [{"index": i, "t": u.t, "stream_start": u.stream_start, "n_tokens": len(u.ids),
+                             "text": self._text(u.ids), "delivered": u.delivered} for i, u in enumerate(schedule)]
+            run.final_problem = state.final
+        return run
+
+    @staticmethod
+    def _scheduled_stream(run: RunResult, schedule: list[Delivery]) -> Stream:
+        """A strategy run's whole stream, cache-free, scoring the positions that chose its tokens
+        after t0 (the updates sit between them)."""
+        stream, scored = list(run.prompt_ids), []
+        arrivals = {update.t: update.ids for update in schedule if update.delivered}
+        for index, token in enumerate(run.generated_ids):
+            stream.extend(arrivals.get(index, []))
+            if index >= run.t0:
+                scored.append(len(stream) - 1)
+            stream.append(token)
+        return Stream(None, stream[:-1], len(scored), scored=scored)
 
     # -- the recompute check ------------------------------------------------------------------
     def _verify_forked(self, forked, decoded: list[Decoded], runs: list[RunResult]) -> None:
@@ -355,8 +460,11 @@ class Engine:
         streams = []
         for (_, _, fork, _, state), run in zip(forked, runs):
             after = run.generated_ids[fork.t0:]
-            streams.append(Stream(None, state.prompt_ids + fork.shared + state.inserted_ids + after[:-1], len(after))
-                           if state.exact_stream else Stream(state.cache, state.feed + after[:-1], len(after)))
+            if isinstance(state, ScheduledStart):
+                streams.append(self._scheduled_stream(run, state.schedule))
+            else:
+                streams.append(Stream(None, state.prompt_ids + fork.shared + state.inserted_ids + after[:-1], len(after))
+                               if state.exact_stream else Stream(state.cache, state.feed + after[:-1], len(after)))
         for (_, _, _, _, state), decoded_run, run, fresh in zip(forked, decoded, runs, self._recompute(streams)):
             run.checks.update(self._recompute_checks(decoded_run, fresh, full=state.exact_stream))
 

@@ -8,12 +8,10 @@ selected condition inserts, plus ``max_new_tokens``) is checked against the cont
 
 from __future__ import annotations
 
+from measure.data.updates import retraction_text
 from measure.prompts import PromptFormat, inserted_ids
 from measure.settings import SettingsError
 
-#: Conditions that append text to the live stream, and the problem field each appends (noise is
-#: cut to the update's length, so it is never longer than the update).
-INSERTING = {"injection": None, "noise": None, "repeat": "repeat"}
 #: Tokenizers without a limit report a huge sentinel (1e30) as model_max_length.
 _NO_LIMIT = 10**8
 
@@ -29,15 +27,33 @@ def context_length(model, tokenizer) -> int | None:
     return None
 
 
+def inserted_lengths(problem, tokenizer, update_form: str) -> dict[str, int]:
+    """Tokens each inserting condition appends to prompt A's stream, over the whole run (noise is
+    cut to the update's length; a strategy appends all its updates)."""
+    def length(text: str) -> int:
+        return len(inserted_ids(tokenizer, text))
+
+    update = length(getattr(problem, update_form))
+    lengths = {"injection": update, "noise": update, "repeat": length(problem.repeat), "gradual": update,
+               "gradual_stream": update, "multi_retract": update + length(retraction_text(problem))}
+    if getattr(problem, "chain", None) is not None:
+        lengths["multi"] = update + length(getattr(problem.chain, update_form))
+    return lengths
+
+
 def longest_sequence(problem, tokenizer, prompt: PromptFormat, conditions, update_form: str,
                      max_new_tokens: int) -> tuple[int, int, int]:
     """(prompt tokens, inserted tokens, total) of the longest stream this problem can produce:
-    prompt A plus the longest inserted text, or prompt B (the oracle, flush and partial)."""
+    prompt A plus the longest inserted text, or prompt B (the oracle, flush and partial) or C
+    (the references of the multi strategy)."""
     kind = getattr(problem, "kind", "math")
     prompt_a = len(prompt.prompt_ids(tokenizer, problem.question_a, problem.context, kind))
-    prompt_b = len(prompt.prompt_ids(tokenizer, problem.question_b, problem.context, kind))
-    inserted = max((len(inserted_ids(tokenizer, getattr(problem, field or update_form)))
-                    for condition, field in INSERTING.items() if condition in conditions), default=0)
+    other_prompts = [problem.question_b]
+    if getattr(problem, "chain", None) is not None and "multi" in conditions:
+        other_prompts.append(problem.chain.question_c)
+    prompt_b = max(len(prompt.prompt_ids(tokenizer, question, problem.context, kind)) for question in other_prompts)
+    inserted = max((n for condition, n in inserted_lengths(problem, tokenizer, update_form).items()
+                    if condition in conditions), default=0)
     if prompt_a + inserted >= prompt_b:
         return prompt_a, inserted, prompt_a + inserted + max_new_tokens
     return prompt_b, 0, prompt_b + max_new_tokens

@@ -59,6 +59,11 @@ class RunResult:
     # Invariant measurements made while producing this run (name -> value), e.g. the largest
     # |log p| difference between decode-time and recomputed log-probabilities.
     checks: dict[str, float] = field(default_factory=dict)
+    # A strategy run (several updates, measure.conditions.Scheduled): each update as
+    # {"index", "t", "stream_start", "n_tokens", "text", "delivered"} and the problem it ends with
+    # ("a", "b" or "c"), which P_oracle and P_matched use. None for single-update conditions.
+    schedule: list[dict] | None = None
+    final_problem: str | None = None
 
     @property
     def n_generated(self) -> int:

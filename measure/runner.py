@@ -52,12 +52,15 @@ def _labels(settings: RunSettings) -> list[str]:
 
 
 def skipped_records(result: ProblemResult, settings: RunSettings) -> list[dict]:
-    """The lines of ``skipped.jsonl``: one per skipped point, with the record keys it stands for
-    and its own ``key`` (``<problem>/<point>``), which the record store requires of every line."""
-    return [{"key": skipped_key(result.problem_id, label), "problem_id": result.problem_id, "point": label, "reason": reason,
+    """The lines of ``skipped.jsonl``: one per skipped point (or point and condition, for a
+    strategy the problem has no data for), with the record keys it stands for and its own ``key``
+    (``<problem>/<point>`` or ``<problem>/<point>/<condition>``), which the record store requires
+    of every line."""
+    return [{"key": skipped_key(result.problem_id, label, condition), "problem_id": result.problem_id, "point": label,
+             "condition": condition, "reason": reason,
              "keys": [record_key(result.problem_id, c, label) for c in settings.conditions
-                      if c not in REFERENCE_RUNS]}
-            for label, reason in result.skipped]
+                      if c not in REFERENCE_RUNS and condition in (None, c)]}
+            for label, reason, condition in result.skipped]
 
 
 def prepare_out(settings: RunSettings, force: bool = False) -> Path:

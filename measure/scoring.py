@@ -30,6 +30,12 @@ class Stream:
     # Spans (start, end) of the stream's own tokens: when given, the attention mass of the scored
     # queries onto each span is captured, per layer and head.
     attention_spans: dict[str, tuple[int, int]] | None = None
+    # Fed positions to score instead of the last n_out (a strategy's generated tokens are not
+    # contiguous: updates sit between them); only without attention_spans and hidden states.
+    scored: list[int] | None = None
+
+    def scored_positions(self) -> list[int]:
+        return list(self.scored) if self.scored is not None else list(range(len(self.feed) - self.n_out, len(self.feed)))
 
 
 @dataclass
@@ -47,7 +53,7 @@ class StreamOutput:
 
 
 def stream_key(stream: Stream) -> tuple:
-    return id(stream.cache), tuple(stream.feed), stream.n_out
+    return id(stream.cache), tuple(stream.feed), stream.n_out, tuple(stream.scored_positions())
 
 
 @torch.inference_mode()
@@ -76,8 +82,7 @@ def score_streams(model, streams: list[Stream], pad_id: int, hidden_states: bool
     # Only scored positions need the vocabulary projection (the largest single matmul here):
     # the rows' scored positions, packed one row after the other.
     scored_rows = torch.tensor([row for row, s in enumerate(streams) for _ in range(s.n_out)], device=device)
-    scored_columns = torch.tensor([column for s in streams for column in range(len(s.feed) - s.n_out, len(s.feed))],
-                                  device=device)
+    scored_columns = torch.tensor([column for s in streams for column in s.scored_positions()], device=device)
     offsets = np.cumsum([0] + [s.n_out for s in streams])
     forward = dict(input_ids=ids, attention_mask=mask, position_ids=positions,
                    use_cache=True, output_hidden_states=hidden_states, logits_to_keep=0)

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from measure.conditions import CONDITION_NAMES
+from measure.conditions import DEFAULT_CONDITIONS
 from measure.data import DATASETS
 from measure.data.pairs import VARIATION_TYPES
 from measure.engine import EngineConfig, check_config
@@ -42,7 +42,7 @@ class RunSettings:
     data_dir: str | None = None
     limit: int | None = None
     variation_types: list[str] | None = None
-    conditions: list[str] = field(default_factory=lambda: list(CONDITION_NAMES))
+    conditions: list[str] = field(default_factory=lambda: list(DEFAULT_CONDITIONS))
     points: list[str] = field(default_factory=lambda: ["8"])
     max_new_tokens: int = 96
     seed: int = 0
@@ -56,6 +56,8 @@ class RunSettings:
     qa_system_prompt: str = DEFAULT_QA_SYSTEM_PROMPT
     update_form: str = "erratum"
     partial_recompute_last: int = 1
+    update_gap: int = 6  # generated tokens between a strategy's updates (multi, multi_retract, gradual)
+    gradual_pieces: int = 3  # pieces the update is split into by the gradual strategy
     batch_size: int = 64
     group_size: int = 3  # problems measured together (their rows share decode batches)
     attention: bool = True
@@ -78,6 +80,7 @@ class RunSettings:
             max_new_tokens=self.max_new_tokens, points=tuple(self.points), conditions=tuple(self.conditions),
             prompt=PromptFormat(self.prompt_style, self.system_prompt, self.qa_system_prompt), update_form=self.update_form,
             seed=self.seed, temperature=self.temperature, partial_recompute_last=self.partial_recompute_last,
+            update_gap=self.update_gap, gradual_pieces=self.gradual_pieces,
             batch_size=self.batch_size, hidden_states=self.hidden_states, attention=self.attention,
             verify_recompute=self.verify_recompute,
         )
@@ -242,6 +245,10 @@ def validate(settings: RunSettings) -> None:
     check_executor(settings)
     if settings.partial_recompute_last < 0:
         fail("--partial-recompute-last must be 0 or more")
+    if settings.update_gap < 1:
+        fail("--update-gap must be at least 1 (generated tokens between a strategy's updates)")
+    if settings.gradual_pieces < 2:
+        fail("--gradual-pieces must be at least 2 (the gradual strategy splits the update)")
     check_writable(Path(settings.out) if settings.out else None)
     check_model_source(settings.model)
 

@@ -107,7 +107,7 @@ def test_engine_resolves_content_points_per_problem_or_skips_with_the_reason():
                                                              conditions=("ignore", "oracle", "injection")))
     (result,) = engine.run_problems([example_pair()])
     ignore = result.references["ignore"]
-    skipped = dict(result.skipped)
+    skipped = {label: reason for label, reason, _ in result.skipped}
     for point in points:
         runs = [run for run in result.runs if run.point == point.label]
         try:

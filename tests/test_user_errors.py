@@ -59,6 +59,8 @@ CASES = [
     Case("limit-zero", [*RUN, "--limit", "0"], "--limit must be at least 1"),
     Case("batch-size-zero", [*RUN, "--batch-size", "0"], "--batch-size must be at least 1"),
     Case("partial-negative", [*RUN, "--partial-recompute-last", "-1"], "--partial-recompute-last must be 0 or more"),
+    Case("update-gap-zero", [*RUN, "--update-gap", "0"], "--update-gap must be at least 1"),
+    Case("gradual-one-piece", [*RUN, "--gradual-pieces", "1"], "--gradual-pieces must be at least 2"),
     Case("unknown-condition", [*RUN, "--conditions", "injecton"], "unknown condition"),
     Case("unknown-dtype", [*RUN, "--dtype", "float8"], "--dtype 'float8'"),
     Case("unknown-device", [*RUN, "--device", "tpu"], "--device 'tpu'"),

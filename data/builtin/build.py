@@ -12,6 +12,8 @@ build only adds ``metadata.tier`` to them (see EASY_STORIES; "standard" otherwis
   ``measure.data.augment.augment_problem`` (its draw is seeded by the key and seed in the table:
   ``stable_rng("augment", seed, key, variation_type)``); restatement, repeat and noise from
   ``measure.data.updates.build_update_texts`` keyed by the pair id and 0, as for the first 52.
+  Single and multi_number pairs also get a chain A -> B -> C from the same call (``chain=True``);
+  the kept lines' chains (math: ``add_chain`` seed 0; stories: a third question) are kept as written.
 * Tiers (``metadata.tier``): "easy" pairs are written for the embedded SmolLM2-135M-Instruct to
   solve uninterrupted: one operation (or, for added_step, a look-up question whose added step is the
   one operation) on small whole numbers, short sentences, and the closing sentence EASY_SUFFIX,
@@ -161,7 +163,7 @@ def answer_of(equation: str) -> str:
 def math_pair(pair_id: str, tier: str, variation_type: str | None, key: str, seed: int, question: str,
               equation: str) -> ProblemPair:
     record = SourceRecord(id=key, source="builtin", question=question, answer=answer_of(equation), equation=equation)
-    drawn = augment_problem(record, variation_type, seed)
+    drawn = augment_problem(record, variation_type, seed, chain=True)  # single/multi_number: A -> B -> C
     texts = build_update_texts(drawn.question_a, drawn.question_b, drawn.erratum, pair_id, 0)
     kept = {name: drawn.metadata[name] for name in ("changes", "step_op", "step_number") if name in drawn.metadata}
     metadata = {"tier": tier, **kept, "augment": {"key": key, "seed": seed}, "origin": MATH_ORIGIN}

@@ -4,6 +4,12 @@ Variation types: single_number (one quantity changed), multi_number (several), a
 (a sentence adding one operation on the answer), and identical controls (None, B == A).
 Every produced pair passes `check_pair`; a candidate that violates a constraint is redrawn a
 few times, then the problem is rejected with a reason. Everything is deterministic by seed.
+
+Chains (`chain=True`, `add_chain`): a single_number or multi_number pair can grow a third problem C,
+made from B as B was made from A (the same number of quantities changed again, under the same
+constraints, never back to one of A's numbers) so that A, B and C have three different answers. The
+chain is drawn from its own seeded stream, so asking for chains leaves every A -> B draw as it was;
+a pair whose chain cannot be made keeps chain None.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 from measure.data.arithmetic import (
@@ -22,7 +28,7 @@ from measure.data.arithmetic import (
     parse_expression,
 )
 from measure.data.constraints import check_pair
-from measure.data.pairs import ProblemPair
+from measure.data.pairs import ChainStep, ProblemPair
 from measure.data.quantities import (
     Quantity,
     changeable_quantities,
@@ -39,10 +45,13 @@ from measure.data.updates import (
     added_step_erratum,
     build_update_texts,
     number_change_erratum,
+    restatement,
     stable_rng,
 )
 
 MATH_VARIATION_TYPES = ("single_number", "multi_number", "added_step", None)
+# Pair types the generator gives a chain (C changes B's numbers again, as B changed A's).
+CHAINED_VARIATION_TYPES = ("single_number", "multi_number")
 DEFAULT_MIX = {"single_number": 0.25, "multi_number": 0.25, "added_step": 0.25, None: 0.25}
 ATTEMPTS_PER_PROBLEM = 48
 # Exact decimal answers only: a B answer must be writable with at most this many decimals.
@@ -77,6 +86,7 @@ class AugmentReport:
     produced: Counter = field(default_factory=Counter)         # variation type -> pairs
     rejected: dict[str, list[str]] = field(default_factory=dict)  # reason -> source record ids
     requested: int = 0
+    chains: int | None = None  # pairs given a chain A -> B -> C; None when chains were not asked for
 
     def reject(self, reason: str, record_id: str) -> None:
         self.rejected.setdefault(reason, []).append(record_id)
@@ -89,6 +99,9 @@ class AugmentReport:
         lines = [f"pairs: {sum(self.produced.values())} of {self.requested} requested"]
         for variation_type in MATH_VARIATION_TYPES:
             lines.append(f"  {variation_type or 'control'}: {self.produced.get(variation_type, 0)}")
+        if self.chains is not None:
+            can_chain = sum(self.produced.get(t, 0) for t in CHAINED_VARIATION_TYPES)
+            lines.append(f"chains (A -> B -> C): {self.chains} of {can_chain} single/multi_number pairs")
         lines.append(f"rejected source problems: {sum(self.rejected_counts.values())}")
         for reason, count in self.rejected_counts.most_common():
             lines.append(f"  {reason}: {count}")
@@ -155,13 +168,15 @@ def _new_value(quantity: Quantity, rng: random.Random, taken: set[Fraction]) -> 
     return None
 
 
-def _change_numbers(record: SourceRecord, tree: Node, how_many: int, rng: random.Random):
+def _change_numbers(record: SourceRecord, tree: Node, how_many: int, rng: random.Random,
+                    avoid: frozenset[Fraction] = frozenset()):
+    """New values for one (or at least two) quantities, none equal to a number of the text or `avoid`."""
     quantities = changeable_quantities(record.question, tree)
     if len(quantities) < how_many:
         raise Rejected("no_changeable_number" if how_many == 1 else "fewer_than_two_changeable_numbers")
     count = how_many if how_many == 1 else rng.randint(2, len(quantities))
     chosen = sorted(rng.sample(quantities, count), key=lambda q: q.token.start)
-    taken = {token.value for token in number_tokens(record.question)}
+    taken = {token.value for token in number_tokens(record.question)} | avoid
     text_replacements, leaf_replacements, changes = {}, {}, []
     for quantity in chosen:
         value = _new_value(quantity, rng, taken)
@@ -221,8 +236,61 @@ def _make_pair(record: SourceRecord, tree: Node, variation_type: str | None, see
     )
 
 
-def augment_problem(record: SourceRecord, variation_type: str | None, seed: int = 0) -> ProblemPair:
-    """One valid pair of the given type from one problem, or Rejected with the reason."""
+def add_chain(pair: ProblemPair, seed: int = 0) -> ProblemPair:
+    """The pair with a chain B -> C (C changes B's numbers again), or the pair unchanged if none can be made.
+
+    C changes as many quantities of B as B changed of A (single_number: one, multi_number: two or
+    more), each to a value that is none of B's or A's numbers; the result passes check_pair on both
+    links, with C's answer different from A's and B's. Any other pair (added_step, control, qa, one
+    without B's equation) is returned unchanged.
+    """
+    if pair.kind != "math" or pair.variation_type not in CHAINED_VARIATION_TYPES or pair.equation_b is None:
+        return pair
+    try:
+        tree_b = parse_expression(pair.equation_b)
+    except EquationError:
+        return pair
+    record_b = SourceRecord(id=pair.id, source=pair.source, question=pair.question_b, answer=pair.answer_b,
+                            equation=pair.equation_b)
+    avoid = frozenset(token.value for token in number_tokens(pair.question_a))
+    how_many = 1 if pair.variation_type == "single_number" else 2
+    rng = stable_rng("chain", seed, pair.id, pair.variation_type)
+    for _ in range(ATTEMPTS_PER_PROBLEM):
+        try:
+            candidate = _change_numbers(record_b, tree_b, how_many, rng, avoid)
+        except Rejected:
+            return pair  # B has too few quantities that may change
+        if candidate is None:
+            continue
+        question_c, tree_c, erratum, metadata = candidate
+        try:
+            answer_c = evaluate(tree_c)
+        except EquationError:
+            continue
+        if not _answer_is_writable(answer_c):
+            continue
+        answer_text = format_number(answer_c)
+        chain = ChainStep(question_c=question_c, answer_c=answer_text, answers_c=(answer_text,),
+                          equation_c=tree_c.render(), variation_type=pair.variation_type, erratum=erratum,
+                          restatement=restatement(question_c), metadata={**metadata, "seed": seed})
+        chained = replace(pair, chain=chain)
+        if not check_pair(chained):
+            return chained
+    return pair
+
+
+def augment_problem(record: SourceRecord, variation_type: str | None, seed: int = 0,
+                    chain: bool = False) -> ProblemPair:
+    """One valid pair of the given type from one problem, or Rejected with the reason.
+
+    With chain, a single_number or multi_number pair also gets a chain A -> B -> C where one can be
+    made (`add_chain`); the pair A -> B is the same as without.
+    """
+    pair = _augment(record, variation_type, seed)
+    return add_chain(pair, seed) if chain else pair
+
+
+def _augment(record: SourceRecord, variation_type: str | None, seed: int) -> ProblemPair:
     tree = _valid_problem(record)
     if variation_type is None:
         return _make_pair(record, tree, None, seed, (record.question, tree, CONTROL_ERRATUM, {}))
@@ -249,15 +317,19 @@ def augment_problem(record: SourceRecord, variation_type: str | None, seed: int 
 
 
 def generate_pairs(records: Sequence[SourceRecord], n: int, seed: int = 0,
-                   mix: dict[str | None, float] | None = None) -> tuple[list[ProblemPair], AugmentReport]:
+                   mix: dict[str | None, float] | None = None,
+                   chains: bool = False) -> tuple[list[ProblemPair], AugmentReport]:
     """Up to n pairs split by mix (default 25/25/25/25), from problems taken in seeded order.
+
+    With chains, single_number and multi_number pairs get a chain where one can be made (the pairs
+    themselves are those drawn without); the report counts them.
 
     Each problem is used at most once: it gets the variation type with the largest unmet
     quota that it can do; a problem that can do none still needed is rejected with the reason
     of the first type tried.
     """
     remaining = quotas(n, mix or DEFAULT_MIX)
-    report = AugmentReport(requested=n)
+    report = AugmentReport(requested=n, chains=0 if chains else None)
     order = list(records)
     stable_rng("order", seed).shuffle(order)
     pairs = []
@@ -269,7 +341,7 @@ def generate_pairs(records: Sequence[SourceRecord], n: int, seed: int = 0,
         pair, first_reason = None, None
         for variation_type in wanted:
             try:
-                pair = augment_problem(record, variation_type, seed)
+                pair = augment_problem(record, variation_type, seed, chain=chains)
                 break
             except Rejected as rejection:
                 first_reason = first_reason or str(rejection)
@@ -281,4 +353,6 @@ def generate_pairs(records: Sequence[SourceRecord], n: int, seed: int = 0,
         pairs.append(pair)
         remaining[pair.variation_type] -= 1
         report.produced[pair.variation_type] += 1
+        if pair.chain is not None:
+            report.chains += 1
     return pairs, report

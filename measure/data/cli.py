@@ -35,6 +35,8 @@ def register(subparsers) -> None:
     augment.add_argument("--out", required=True, help="output JSONL file")
     augment.add_argument("--mix", default=None,
                          help="weights, e.g. 'single_number=1,multi_number=1,added_step=1,control=1' (default equal)")
+    augment.add_argument("--chains", action="store_true",
+                         help="also give single/multi_number pairs a chain A -> B -> C where one can be made (multi strategy)")
     augment.set_defaults(func=run_augment)
 
     data = subparsers.add_parser("data", help="list, check or download datasets")
@@ -64,7 +66,7 @@ def run_augment(args: argparse.Namespace) -> int:
     except (DataError, ValueError) as error:
         print(f"measure augment: error: {error}", file=sys.stderr)
         return 2
-    pairs, report = generate_pairs(records, args.n, seed=args.seed, mix=mix)
+    pairs, report = generate_pairs(records, args.n, seed=args.seed, mix=mix, chains=args.chains)
     written = write_pairs(pairs, args.out)  # to a temporary file, renamed: a failure keeps the old --out
     print(load_report.summary())
     print("\n".join(report.summary_lines()))

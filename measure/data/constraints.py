@@ -2,9 +2,16 @@
 
 Used by the generator (a candidate with violations is retried or rejected), by `measure data
 check`, and by the tests. An empty list means the pair is valid.
+
+A pair with a chain (A -> B -> C) is also checked on its link B -> C, which must pass every check
+of a pair (`ProblemPair.chain_pair`), and C's answer must differ from A's and from B's, so that an
+outcome tells the three apart. Those violations start with the chain field at fault,
+"chain.<field>: ...", and speak of the link's problems as B and C.
 """
 
 from __future__ import annotations
+
+import re
 
 from measure.data.arithmetic import (
     EquationError,
@@ -15,7 +22,7 @@ from measure.data.arithmetic import (
     parse_expression,
     parse_number,
 )
-from measure.data.pairs import KINDS, PAIR_ID_PATTERN, VARIATION_TYPES, ProblemPair
+from measure.data.pairs import CHAIN_VARIATION_TYPES, KINDS, PAIR_ID_PATTERN, VARIATION_TYPES, ProblemPair
 from measure.data.quantities import discrete_counts, number_tokens
 from measure.data.updates import NOISE_LENGTH_FACTOR
 
@@ -28,7 +35,78 @@ def check_pair(pair: ProblemPair) -> list[str]:
         violations += _check_math(pair)
     elif pair.kind == "qa":
         violations += _check_qa(pair)
+    if pair.chain is not None:
+        violations += _check_chain(pair)
     return violations
+
+
+# The link's own violations say A and B; in the chain's terms those are B and C.
+_LINK_LABEL = re.compile(r"\b(?:([AB])(?='s\b|\b)|equation_([ab])\b)")
+# Link violations that the chain's own answer checks state more plainly.
+_LINK_ANSWER_REPEATS = ("answer did not change", "switched question has the same answer")
+# (words in a link violation, the chain field at fault), first match wins.
+_CHAIN_FIELDS = (
+    (("noise", "repeat"), None),  # made by chain_pair itself, never the data's fault
+    (("erratum",), "erratum"),
+    (("restatement",), "restatement"),
+    (("variation type", "single_number with", "multi_number with"), "variation_type"),
+    (("answer list",), "answers_c"),
+    (("does not evaluate to", "answer"), "answer_c"),
+    (("equation", "quantity", "intermediate", "exact division", "counts discrete", "negative", "structure"),
+     "equation_c"),
+)
+
+
+def _relabel(violation: str) -> str:
+    def shift(match: re.Match) -> str:
+        if match.group(1):
+            return "B" if match.group(1) == "A" else "C"
+        return "equation_b" if match.group(2) == "a" else "equation_c"
+    return _LINK_LABEL.sub(shift, violation)
+
+
+def _chain_field(violation: str) -> str | None:
+    for words, field_name in _CHAIN_FIELDS:
+        if any(word in violation for word in words):
+            return field_name
+    return "question_c"  # what is left is about C's text and its numbers
+
+
+def _check_chain(pair: ProblemPair) -> list[str]:
+    """The link B -> C passes every check of a pair, and C's answer is neither A's nor B's."""
+    chain = pair.chain
+    if pair.variation_type is None:
+        return ["chain: an identical control (B = A) cannot have a chain"]
+    wanted = ("question_switch",) if pair.kind == "qa" else ("single_number", "multi_number")
+    if chain.variation_type not in CHAIN_VARIATION_TYPES or chain.variation_type not in wanted:
+        return [f"chain.variation_type: {chain.variation_type!r} is not a {pair.kind} chain change "
+                f"({' or '.join(wanted)})"]
+    violations = []
+    for violation in check_pair(pair.chain_pair()):
+        field_name = _chain_field(violation)
+        if field_name is not None and not any(repeat in violation for repeat in _LINK_ANSWER_REPEATS):
+            violations.append(f"chain.{field_name}: {_relabel(violation)}")
+    if chain.question_c in (pair.question_a, pair.question_b):
+        violations.append(f"chain.question_c: C's text equals {'A' if chain.question_c == pair.question_a else 'B'}'s")
+    for label, answers in (("A", pair.answers_a), ("B", pair.answers_b)):
+        if same := _same_answers(pair.kind, chain.answers_c, answers):
+            violations.append(f"chain.answer_c: C's answer {same} is also {label}'s; outcomes could not tell C from {label}")
+    return violations
+
+
+def _same_answers(kind: str, answers_c: tuple[str, ...], answers: tuple[str, ...]) -> str | None:
+    """An answer of C that is also an answer of the other problem (math: equal as numbers)."""
+    if kind != "math":
+        shared = set(answers_c) & set(answers)
+        return min(shared) if shared else None
+    for answer in answers_c:
+        try:
+            value = parse_number(answer)
+            if any(value == parse_number(other) for other in answers):
+                return answer
+        except ValueError:
+            continue  # reported as a non-numeric answer by the link's checks
+    return None
 
 
 def _check_common(pair: ProblemPair) -> list[str]:

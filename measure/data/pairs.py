@@ -26,6 +26,11 @@ question, answer or equation while its variation type is null or absent is a Dat
 (this project's own schema always writes `variation_type`), and any record with an explicit null.
 The seed's older labels are mapped (SEED_VARIATION_TYPES, kept in metadata["seed_variation_type"]).
 
+A pair may carry a chain (`ChainStep`): a third problem C made from B, delivered as a second update
+(A -> B -> C), for strategies with several updates in one generation. `chain_pair()` is the link
+B -> C as a pair of its own (checked like any pair), `final_pair()` the pair A -> C (the problem a
+run ends on). Files write `chain` as an object, or null.
+
 `read_pairs` checks every pair with `check_pair` as it loads; the first violation is a DataError
 naming file and line (or, for a JSON array, "item N", 1-based).
 """
@@ -49,9 +54,12 @@ from measure.data.updates import (
     number_change_erratum,
     question_switch_erratum,
 )
+from measure.data.updates import restatement as restatement_text
 
 VARIATION_TYPES = ("single_number", "multi_number", "added_step", "question_switch", None)
 MATH_VARIATION_TYPES = VARIATION_TYPES[:3]
+# A chain's B -> C change: numbers of B changed again (math), or another question (qa).
+CHAIN_VARIATION_TYPES = ("single_number", "multi_number", "question_switch")
 KINDS = ("math", "qa")
 SOURCES = ("builtin", "mawps", "svamp", "gsm8k", "fairytaleqa", "nq_open", "jsonl", "json")
 PAIR_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]+$")
@@ -80,6 +88,23 @@ _NUMBER_IN_TEXT = re.compile(r"(?<![\w.])\d+(?:,\d{3})*(?:\.\d+)?(?![\w]|\.\d)")
 
 
 @dataclass(frozen=True)
+class ChainStep:
+    """The third problem C of a chain A -> B -> C, and the update that turns B into C."""
+
+    question_c: str
+    answer_c: str                # canonical answer, as answer_a/answer_b
+    answers_c: tuple[str, ...]
+    equation_c: str | None
+    variation_type: str          # the B -> C change: single_number | multi_number | question_switch
+    erratum: str                 # names what changed from B to C ("Correction: 4 more, not 6 more.")
+    restatement: str             # "Update: the problem is now: <C>"
+    metadata: dict               # e.g. "changes" (old/new numbers of B -> C), as a pair's metadata
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "answers_c": list(self.answers_c)}
+
+
+@dataclass(frozen=True)
 class ProblemPair:
     id: str                      # unique, stable, [A-Za-z0-9_]+ (used in pytest ids)
     source: str                  # builtin | mawps | svamp | gsm8k | fairytaleqa | nq_open | jsonl | json
@@ -99,15 +124,52 @@ class ProblemPair:
     repeat: str                  # "To restate the problem: <A>"
     noise: str                   # irrelevant fluent text, >= 1.5x the longer of erratum/restatement
     metadata: dict               # source ids, rejected-reason info, etc. (JSON-serialisable)
+    chain: ChainStep | None = None  # optional third problem C: A -> B -> C
 
     @property
     def is_control(self) -> bool:
         return self.variation_type is None
 
+    def chain_pair(self) -> ProblemPair:
+        """The chain's link B -> C as a pair (id "<id>_c"): checked by check_pair like any pair."""
+        chain = self._require_chain()
+        texts = build_update_texts(self.question_b, chain.question_c, chain.erratum, f"{self.id}_c", 0)
+        return ProblemPair(
+            id=f"{self.id}_c", source=self.source, kind=self.kind, variation_type=chain.variation_type,
+            question_a=self.question_b, question_b=chain.question_c,
+            answer_a=self.answer_b, answer_b=chain.answer_c, answers_a=self.answers_b, answers_b=chain.answers_c,
+            equation_a=self.equation_b, equation_b=chain.equation_c, context=self.context,
+            erratum=chain.erratum, restatement=chain.restatement, repeat=texts.repeat, noise=texts.noise,
+            metadata=chain.metadata,
+        )
+
+    def final_pair(self) -> ProblemPair:
+        """A -> C: the problem a run with both updates ends on, for classifying its outcome.
+
+        Same id as this pair (it is this pair's problem, read to its end). The erratum is the two
+        updates in delivery order; the variation type is this pair's own (A -> C is no single
+        kind of change), restatement C's; repeat and noise stay this pair's.
+        """
+        chain = self._require_chain()
+        return ProblemPair(
+            id=self.id, source=self.source, kind=self.kind, variation_type=self.variation_type,
+            question_a=self.question_a, question_b=chain.question_c,
+            answer_a=self.answer_a, answer_b=chain.answer_c, answers_a=self.answers_a, answers_b=chain.answers_c,
+            equation_a=self.equation_a, equation_b=chain.equation_c, context=self.context,
+            erratum=f"{self.erratum} {chain.erratum}", restatement=chain.restatement, repeat=self.repeat,
+            noise=self.noise, metadata={**self.metadata, "final_problem": "c"},
+        )
+
+    def _require_chain(self) -> ChainStep:
+        if self.chain is None:
+            raise ValueError(f"pair {self.id} has no chain (A -> B -> C)")
+        return self.chain
+
     def to_dict(self, legacy_names: bool = True) -> dict:
         """JSON-ready dict; tuples become lists. With legacy_names, the research code's keys too."""
         data = asdict(self)
         data["answers_a"], data["answers_b"] = list(self.answers_a), list(self.answers_b)
+        data["chain"] = None if self.chain is None else self.chain.to_dict()
         if legacy_names:
             for legacy, own in LEGACY_FIELDS.items():
                 data[legacy] = data[own]
@@ -177,6 +239,7 @@ class ProblemPair:
             raise fail("expected an object", "metadata")
         if stated_type in SEED_VARIATION_TYPES:
             metadata = {**metadata, "seed_variation_type": stated_type}
+        chain = _chain_from(merged.get("chain"), kind, question_b, variation_type, fail)
         return cls(
             id=pair_id,
             source=str(merged.get("source", default_source)),
@@ -192,8 +255,49 @@ class ProblemPair:
             equation_b=equation_b,
             context=_optional_text(text_field("context", "story_content")) if merged.get("context") is not None else None,
             metadata=metadata,
+            chain=chain,
             **updates,
         )
+
+
+def _chain_from(value, kind: str, question_b: str, variation_type: str | None, fail) -> ChainStep | None:
+    """The record's `chain` object (or null); every fault is a DataError naming `chain.<field>`."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail(f"expected an object (or null), got {type(value).__name__}", "chain")
+    if variation_type is None:
+        raise fail("an identical control (variation_type null) cannot have a chain", "chain")
+
+    def chain_fail(problem: str, name: str) -> DataError:
+        return fail(problem, f"chain.{name}")
+
+    def text(name: str, required: bool = True) -> str | None:
+        raw = value.get(name)
+        if raw is None or raw == "":
+            if required:
+                raise chain_fail("missing field", name)
+            return None
+        if not isinstance(raw, (str, int, float)) or isinstance(raw, bool):
+            raise chain_fail(f"expected text, got {type(raw).__name__}", name)
+        return str(raw)
+
+    question_c = text("question_c")
+    chain_type = value.get("variation_type")
+    if chain_type not in CHAIN_VARIATION_TYPES:
+        raise chain_fail(f"expected one of {', '.join(CHAIN_VARIATION_TYPES)}, got {chain_type!r}", "variation_type")
+    answer_c = _answer_text(text("answer_c"), kind, chain_fail, "answer_c")
+    metadata = value.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise chain_fail("expected an object", "metadata")
+    return ChainStep(
+        question_c=question_c, answer_c=answer_c,
+        answers_c=_answer_list(value.get("answers_c"), answer_c, chain_fail, "answers_c"),
+        equation_c=text("equation_c", required=False), variation_type=chain_type,
+        erratum=text("erratum", required=False) or infer_erratum(question_b, question_c, chain_type),
+        restatement=text("restatement", required=False) or restatement_text(question_c),
+        metadata=metadata,
+    )
 
 
 def _infer_kind(merged: dict, variation_type: str | None) -> str:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 NOISE_LENGTH_FACTOR = 1.5
 CONTROL_ERRATUM = "Correction: the problem is unchanged."
 QA_CONTROL_ERRATUM = "Correction: the question is unchanged."
+# Withdraw the erratum delivered before (the multi_retract strategy): the run ends on problem A.
+RETRACTION = "Ignore that correction: the original problem stands."
+QA_RETRACTION = "Ignore that correction: the original question stands."
 
 _NOISE_SENTENCES = (
     "The morning fog rolled slowly over the quiet harbour.",
@@ -80,6 +83,15 @@ def added_step_erratum(step_sentence: str) -> str:
 
 def question_switch_erratum(question_a: str, question_b: str) -> str:
     return f'Correction: the question is "{question_b}", not "{question_a}"'
+
+
+def retraction_text(pair) -> str:
+    """A short fluent retraction of the pair's erratum: after it, problem A holds again.
+
+    Takes a ProblemPair (not imported here: pairs imports this module); QA pairs speak of the
+    question, math pairs of the problem.
+    """
+    return QA_RETRACTION if pair.kind == "qa" else RETRACTION
 
 
 def restatement(question_b: str) -> str:

@@ -129,6 +129,13 @@ def summarize_run(run, problem: ProblemPairLike | None = None, thresholds: Thres
     )
     out["adaptation_gap"] = (
         latency.adaptation_gap(kl["matched"], t0, th.gap_tokens) if "matched" in kl else None)
+    schedule = getattr(run, "schedule", None)
+    if schedule:  # a strategy run: also measured from its last delivered update
+        delivered = [update for update in schedule if update["delivered"]]
+        out["updates_delivered"] = len(delivered)
+        out["last_update_t"] = delivered[-1]["t"]
+        out["adaptation_gap_since_last"] = (
+            latency.adaptation_gap(kl["matched"], delivered[-1]["t"], th.gap_tokens) if "matched" in kl else None)
 
     # attribution
     if has_ratio:

@@ -34,7 +34,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-EXACT_STREAM_CONDITIONS = ("injection", "noise", "repeat", "flush")
+from measure.conditions import STRATEGIES
+
+# Conditions whose edited cache equals a fresh prefill of their stream: every strategy appends its
+# updates to the live cache, so its stream is exact too.
+EXACT_STREAM_CONDITIONS = ("injection", "noise", "repeat", "flush", *STRATEGIES)
 DEVIATION_CONDITIONS = ("noise", "repeat")
 
 

@@ -119,6 +119,7 @@ class SuiteOptions:
         (raises pytest.UsageError naming the --measure-* option)."""
         import pytest
 
+        from measure.conditions import CONDITION_NAMES
         from measure.model import EMBEDDED_MODEL, ModelLoadError, check_device
         from measure.settings import RunSettings, SettingsError, merge_duplicates, validate
 
@@ -128,6 +129,7 @@ class SuiteOptions:
             points=list(self.points), max_new_tokens=self.max_new_tokens, seed=self.seed, device=self.device,
             dtype=self.dtype, out=self.out, update_form=self.update_form, semantic=self.semantic,
             attention=self.attention, verify_recompute=True,  # the cache-equivalence invariants need it
+            conditions=list(CONDITION_NAMES),  # every condition and strategy is a test; -k selects
         )
         try:
             notes = merge_duplicates(settings)

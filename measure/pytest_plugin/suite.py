@@ -83,8 +83,9 @@ class Suite:
         done = self._problem_run(case.problem_id)
         if case.condition in done.unsupported:
             pytest.skip(done.unsupported[case.condition])
-        if case.point in done.skipped:
-            pytest.skip(f"injection point {case.point} skipped: {done.skipped[case.point]}")
+        for skip in ((case.point, None), (case.point, case.condition)):
+            if skip in done.skipped:
+                pytest.skip(f"{case.condition} at injection point {case.point} skipped: {done.skipped[skip]}")
         if case.key not in done.records:
             raise LookupError(f"the engine produced no run {case.key}; it produced {sorted(done.records)}")
         return Measured(case, done.problem, done.runs[case.key], dict(done.records[case.key]), done.references)
@@ -122,7 +123,7 @@ class Suite:
             problem=problem,
             runs={record_key(run.problem_id, run.condition, run.point): run for run in result.runs},
             records={record["key"]: record for record in records},
-            skipped=dict(result.skipped),
+            skipped={(label, condition): reason for label, reason, condition in result.skipped},
             references=dict(result.references),
             unsupported=unsupported,
         )

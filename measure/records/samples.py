@@ -28,9 +28,10 @@ def record_key(problem_id: str, condition: str, point: str) -> str:
     return f"{problem_id}/{condition}/{point}"
 
 
-def skipped_key(problem_id: str, point: str) -> str:
-    """The key of a line of ``skipped.jsonl``: ``<problem>/<point>`` (one line per skipped point)."""
-    return f"{problem_id}/{point}"
+def skipped_key(problem_id: str, point: str, condition: str | None = None) -> str:
+    """The key of a line of ``skipped.jsonl``: ``<problem>/<point>`` (one line per skipped point),
+    ``<problem>/<point>/<condition>`` when one condition was skipped there."""
+    return f"{problem_id}/{point}" if condition is None else f"{problem_id}/{point}/{condition}"
 
 
 def _floats(array) -> list:
@@ -84,7 +85,24 @@ def run_record(run: RunResult, problem, metrics: dict) -> dict:
         "arrays": arrays,
         "metrics": metrics,
         "checks": {name: (value if math.isfinite(value) else None) for name, value in run.checks.items()},
+        # A strategy run's updates and the problem it ends with (None for other conditions).
+        "schedule": run.schedule,
+        "final_problem": run.final_problem,
+        "answer_final": final_answer(problem, run.final_problem),
     }
+
+
+def final_answer(problem, final_problem: str | None) -> str | None:
+    """The canonical answer of the problem a strategy run ends with ("a", "b" or "c")."""
+    if final_problem is None:
+        return None
+    return {"a": problem.answer_a, "b": problem.answer_b}.get(final_problem) or problem.chain.answer_c
+
+
+def scored_pair(problem, final_problem: str | None):
+    """The pair a run's outcome is classified against: A -> C for a run ending with C (a chain),
+    else the problem's own pair (a retraction ending with A is told apart from B by it too)."""
+    return problem.final_pair() if final_problem == "c" else problem
 
 
 def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -> list[dict]:
@@ -101,7 +119,7 @@ def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -
     ignore, oracle = result.references["ignore"], result.references["oracle"]
     records = []
     for run in result.runs:
-        metrics = summarize_run(run, problem)
+        metrics = summarize_run(run, scored_pair(problem, run.final_problem))
         if embedder is not None:
             # Compare continuations from the same position: the reference runs' text after t0.
             oracle_text, ignore_text = (tokenizer.decode(reference.generated_ids[run.t0:], skip_special_tokens=True)

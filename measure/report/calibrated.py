@@ -64,6 +64,27 @@ def run_curves(records: list[dict]) -> dict[str, list[cal.RunCurve]]:
     return dict(sorted(by_point.items()))
 
 
+SINCE_LAST = "_since_last"  # suffix of a strategy run's latencies measured from its last update
+
+
+def last_update_t(record: dict) -> int | None:
+    """Generated tokens before a strategy run's last delivered update (None for other runs)."""
+    delivered = [update["t"] for update in record.get("schedule") or [] if update.get("delivered")]
+    return delivered[-1] if delivered else None
+
+
+def _since_last(record: dict, result: cal.PointCalibration, folds: dict[str, int], event: cal.EventSpec):
+    """A strategy run's latency of ``event`` counted from its last update, with the threshold and
+    window its problem is scored with at this point (fitted on the other fold's controls after
+    the first update). A control's score is its largest windowed level anywhere after the point,
+    so the later stretch is covered by the same false-event bound."""
+    curves = _curves(record, last_update_t(record))
+    if curves is None or not result.calibrated:
+        return None
+    fit = result.fits[1 - folds[record["problem_id"]]]
+    return cal.event_latency(curves[event.curve], fit.window, fit.threshold)
+
+
 def _rates(counts: dict[str, tuple[int, int]]) -> dict[str, dict]:
     return {name: rate_ci([True] * k + [False] * (n - k)) for name, (k, n) in sorted(counts.items())}
 
@@ -76,6 +97,10 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
     folds = cal.assign_folds(problems, seed)
     columns: dict[str, dict] = defaultdict(dict)
     events: dict[str, dict] = {}
+    scheduled = defaultdict(list)
+    for record in records:
+        if last_update_t(record) is not None:
+            scheduled[record["point"]].append(record)
     for event in cal.EVENTS:
         per_point = {}
         for point, runs in by_point.items():
@@ -88,6 +113,11 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
                     columns[key].update({event.name: None, f"{event.name}_censored": None})
                 else:
                     columns[key].update(latency.as_dict(event.name))
+            for record in scheduled.get(point, []):
+                since = _since_last(record, result, folds, event)
+                name = event.name + SINCE_LAST
+                columns[record["key"]].update({name: None, f"{name}_censored": None} if since is None
+                                              else since.as_dict(name))
             rates = cal.event_rates(result, runs)
             per_point[point] = {
                 "calibrated": result.calibrated,
@@ -124,11 +154,15 @@ def calibrated_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, se
     the calibration section."""
     columns, section = calibrate_records(records, alpha, seed)
     blank = {name: None for event in cal.EVENT_NAMES for name in (event, f"{event}_censored")}
+    blank_since = {name: None for event in cal.EVENT_NAMES
+                   for name in (event + SINCE_LAST, f"{event}{SINCE_LAST}_censored")}
     out = []
     for record in records:
-        metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k not in blank}
+        metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k not in blank and k not in blank_since}
         if record.get("point") not in (None, "-"):
             metrics.update(blank)
+            if last_update_t(record) is not None:
+                metrics.update(blank_since)
             metrics.update(columns.get(record.get("key"), {}))
         out.append({**record, "metrics": metrics})
     return out, section

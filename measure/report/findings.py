@@ -12,6 +12,9 @@
 - ``points[].power``: the smallest standardized difference the main comparison
   (:data:`MAIN_COMPARISON`) can detect with 80% power at the point's number of problems, beside
   the observed one;
+- ``strategies``: one sentence per injection strategy (several updates per run; from the
+  ``strategies`` section): its adaptation gap and calibrated adaptation latency counted from the
+  first update and from the last, or why a latency has no number;
 - ``calibration``: one sentence per point on the calibration the latencies rest on (alpha, the
   control runs, the held-out false-event rate);
 - ``cannot_say``: what this run cannot support, each item with a ``code`` and a sentence:
@@ -24,6 +27,7 @@ The report shows this section first; ``measure run`` prints it at the end (:func
 from __future__ import annotations
 
 from measure.calibration import CHANGE_CONDITIONS
+from measure.metrics.latency import DEFAULT_GAP_TOKENS as GAP_TOKENS
 from measure.report.format import fmt, point_sort_key
 from measure.stats import detectable_effect
 
@@ -114,6 +118,35 @@ def _calibration_sentence(point: str, entry: dict, alpha: float) -> dict:
                       "false_event_rate": fer.get("estimate"), "windows": windows}}
 
 
+def _strategy_sentence(entry: dict) -> dict:
+    """One sentence on a strategy: gap and adaptation latency from its first and its last update;
+    for a schedule that ends with problem A (a retraction), why those are no findings, and how far
+    each update moves the run from A instead."""
+    if entry.get("final_problems") == ["a"]:
+        updates = entry.get("updates") or []
+        moves = "; ".join(f"{(u.get('kl_ignore_since') or {}).get('text')} after update {u['index'] + 1}"
+                          for u in updates)
+        text = (f"{entry['condition']} ({entry.get('n_runs')} runs on changed problems) ends with the original problem "
+                "A, so its P_oracle and P_matched are P_ignore and the run itself: its r(t), adaptation gap and "
+                "calibrated latencies are 0 or censored by construction and say nothing. How far each update moves "
+                f"the run from A, mean KL(run || P_ignore) over the {GAP_TOKENS} tokens after it: {moves} (any "
+                f"inserted text moves it: noise, content-free text of the update's length, gives "
+                f"{(entry.get('noise_kl_ignore') or {}).get('text')}).")
+        return {"condition": entry["condition"], "text": text, "degenerate_references": True,
+                "cites": {f"kl_ignore_since_update_{u['index'] + 1}": (u.get("kl_ignore_since") or {}).get("estimate")
+                          for u in updates}}
+    latencies = entry.get("latencies") or {}
+    first, last = latencies.get(LATENCY) or {}, latencies.get(f"{LATENCY}_since_last") or {}
+    gap_first, gap_last = entry.get("gap_first") or {}, entry.get("gap_last") or {}
+    text = (f"{entry['condition']} ({entry.get('n_runs')} runs on changed problems, {entry.get('n_all_delivered')} got "
+            f"every update): adaptation gap {gap_first.get('text')} from the first update and {gap_last.get('text')} "
+            f"from the last; adaptation latency from the first update {first.get('text')}, from the last "
+            f"{last.get('text')}.")
+    return {"condition": entry["condition"], "text": text,
+            "cites": {"gap_first": gap_first.get("estimate"), "gap_last": gap_last.get("estimate"),
+                      "latency_first": first.get("estimate"), "latency_last": last.get("estimate")}}
+
+
 def _changed_problems(pooled: list[dict], point: str) -> int:
     """Changed problems measured at ``point``: the most runs any condition has there."""
     return max((int(r.get("n") or 0) for r in pooled if r.get("point") == point and r.get("metric") == GAP), default=0)
@@ -183,12 +216,13 @@ def build_findings(metrics: dict) -> dict:
                                        f"adapted within their tokens ({share:.0%}): the median latency is "
                                        "unreached or rests on a few runs; read the event rate instead."})
 
+    strategies = [_strategy_sentence(entry) for entry in (metrics.get("strategies") or {}).values()]
     outcomes = metrics.get("outcomes") or {}
     if outcomes and not outcomes.get("informative", False):
         cannot.append({"code": "outcomes_uninformative",
                        "text": "Outcome rates (adapted, stale) are not reported: "
                                + " ".join(r.rstrip(".") + "." for r in outcomes.get("reasons", []))})
-    return {"points": out_points, "calibration": calibration_sentences, "cannot_say": cannot,
+    return {"points": out_points, "strategies": strategies, "calibration": calibration_sentences, "cannot_say": cannot,
             "min_problems": MIN_PROBLEMS, "max_censored_share": MAX_CENSORED_SHARE}
 
 
@@ -200,6 +234,8 @@ def findings_text(findings: dict) -> str:
             lines.append(f"  - {sentence['text']}")
         if point.get("power"):
             lines.append(f"  * {point['power']['text']}")
+    for sentence in findings.get("strategies", []):
+        lines.append(f"  - {sentence['text']}")
     for sentence in findings.get("calibration", []):
         lines.append(f"  * {sentence['text']}")
     if findings.get("cannot_say"):

@@ -3,8 +3,9 @@
 The page shows the run's provenance and settings, summary tables per condition x variation type
 x injection point (window means with bootstrap CIs, Kaplan-Meier median latencies with CI and the
 censored share, adapted/stale/other rates), paired comparisons against the baselines, adaptation
-curves, latency survival curves, attention onto the inserted text per layer x position, and token
-strips of individual runs coloured by attribution.
+curves, latency survival curves, attention onto the inserted text per layer x position, the
+injection strategies with several updates (curves aligned at each update, only when the run has
+any; :mod:`measure.report.strategies`), and token strips of individual runs coloured by attribution.
 
 Every string that comes from the data or the model goes through Jinja2 autoescaping; the only
 markup inserted unescaped is the SVG that :mod:`measure.report.plots` draws (matplotlib escapes
@@ -25,8 +26,11 @@ from markupsafe import Markup
 from measure.calibration import CHANGE_CONDITIONS, IDENTICAL
 from measure.metrics.answers import OUTCOMES
 from measure.metrics.attribution import DEFAULT_LIKELY, LABELS, attribute_tokens
+from measure.metrics.latency import DEFAULT_GAP_TOKENS
 from measure.report import plots
 from measure.report.format import fmt, fmt_pct, point_sort_key
+from measure.report.strategies import LATENCIES as STRATEGY_LATENCIES
+from measure.report.strategies import strategies_section
 from measure.results import REFERENCE_RUNS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -222,6 +226,7 @@ def environment() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = fmt
     env.filters["pct"] = fmt_pct
+    env.filters["piece"] = show_piece
     return env
 
 
@@ -254,11 +259,24 @@ def calibration_rows(calibration: dict) -> list[dict]:
     return rows
 
 
+def strategy_views(records: list[dict], metrics: dict) -> list[dict]:
+    """The Strategies section: each strategy entry of ``metrics["strategies"]`` (computed from the
+    records when the metrics predate the section) with its figure; empty without strategy records."""
+    section = metrics.get("strategies")
+    if section is None:
+        section = strategies_section(records, metrics.get("calibration"))
+    return [{**entry, "figure": _inline(plots.strategy_curves_svg(entry)),
+             "latency_rows": [(base, entry["latencies"][base], entry["latencies"][f"{base}_since_last"])
+                              for base in STRATEGY_LATENCIES]}
+            for entry in section.values()]
+
+
 def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STRIPS) -> str:
     """The report page for the (deduplicated) records and their ``metrics.json`` dict."""
     strips, n_runs = select_strips(records, max_strips)
     figures = {
-        "findings": _inline(plots.findings_curves_svg(records)),
+        # Strategies have their own figures, aligned at each update (the Strategies section).
+        "findings": _inline(plots.findings_curves_svg([r for r in records if not r.get("schedule")])),
         "curves": _inline(plots.adaptation_curves_svg(records)),
         "survival": _inline(plots.survival_svg(records, "adaptation_latency")),
         "survival_detection": _inline(plots.survival_svg(records, "detection_latency")),
@@ -293,6 +311,8 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
         "change_conditions": CHANGE_CONDITIONS,
         "outcomes": metrics.get("outcomes") or {"informative": False, "reasons": ["no outcomes in these metrics"]},
         "outcome_names": OUTCOMES,
+        "strategies": strategy_views(records, metrics),
+        "gap_tokens": DEFAULT_GAP_TOKENS,
     }
     return environment().get_template("report.html.j2").render(**context)
 

@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from measure.metrics.divergence import log_ratio
 from measure.report.format import condition_sort_key, point_sort_key
+from measure.report.strategies import CURVES as STRATEGY_CURVES
 
 COLORS = {
     "ignore": "#7f7f7f", "oracle": "#2ca02c", "injection": "#d62728", "flush": "#1f77b4",
@@ -295,7 +296,62 @@ def attention_heatmap_svg(records: list[dict], max_positions: int = 64) -> str |
     return _svg(fig)
 
 
+#: Update panels per strategy figure at most (first, last and evenly spaced between): a streamed
+#: erratum has one update per token.
+MAX_UPDATE_PANELS = 4
+
+
+def update_panels(n_updates: int, limit: int = MAX_UPDATE_PANELS) -> list[int]:
+    """Indices of the updates drawn: all when at most ``limit``, else first, last and evenly spaced."""
+    if n_updates <= limit:
+        return list(range(n_updates))
+    return sorted({int(round(v)) for v in np.linspace(0, n_updates - 1, limit)})
+
+
+def _series(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def strategy_curves_svg(entry: dict, color: str | None = None) -> str | None:
+    """One strategy's curves aligned at each update (an entry of the ``strategies`` section of
+    ``metrics.json``, see :mod:`measure.report.strategies`): columns = updates, rows = KL(run ||
+    P_matched) and r(t); x = tokens since the update, the solid vertical line marks the update
+    (between x = 0 and x = 1), dotted ones the median position of the update before and after it.
+    None when no update reached any run."""
+    updates = [u for u in (entry.get("updates") or []) if u.get("n_delivered")]
+    chosen = [updates[i] for i in update_panels(len(updates))]
+    if not chosen:
+        return None
+    color = color or color_for(entry.get("condition"))
+    fig = _figure(min(3.4 * len(chosen), 14) + 0.6, 4.8)
+    axes = fig.subplots(len(STRATEGY_CURVES), len(chosen), squeeze=False, sharey="row")
+    for col, update in enumerate(chosen):
+        for row, (curve, label) in enumerate(STRATEGY_CURVES.items()):
+            ax = axes[row][col]
+            data = update["curves"][curve]
+            x = np.asarray(data["x"], dtype=float)
+            mean, low, high = _series(data["mean"]), _series(data["ci_low"]), _series(data["ci_high"])
+            ax.plot(x, mean, color=color, lw=1.4, label=f"mean (n={update['n_delivered']})")
+            ax.fill_between(x, low, high, color=color, alpha=0.18, lw=0)
+            ax.axvline(0.5, color="black", lw=0.9)
+            for offset in (update.get("offset_previous"), update.get("offset_next")):
+                if offset is not None and x[0] <= offset + 0.5 <= x[-1]:
+                    ax.axvline(offset + 0.5, color="black", lw=0.6, ls=":")
+            if curve == "log_ratio":
+                ax.axhline(0, color="black", lw=0.6, ls=":")
+            if row == 0:
+                missed = f", {update['n_undelivered']} ended before it" if update.get("n_undelivered") else ""
+                ax.set_title(f"update {update['index'] + 1} (n={update['n_delivered']}{missed})", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(label, fontsize=8)
+            if row == len(STRATEGY_CURVES) - 1:
+                ax.set_xlabel(f"tokens since update {update['index'] + 1}", fontsize=8)
+            ax.tick_params(labelsize=7)
+    return _svg(fig)
+
+
 __all__ = [
     "adaptation_curves_svg", "survival_svg", "attention_heatmap_svg", "kaplan_meier",
     "mean_band", "curve_after_t0", "attention_grids", "condition_sort_key", "point_sort_key",
+    "strategy_curves_svg", "update_panels",
 ]

@@ -24,6 +24,9 @@
 - ``aggregate_changed`` and ``paired_changed``: the same per condition x point over the changed
   problems only (identical-problem controls left out), for :data:`FINDINGS_METRICS`: what the
   findings cite;
+- ``strategies``: per injection strategy with several updates (records with a ``schedule``), the
+  updates delivered, curves aligned at each update, gaps and calibrated latencies from the first
+  and the last update (:mod:`measure.report.strategies`); empty when the run has none;
 - ``findings``: what the run found, in sentences (:mod:`measure.report.findings`);
 - ``warnings``: anything the reader should know (e.g. a torn last line dropped from the store).
 
@@ -58,6 +61,7 @@ from measure.records.store import StoreError, latest_by_key, read_store
 from measure.report.calibrated import calibrated_records
 from measure.report.findings import build_findings
 from measure.report.outcomes import outcome_summary
+from measure.report.strategies import strategies_section
 
 METRICS_SCHEMA = "measure.metrics/1"
 
@@ -215,6 +219,7 @@ def build_metrics(
         "paired_pooled": paired_tables(df, wilcoxon_method=wilcoxon_method, by=("point",)),
         "aggregate_changed": stats.to_records(changed_table),
         "paired_changed": paired_tables(changed, wilcoxon_method=wilcoxon_method, by=("point",)),
+        "strategies": strategies_section(unique, calibration, **kw),
         "warnings": list(warnings or []),
     }
     metrics = stats.json_safe(metrics)

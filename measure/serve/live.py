@@ -107,7 +107,8 @@ class LiveRun:
         (result,) = engine.run_problems([pair], listener=self.listener(experiment, start))
         experiment.publish({"type": "done", "seconds": round(time.monotonic() - start, 3),
                             "first_token_s": None if self.first_token is None else round(self.first_token - start, 3),
-                            "skipped": [{"point": label, "reason": reason} for label, reason in result.skipped]})
+                            "skipped": [{"point": label, "reason": reason, "condition": condition}
+                                        for label, reason, condition in result.skipped]})
 
     def listener(self, experiment: Experiment, start: float):
         """The engine listener: every event becomes page messages; a cancelled experiment raises."""

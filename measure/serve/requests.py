@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from measure.conditions import CONDITION_NAMES
+from measure.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
 from measure.engine import UPDATE_FORMS, check_config
 from measure.points import InjectionPoint
 
@@ -105,7 +105,7 @@ def _points(body: dict) -> tuple[str, ...]:
 
 
 def _conditions(body: dict) -> tuple[str, ...]:
-    raw = body.get("conditions", list(CONDITION_NAMES))
+    raw = body.get("conditions", list(DEFAULT_CONDITIONS))
     if isinstance(raw, str):
         raw = [part.strip() for part in raw.split(",") if part.strip()]
     if not isinstance(raw, list) or not raw or not all(isinstance(name, str) for name in raw):

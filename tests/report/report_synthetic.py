@@ -62,3 +62,73 @@ def synthetic_records(n_changed=40, n_identical=8, seed=0, adapted_answers=True)
     return records
 
 
+
+
+#: Strategies of :func:`strategy_records`: (number of updates, final problem, update texts).
+STRATEGY_SCHEDULES = {
+    "multi": ("c", ("Correction: Sarah has 7 apples, not 5.", "Correction: Sarah has 9 apples, not 7.")),
+    "multi_retract": ("a", ("Correction: Sarah has 7 apples, not 5.",
+                            "Ignore that correction, the original problem stands.")),
+    "gradual": ("b", ("Correction: Sarah", " has 7 apples,", " not 5.")),
+}
+UPDATE_GAP = 10
+
+
+def strategy_records(n_problems=12, seed=0, strategies=tuple(STRATEGY_SCHEDULES), point=f"t{T0}", gap=UPDATE_GAP):
+    """Strategy runs consistent with the strategies contract: a ``schedule`` of 2 or 3 updates every
+    ``gap`` generated tokens from t0, ``final_problem`` and ``answer_final``, and the metrics-row
+    fields measured from the last update. Each update moves r(t) up by 1 from ``SWITCH`` tokens after
+    it (multi_retract: the retraction moves it back down) and KL to P_matched decays after each.
+    The first problem's run of each strategy ends 2 tokens before its last update (delivered false,
+    stream_start null). Meant to be added to :func:`synthetic_records` (same
+    problem ids, so the point calibrates)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for condition in strategies:
+        final, texts = STRATEGY_SCHEDULES[condition]
+        for i in range(n_problems):
+            pid = f"p{i:03d}"
+            ts = [T0 + u * gap for u in range(len(texts))]
+            n_gen = ts[-1] - 2 if i == 0 else N_GEN
+            level = np.zeros(N_GEN)
+            kl = np.full(N_GEN, 0.6)
+            for u, t in enumerate(ts):
+                if t >= n_gen:
+                    break
+                step = -1.0 if (condition == "multi_retract" and u == 1) else 1.0
+                level[t + SWITCH - 1:] += step
+                kl[t:] = 0.6 * np.exp(-0.2 * np.arange(N_GEN - t))
+            after = level[T0:] + rng.normal(0, 0.2, N_GEN - T0)
+            record = _record(pid, condition, point, T0, after, "single_number", "adapted",
+                             float(kl[T0:min(T0 + 20, n_gen)].mean()))
+            arrays = record["arrays"]
+            arrays["kl"]["matched"] = kl.tolist()
+            for group in ("logprob_ref", "kl"):
+                arrays[group] = {name: values[:n_gen] for name, values in arrays[group].items()}
+            record["tokens"]["generated"] = record["tokens"]["generated"][:n_gen]
+            record["texts"]["generated_pieces"] = record["texts"]["generated_pieces"][:n_gen]
+            record["stop_reason"] = "eos" if n_gen < N_GEN else "length"
+            schedule, start = [], 3 + T0  # prompt tokens, then the generated ones before the first update
+            for u, (t, text) in enumerate(zip(ts, texts)):
+                delivered = t < n_gen
+                n_tokens = len(text.split())
+                schedule.append({"index": u, "t": t, "stream_start": start if delivered else None,
+                                 "n_tokens": n_tokens, "text": text, "delivered": delivered})
+                if delivered:
+                    start += n_tokens + (ts[u + 1] - t if u + 1 < len(ts) else 0)
+            delivered_ts = [s["t"] for s in schedule if s["delivered"]]
+            last = delivered_ts[-1]
+            record["schedule"] = schedule
+            record["final_problem"] = final
+            record["answer_final"] = {"a": "1", "b": "2", "c": "3"}[final]
+            tail = kl[last:n_gen][:20]
+            record["metrics"].update({
+                "n_after": n_gen - T0, "updates_delivered": len(delivered_ts), "last_update_t": last,
+                "adaptation_gap_since_last": float(tail.mean()) if tail.size else None,
+                **{f"{name}_since_last": None for name in ("detection_latency", "adaptation_latency",
+                                                           "adaptation_latency_kl")},
+                **{f"{name}_since_last_censored": None for name in ("detection_latency", "adaptation_latency",
+                                                                    "adaptation_latency_kl")},
+            })
+            records.append(record)
+    return records

@@ -155,3 +155,21 @@ def test_findings_come_first_above_the_fold(chromium, calibrated_report_dir, tmp
     assert "adapts after a median of 6 tokens" in dom
     match = re.search(r'<table[^>]*id="calibration-table"[^>]*>(.*?)</table>', dom, re.DOTALL)
     assert match and match.group(1).count("<tr") == 1 + 3, "one row per calibrated event at the one point"
+
+
+def test_strategies_section_renders(chromium, tmp_path, helpers):
+    """Strategy runs: one sub-section per strategy with its inline figure, between the attention and
+    the token strips, and no console errors."""
+    from report_synthetic import strategy_records
+
+    from measure.report.summary import write_reports
+
+    write_reports(tmp_path, strategy_records(n_problems=4), helpers.PROVENANCE, [], n_resamples=helpers.RESAMPLES)
+    result = run_chromium(chromium, tmp_path / "report.html", tmp_path / "profile", "--dump-dom")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not console_lines(result.stderr), "\n".join(console_lines(result.stderr))
+    dom = result.stdout
+    for condition in ("multi", "multi_retract", "gradual"):
+        match = re.search(rf'<div[^>]*id="fig-strategy-{condition}"[^>]*>\s*<svg(.*?)</svg>', dom, re.DOTALL)
+        assert match and match.group(1).count("<path") >= 5, f"strategy figure {condition} missing or empty"
+    assert dom.index('id="attention"') < dom.index('id="strategies"') < dom.index('id="strips"')

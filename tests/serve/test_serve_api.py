@@ -150,6 +150,23 @@ def test_experiment_streams_every_lane_then_the_scored_runs(client):
     assert not [m for m in messages if m["type"] == "mark"]  # no calibration chosen: no marks
 
 
+def test_strategy_lanes_stream_every_token_across_their_updates(client):
+    """A strategy decodes in stages (one per update); its lane still streams each token once, in
+    order, with the values of the scored run."""
+    started = submit(client, {**CUSTOM, "max_new_tokens": 16, "conditions": ["ignore", "oracle", "gradual", "multi_retract"]})
+    messages = read_events(client, started["events"])
+    assert messages[-1]["type"] == "done", messages[-1]
+    runs = {m["lane"]: m for m in messages if m["type"] == "run"}
+    assert {"gradual@t4", "multi_retract@t4"} <= set(runs)
+    for lane in ("gradual@t4", "multi_retract@t4"):
+        run = runs[lane]
+        tokens = [m for m in messages if m["type"] == "token" and m["lane"] == lane]
+        assert [m["i"] for m in tokens] == list(range(run["t0"], len(run["pieces"])))
+        for token in tokens:
+            if token["kl"] is not None:
+                assert token["kl"] == pytest.approx(run["kl"][token["i"]], abs=1e-4), (lane, token)
+
+
 def test_picked_pair_is_used_as_is_and_an_edit_makes_a_live_pair(client):
     pair = client.get("/api/pairs", params={"dataset": "builtin-easy"}).json()["pairs"][0]
     body = {"dataset": "builtin-easy", "pair_id": pair["id"], "max_new_tokens": 6, "points": "2",

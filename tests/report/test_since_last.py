@@ -1,0 +1,32 @@
+"""Calibrated latencies of a strategy run counted from its last update (measure.report.calibrated):
+the same fold threshold as from the first update, so the same false-event bound."""
+
+from __future__ import annotations
+
+import numpy as np
+from report_synthetic import synthetic_records
+
+from measure.report.calibrated import calibrate_records
+
+
+def test_latency_since_the_last_update_uses_the_fold_threshold_from_the_first():
+    records = synthetic_records(n_changed=40, n_identical=0)
+    base = next(r for r in records if r["condition"] == "injection" and r["problem_id"] == "p000")
+    t0 = base["t0"]
+    n = len(base["arrays"]["logprob_ref"]["ignore"])
+    last = t0 + 10
+    ignore_lp = np.full(n, -1.0)
+    oracle_lp = ignore_lp.copy()
+    oracle_lp[last + 2:] += 5.0  # favours B strongly from the 3rd token after the last update on
+    strategy = {**base, "key": f"p000/gradual/{base['point']}", "condition": "gradual",
+                "schedule": [{"index": 0, "t": t0, "delivered": True}, {"index": 1, "t": last, "delivered": True},
+                             {"index": 2, "t": n + 3, "delivered": False}],
+                "arrays": {**base["arrays"], "logprob_ref": {"ignore": ignore_lp.tolist(), "oracle": oracle_lp.tolist(),
+                                                             "matched": oracle_lp.tolist()},
+                           "kl": {"ignore": [0.0] * n, "oracle": [0.0] * n, "matched": [0.0] * n}}}
+    columns, section = calibrate_records([*records, strategy])
+    row = columns[strategy["key"]]
+    assert section["events"]["detection_latency"]["points"][base["point"]]["calibrated"]
+    assert row["detection_latency_since_last"] == 3 and row["detection_latency_since_last_censored"] is False
+    assert row["detection_latency"] == last - t0 + 3  # the same event counted from the first update
+    assert "detection_latency_since_last" not in columns[base["key"]]  # single-update runs have no such column
