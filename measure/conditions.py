@@ -310,7 +310,7 @@ class GradualStream(Scheduled):
 
     name: ClassVar[str] = "gradual_stream"
 
-    def __init__(self, gap: int = 1, pieces: int = 0) -> None:  # always one token, every token
+    def __init__(self) -> None:  # always one token after every generated token
         super().__init__(gap=1)
 
     def updates(self, fork: ForkPoint) -> list[list[int]]:

@@ -96,7 +96,7 @@ def final_answer(problem, final_problem: str | None) -> str | None:
     """The canonical answer of the problem a strategy run ends with ("a", "b" or "c")."""
     if final_problem is None:
         return None
-    return {"a": problem.answer_a, "b": problem.answer_b}.get(final_problem) or problem.chain.answer_c
+    return problem.chain.answer_c if final_problem == "c" else {"a": problem.answer_a, "b": problem.answer_b}[final_problem]
 
 
 def scored_pair(problem, final_problem: str | None):

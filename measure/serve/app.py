@@ -38,7 +38,7 @@ from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from measure.conditions import CONDITION_NAMES
+from measure.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
 from measure.engine import UPDATE_FORMS
 from measure.records import RUN_FILE, SAMPLES_FILE
 from measure.serve import requests as limits
@@ -131,6 +131,8 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
         return JSONResponse({
             "model": getattr(state.loaded, "name", None), "device": getattr(state.loaded, "device", None),
             "conditions": list(CONDITION_NAMES), "update_forms": list(UPDATE_FORMS),
+            # Checked on the page at first: the single-update conditions (strategies are opt-in, as in measure run).
+            "default_conditions": list(DEFAULT_CONDITIONS),
             "defaults": {"points": ",".join(limits.DEFAULT_POINTS), "max_new_tokens": limits.DEFAULT_NEW_TOKENS,
                          "dataset": "builtin-easy"},
             "limits": {"question_chars": limits.MAX_QUESTION_CHARS, "context_chars": limits.MAX_CONTEXT_CHARS,

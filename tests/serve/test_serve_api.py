@@ -60,6 +60,9 @@ def test_info_lists_limits_and_conditions(client):
     info = client.get("/api/info").json()
     assert info["model"] == "tiny:llama"
     assert info["conditions"][:2] == ["ignore", "oracle"] and "injection" in info["conditions"]
+    # Strategies are offered but not checked at first (opt-in, as in measure run).
+    assert "gradual" in info["conditions"] and "gradual" not in info["default_conditions"]
+    assert set(info["default_conditions"]) < set(info["conditions"]) and "injection" in info["default_conditions"]
     assert info["limits"]["question_chars"] == MAX_QUESTION_CHARS
     assert info["queue"] == {"running": None, "waiting": [], "max_waiting": 2}
 

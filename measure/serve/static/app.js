@@ -51,7 +51,7 @@ async function init() {
   for (const name of info.conditions) {
     const reference = name === "ignore" || name === "oracle";
     const box = el("input", {type: "checkbox", value: name, id: `cond-${name}`});
-    box.checked = true;
+    box.checked = info.default_conditions.includes(name);
     if (reference) { box.disabled = true; box.title = "a reference run: always run"; }
     const label = el("label", {class: "check"});
     label.append(box, document.createTextNode(` ${name}`));
