@@ -341,6 +341,8 @@ STRATEGIES: dict[str, type[Scheduled]] = {cls.name: cls for cls in (Multi, Multi
 CONDITIONS.update(STRATEGIES)
 # The reference runs are generated once per problem and have no class of their own.
 CONDITION_NAMES = (*REFERENCE_RUNS, *CONDITIONS)
+#: Strategies that need the problem's chain A -> B -> C.
+CHAIN_CONDITIONS = tuple(name for name, cls in CONDITIONS.items() if cls.needs_chain)
 #: What `measure run` measures unless --conditions says otherwise: the single-update conditions.
 #: The strategies are opt-in there (they add about as many runs again); the measurement suites
 #: parametrize every condition, so `-k gradual` or `-k multi` selects them.

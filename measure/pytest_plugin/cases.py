@@ -53,10 +53,15 @@ def dataset_keyword(dataset: str) -> str:
 
 
 def build_cases(problems: list, conditions, point_labels, dataset: str) -> list[Case]:
-    """Every case, problem-major: a problem's cases are adjacent, references first."""
+    """Every case, problem-major: a problem's cases are adjacent, references first. A strategy that
+    needs a chain (A -> B -> C) has no case on a problem without one: there is nothing to measure."""
+    from measure.conditions import CHAIN_CONDITIONS
+
     cases, dataset = [], dataset_keyword(dataset)
     for problem in problems:
         for condition in conditions:
+            if condition in CHAIN_CONDITIONS and getattr(problem, "chain", None) is None:
+                continue
             points = ["-"] if condition in REFERENCE_RUNS else list(point_labels)
             for point in points:
                 cases.append(Case(problem.id, condition, point, problem.variation_type, dataset, problem.kind))
