@@ -85,6 +85,25 @@ def _since_last(record: dict, result: cal.PointCalibration, folds: dict[str, int
     return cal.event_latency(curves[event.curve], fit.window, fit.threshold)
 
 
+def _since_last_false_events(runs, result: cal.PointCalibration, folds: dict[str, int], event: cal.EventSpec,
+                             scheduled: list[dict]) -> dict:
+    """The since-last rule on held-out controls: each control run's curve cut where the strategies
+    at this point had their last update (every offset from t0 that occurs), scored with the fit its
+    problem is scored with. Measured, not only bounded by the from-first rate: how often the
+    latency counted from a last update fires where nothing about the problem changed."""
+    offsets = sorted({last_update_t(record) - int(record["t0"]) for record in scheduled})
+    hits = []
+    for run in runs:
+        if run.control_kind not in cal.CONTROL_CONDITIONS:
+            continue
+        fit = result.fits[1 - folds[run.problem_id]]
+        for offset in offsets:
+            hits.append(not cal.event_latency(run.curves[event.curve][offset:], fit.window, fit.threshold).censored)
+    return {"offsets": offsets, "controls": rate_ci(hits),
+            "note": ("each held-out control run counted once per offset; one run's cuts are correlated, so the "
+                     "interval is narrower than for as many independent runs")}
+
+
 def _rates(counts: dict[str, tuple[int, int]]) -> dict[str, dict]:
     return {name: rate_ci([True] * k + [False] * (n - k)) for name, (k, n) in sorted(counts.items())}
 
@@ -128,6 +147,9 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
                 "false_event_rate": _rates(rates["false"]),
                 "event_rate": _rates(rates["true"]),
             }
+            if scheduled.get(point) and result.calibrated:
+                per_point[point]["false_event_rate_since_last"] = _since_last_false_events(
+                    runs, result, folds, event, scheduled[point])
         events[event.name] = {"curve": event.curve, "windows": list(event.windows),
                               "window_alpha": cal.window_alpha(event, alpha),
                               "min_controls": cal.min_controls(alpha, len(event.windows)),

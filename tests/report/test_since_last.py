@@ -30,3 +30,9 @@ def test_latency_since_the_last_update_uses_the_fold_threshold_from_the_first():
     assert row["detection_latency_since_last"] == 3 and row["detection_latency_since_last_censored"] is False
     assert row["detection_latency"] == last - t0 + 3  # the same event counted from the first update
     assert "detection_latency_since_last" not in columns[base["key"]]  # single-update runs have no such column
+    # The since-last rule measured on held-out controls, cut at the strategies' last-update offset.
+    since = section["events"]["detection_latency"]["points"][base["point"]]["false_event_rate_since_last"]
+    controls = sum(1 for r in records if r["condition"] in ("noise", "repeat") and r["point"] == base["point"]) + 40
+    assert since["offsets"] == [last - t0] and since["controls"]["n"] == controls
+    first = section["events"]["detection_latency"]["points"][base["point"]]["false_event_rate"]["controls"]
+    assert since["controls"]["k"] <= first["k"]  # a later stretch of the same curves fires no more often
