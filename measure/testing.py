@@ -1,8 +1,14 @@
-"""Small helpers for tests of code built on measure: a hand-made problem pair."""
+"""Small helpers for tests of code built on measure: a hand-made problem pair, and the headless
+Chromium the browser tests drive."""
 
 from __future__ import annotations
 
+import os
+import shutil
+
 from measure.data.pairs import ProblemPair
+
+CHROMIUM = "/usr/bin/chromium"
 
 QUESTION_A = "Sarah has 5 apples. She buys 7 more apples. How many apples does she have now?"
 QUESTION_B = "Sarah has 7 apples. She buys 7 more apples. How many apples does she have now?"
@@ -22,3 +28,17 @@ def example_pair(question_b: str | None = None, pair_id: str = "p1") -> ProblemP
         noise="The weather is sunny today and the birds sing in the tall green trees near the river.",
         metadata={},
     )
+
+
+def chromium_or_fail() -> str:
+    """The headless Chromium binary; a failed test naming the install command when there is none
+    (a skip only when MEASURE_SKIP_BROWSER=1 asks for one)."""
+    import pytest
+
+    if os.environ.get("MEASURE_SKIP_BROWSER") == "1":
+        pytest.skip("MEASURE_SKIP_BROWSER=1")
+    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
+    if not path:
+        pytest.fail(f"headless Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` "
+                    "(or set MEASURE_SKIP_BROWSER=1 to skip the browser tests)", pytrace=False)
+    return path

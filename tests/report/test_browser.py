@@ -23,21 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from measure import testing
+from measure.testing import chromium_or_fail
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE_LINE = re.compile(r"(?:CONSOLE[:(]|Uncaught)")
-
-
-def chromium_or_fail() -> str:
-    if os.environ.get("MEASURE_SKIP_BROWSER") == "1":
-        pytest.skip("MEASURE_SKIP_BROWSER=1")
-    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
-    if not path:
-        pytest.fail(f"headless Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` "
-                    "(or set MEASURE_SKIP_BROWSER=1 to skip the browser test)", pytrace=False)
-    return path
 
 
 def run_chromium(binary: str, page: Path, profile: Path, *extra: str, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -61,7 +53,7 @@ def chromium():
 
 def test_missing_chromium_fails_with_instructions(monkeypatch):
     monkeypatch.delenv("MEASURE_SKIP_BROWSER", raising=False)
-    monkeypatch.setattr(__import__(__name__), "CHROMIUM", "/nonexistent/chromium", raising=False)
+    monkeypatch.setattr(testing, "CHROMIUM", "/nonexistent/chromium")
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
         chromium_or_fail()

@@ -26,23 +26,14 @@ from pathlib import Path
 
 import pytest
 
+from measure.testing import chromium_or_fail
+
 pytestmark = [pytest.mark.browser, pytest.mark.model]
 
-CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 LANES_WITH_TOKENS = ("[...document.querySelectorAll('.lane')]"
                      ".filter((lane) => Number(lane.dataset.tokens || 0) > 0).length")
-
-
-def chromium_or_fail() -> str:
-    if os.environ.get("MEASURE_SKIP_BROWSER") == "1":
-        pytest.skip("MEASURE_SKIP_BROWSER=1")
-    path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
-    if not path:
-        pytest.fail(f"headless Chromium not found at {CHROMIUM}: run `apt-get install -y chromium` "
-                    "(or set MEASURE_SKIP_BROWSER=1 to skip the browser tests)", pytrace=False)
-    return path
 
 
 @pytest.fixture(scope="module")
