@@ -49,18 +49,26 @@ def max_diff(captured: dict[int, torch.Tensor], reference: tuple[torch.Tensor, .
     return max(diffs)
 
 
+def three_routes(sdpa, eager, n_query: int, **kwargs):
+    """One forward three ways, without a cache: eager with its attention probabilities, sdpa
+    alone, and sdpa inside a capture. Returns (eager output, plain output, captured output,
+    captured probabilities by layer)."""
+    with torch.no_grad():
+        reference = eager(**kwargs, output_attentions=True)
+        plain = sdpa(**kwargs)
+        with AttentionCapture(sdpa, n_query=n_query) as capture:
+            inside = sdpa(**kwargs)
+    return reference, plain, inside, capture.probabilities()
+
+
 @pytest.mark.parametrize("family", TINY_FAMILIES)
 @pytest.mark.parametrize("batch", [1, 3], ids=["single", "padded"])
 def test_matches_eager_without_cache(family, batch):
     sdpa, eager, tokenizer = models(family)
     ids, mask, positions = batch_inputs(tokenizer, batch, length=14, pad=5)
-    kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=positions)
-    with torch.no_grad():
-        reference = eager(**kwargs, output_attentions=True)
-        plain = sdpa(**kwargs)
-        with AttentionCapture(sdpa, n_query=N_QUERY) as capture:
-            inside = sdpa(**kwargs)
-    diff = max_diff(capture.probabilities(), reference.attentions, N_QUERY)
+    reference, plain, inside, probabilities = three_routes(sdpa, eager, N_QUERY, input_ids=ids, attention_mask=mask,
+                                                           position_ids=positions)
+    diff = max_diff(probabilities, reference.attentions, N_QUERY)
     assert diff < TOL, f"{family} batch={batch}: probabilities max |diff| {diff:.2e} vs eager"
     logits_diff = (inside.logits - plain.logits).abs().max().item()
     assert logits_diff < TOL, f"{family}: logits inside the capture differ from sdpa by {logits_diff:.2e}"

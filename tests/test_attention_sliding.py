@@ -9,6 +9,7 @@ import functools
 
 import pytest
 import torch
+from test_attention import three_routes  # eager, plain sdpa and captured sdpa, one forward each
 
 from measure import cache as kv
 from measure import compat
@@ -45,13 +46,8 @@ def check(family, captured, reference, inside, plain, n_query):
 def test_capture_matches_eager_past_the_window(family, batch):
     sdpa, eager = models(family)
     ids, mask, positions = inputs(batch, 24, pad=5)
-    kwargs = dict(input_ids=ids, attention_mask=mask, position_ids=positions)
-    with torch.no_grad():
-        reference = eager(**kwargs, output_attentions=True)
-        plain = sdpa(**kwargs)
-        with AttentionCapture(sdpa, n_query=N_QUERY) as capture:
-            inside = sdpa(**kwargs)
-    probs = capture.probabilities()
+    reference, plain, inside, probs = three_routes(sdpa, eager, N_QUERY, input_ids=ids, attention_mask=mask,
+                                                   position_ids=positions)
     check(family, probs, reference.attentions, inside, plain, N_QUERY)
     sliding = [i for i, kind in enumerate(kv.layer_types(sdpa.config)) if kind == "sliding_attention"]
     # The window shows in the captured mass: the last query of a sliding layer puts none on keys

@@ -43,13 +43,18 @@ def curves_svg(result: dict) -> str | None:
             if curve:
                 ax.plot(range(1, len(curve) + 1), [math.nan if v is None else v for v in curve],
                         color=_color(m), label=label, linewidth=1.4)
-        ax.set_title(f"{cell['condition']} @ {cell['point']}", fontsize=9)
-        ax.set_xlabel("tokens after the change", fontsize=8)
-        ax.set_ylabel("KL(run || matched)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if index == 0:
-            ax.legend(fontsize=7)
+        _label_panel(ax, cell, index, "tokens after the change", "KL(run || matched)")
     return _svg(fig)
+
+
+def _label_panel(ax, cell: dict, index: int, xlabel: str, ylabel: str) -> None:
+    """Title a condition x point panel, label its axes; the first panel carries the legend."""
+    ax.set_title(f"{cell['condition']} @ {cell['point']}", fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if index == 0:
+        ax.legend(fontsize=7)
 
 
 def gap_svg(result: dict) -> str | None:
@@ -96,12 +101,7 @@ def attention_depth_svg(result: dict) -> str | None:
             if profile:
                 ax.plot(profile["depth"], profile["mass"], "-o", color=_color(m), markersize=2.5, linewidth=1.2,
                         label=label)
-        ax.set_title(f"{cell['condition']} @ {cell['point']}", fontsize=9)
-        ax.set_xlabel("relative layer depth", fontsize=8)
-        ax.set_ylabel("mass onto inserted text", fontsize=8)
-        ax.tick_params(labelsize=7)
-        if index == 0:
-            ax.legend(fontsize=7)
+        _label_panel(ax, cell, index, "relative layer depth", "mass onto inserted text")
     return _svg(fig)
 
 
