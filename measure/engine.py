@@ -275,8 +275,11 @@ class Engine:
         update_ids = inserted_ids(self.tokenizer, update_text)
         ignore_before_last = kv.crop_copy(ignore.cache, len(prompt_a) + t0 - 1, self.model.config)
         # B + y[:t0-1] is A + y[:t0-1] when the prompts are identical: reuse it (exact controls).
+        # Otherwise it is a prefix of the ignore run's P_oracle reference (B, then the ignore
+        # run's tokens), whose cache the ignore row kept: no second pass over B.
         oracle_before_last = (ignore_before_last if prompt_b == prompt_a
-                              else self._prefill(prompt_b + shared[:-1]))
+                              else kv.crop_copy(ignore.reference_caches["oracle"], len(prompt_b) + t0 - 1,
+                                                self.model.config))
         chain = None
         if getattr(problem, "chain", None) is not None and any(c.needs_chain for c in self.conditions):
             prompt_c = self.config.prompt.prompt_ids(self.tokenizer, problem.chain.question_c, problem.context,

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from measure.cpu_linear import LinearKernelError, use_onednn_linears
+from measure.cpu_linear import requested as requested_linear_kernel
 from measure.data import cache_dir
 from measure.embedded import EMBEDDED_MODELS, SMOLLM2, EmbeddedModelError, embedded_model, file_sha256, gguf_path
 from measure.sdpa import use_grouped_sdpa
@@ -36,6 +38,7 @@ class LoadedModel:
     weights_sha256: str  # checksum of the weight file(s) actually read, for provenance
     device: str
     dtype: str
+    linear_kernel: str = "aten"  # "onednn" when float32 CPU linears run on packed weights (measure.cpu_linear)
 
     @property
     def uses_rotary_positions(self) -> bool:
@@ -44,7 +47,7 @@ class LoadedModel:
     def info(self) -> dict:
         """The model block of a run's provenance (``run.json``, ``metrics.json``)."""
         info = {"name": self.name, "weights_sha256": self.weights_sha256, "device": self.device,
-                "dtype": self.dtype, "architecture": type(self.model).__name__,
+                "dtype": self.dtype, "architecture": type(self.model).__name__, "linear_kernel": self.linear_kernel,
                 # Whether the tokenizer has a chat template decides the prompt style (measure.prompts).
                 "chat_template": bool(getattr(self.tokenizer, "chat_template", None))}
         if self.name in EMBEDDED_MODELS:
@@ -128,12 +131,17 @@ def load_model(
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     check_device(device)
+    try:
+        requested_linear_kernel()
+    except LinearKernelError as error:
+        raise ModelLoadError(str(error)) from None
     if name.startswith("tiny:"):
         from measure.tiny import tiny_model
 
         model, tokenizer = tiny_model(name.split(":", 1)[1], attn_implementation=attn_implementation)
         use_grouped_sdpa(model)
-        return LoadedModel(model.to(device=device, dtype=DTYPES[dtype]), tokenizer, name, "random", device, dtype)
+        model.to(device=device, dtype=DTYPES[dtype])
+        return LoadedModel(model, tokenizer, name, "random", device, dtype, use_onednn_linears(model))
 
     check_model_path(name)
     if name in EMBEDDED_MODELS:
@@ -178,7 +186,7 @@ def load_model(
     model.to(device)
     model.eval()
     use_grouped_sdpa(model)
-    return LoadedModel(model, tokenizer, name, sha, device, dtype)
+    return LoadedModel(model, tokenizer, name, sha, device, dtype, use_onednn_linears(model))
 
 
 GGUF_MAGIC = b"GGUF"

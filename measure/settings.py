@@ -256,6 +256,7 @@ def validate(settings: RunSettings) -> None:
 def check_model_source(model: str) -> None:
     """A model path that does not exist, or a .gguf that is not one, fails here, before the data
     loads; the GGUF cache folder must be usable when the model goes through it."""
+    from measure.cpu_linear import LinearKernelError, requested
     from measure.data import CACHE_DIR_ENV, cache_dir
     from measure.model import ModelLoadError, check_model_path
 
@@ -263,6 +264,10 @@ def check_model_source(model: str) -> None:
         check_model_path(model)
     except ModelLoadError as error:
         raise SettingsError(f"--model {model}: {error}") from None
+    try:
+        requested()
+    except LinearKernelError as error:
+        raise SettingsError(str(error)) from None
     if model.startswith("embedded:") or model.endswith(".gguf"):
         cache = cache_dir()
         what = f"${CACHE_DIR_ENV}" if os.environ.get(CACHE_DIR_ENV) else "the cache folder"

@@ -18,8 +18,10 @@ def test_a_saved_local_folder_loads_with_the_same_weights(tmp_path):
     tokenizer.save_pretrained(tmp_path / "qwen")
     loaded = load_model(str(tmp_path / "qwen"))
     ids = tokenizer("Sarah has 5 apples.", return_tensors="pt").input_ids
-    np.testing.assert_allclose(loaded.model(ids).logits.detach().numpy(), model(ids).logits.detach().numpy(),
-                               atol=1e-6)
+    # The loaded model's linear layers run on oneDNN (measure.cpu_linear): float32 round-off apart.
+    expected = model(ids).logits.detach().numpy()
+    np.testing.assert_allclose(loaded.model(ids).logits.detach().numpy(), expected,
+                               atol=1e-5 * float(np.abs(expected).max()))
     assert len(loaded.weights_sha256) == 64
     assert loaded.tokenizer.padding_side == "left"
 

@@ -133,6 +133,8 @@ CASES = [
          files={"a-file": "x"}, env={"MEASURE_CACHE_DIR": "{tmp}/a-file/cache"}),
     Case("env-cache-is-a-file", ["run", "--out", "{tmp}/out"], "is a file, not a folder",
          files={"a-file": "x"}, env={"MEASURE_CACHE_DIR": "{tmp}/a-file"}),
+    Case("env-cpu-linear-unknown", [*RUN], "$MEASURE_CPU_LINEAR='mkl': unknown linear kernel",
+         env={"MEASURE_CPU_LINEAR": "mkl"}),
     # -- run folders
     Case("out-is-a-file", [*RUN[:-1], "{tmp}/a-file"], "a-file is not a writable folder", files={"a-file": "x"}),
     Case("out-not-a-run", [*RUN[:-1], "{tmp}/mine"], "pass --force", files={"mine/metrics.json": "{}"}),
