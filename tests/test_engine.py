@@ -243,3 +243,43 @@ def test_references_decoded_with_the_run_equal_teacher_forced_passes(loaded):
             np.testing.assert_allclose(r.kl[ref][t0:], expected["kl"], atol=1e-5, err_msg=f"{r.condition} {ref}")
             np.testing.assert_allclose(r.js[ref][t0:], expected["js"], atol=1e-5)
             np.testing.assert_allclose(r.hidden_cosine[ref][:, t0:], expected["hidden_cosine"], atol=1e-5)
+
+
+def test_long_feeds_prefilled_apart_equal_one_padded_prefill(loaded, monkeypatch):
+    """A batch where one stream feeds many tokens (an update) and the rest one token each: the
+    long feed runs first in its own forward and the batch's prefill is one position wide; tokens,
+    log-probabilities, the references' KL and the positions counted equal one prefill padded to
+    the longest feed. Past the sliding window of 8 for the windowed families."""
+    from measure import decode
+    from measure.decode import Follower
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    prompt = PromptFormat().prompt_ids(tokenizer, "A farmer had 12 cows and sold 3 of them. How many are left?")
+    _, cache = prefill(model, None, prompt)
+    update = list(range(20, 34))
+
+    def rows():
+        references = {"ignore": Follower(cache, [5]), "matched": Follower(cache, [6] + update)}
+        return [DecodeRow(cache, [5] + update, 10, references=references),
+                *(DecodeRow(cache, [token], 10, references={"ignore": Follower(cache, [5])}) for token in (6, 7, 8, 9, 10, 11))]
+
+    widths = []
+    forward = compat.forward
+
+    def counting(model, cache, **inputs):
+        widths.append(inputs["input_ids"].shape[1])
+        return forward(model, cache, **inputs)
+
+    eos, pad = {tokenizer.eos_token_id}, tokenizer.pad_token_id
+    monkeypatch.setattr(compat, "forward", counting)
+    apart = decode_rows(model, rows(), eos, pad, batch_size=32)
+    assert widths[:2] == [len(update), 1]  # the long streams' feeds but their last token, then one wide
+    widths.clear()
+    monkeypatch.setattr(decode, "_feed_long_streams_first", lambda *args, **kwargs: None)
+    padded = decode_rows(model, rows(), eos, pad, batch_size=32)
+    assert widths[0] == len(update) + 1
+    for a, b in zip(apart, padded):
+        assert a.tokens == b.tokens and a.positions_evaluated == b.positions_evaluated
+        np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=LOGPROB_TOL)
+        for name in b.references:
+            np.testing.assert_allclose(a.references[name]["kl"], b.references[name]["kl"], atol=KL_TOL)
