@@ -281,5 +281,5 @@ def test_long_feeds_prefilled_apart_equal_one_padded_prefill(loaded, monkeypatch
     for a, b in zip(apart, padded):
         assert a.tokens == b.tokens and a.positions_evaluated == b.positions_evaluated
         np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=LOGPROB_TOL)
-        for name in b.references:
-            np.testing.assert_allclose(a.references[name]["kl"], b.references[name]["kl"], atol=KL_TOL)
+        for name in b.references:  # float32 round-off relative to a KL of order 1, absolute near 0
+            np.testing.assert_allclose(a.references[name]["kl"], b.references[name]["kl"], rtol=1e-5, atol=KL_TOL)
