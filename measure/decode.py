@@ -2,7 +2,9 @@
 
 Rows may start from caches of different lengths and feed different numbers of tokens (inserted
 texts differ in length): caches are stacked with left padding, feeds right-padded and prefilled in
-one forward, then the rows decode in lockstep, each with its own attention mask and position ids,
+one forward (where a few streams feed many tokens and the rest one, those few feed all but their
+last token in a forward of their own first: ``_feed_long_streams_first``), then the rows decode
+in lockstep, each with its own attention mask and position ids,
 so padding takes no RoPE position and a batched row produces the same tokens as the row alone.
 After the prefill every row's positions are moved together at the right end of the cache axis
 (``measure.cache.close_padding_gaps``): sliding-window masks measure distances on that axis, and
