@@ -176,26 +176,33 @@ class ExperimentQueue:
 
     def _loop(self) -> None:
         while (experiment := self._next()) is not None:
+            ending = None
             try:
-                self._run(experiment)
+                ending = self._run(experiment)
             finally:
+                # The queue lets go of the experiment before its end shows: a page that sees
+                # "cancelled" or "done" then finds the model free (queue.running is None).
                 with self._condition:
                     self.current = None
+                    if ending is not None:
+                        state, message = ending
+                        experiment.state = state
+                        if message is not None:
+                            experiment.publish(message)
 
     @staticmethod
-    def _run(experiment: Experiment) -> None:
+    def _run(experiment: Experiment) -> tuple[str, dict | None] | None:
+        """Run the experiment; returns its final state and the message announcing it (None when
+        it was cancelled while it waited: its "cancelled" message is out already)."""
         if not experiment.begin():
-            return  # cancelled while it waited; its "cancelled" message is out already
+            return None
         try:
             experiment.publish({"type": "running"})
             experiment.check()
             experiment.work(experiment)
         except Cancelled as reason:
-            experiment.state = CANCELLED
-            experiment.publish({"type": "cancelled", "reason": str(reason)})
+            return CANCELLED, {"type": "cancelled", "reason": str(reason)}
         except Exception as error:  # shown on the page; the worker must survive any experiment
             log.exception("experiment %s failed", experiment.id)
-            experiment.state = FAILED
-            experiment.publish({"type": "error", "message": f"{type(error).__name__}: {error}"})
-        else:
-            experiment.state = DONE
+            return FAILED, {"type": "error", "message": f"{type(error).__name__}: {error}"}
+        return DONE, None
