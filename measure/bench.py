@@ -201,6 +201,10 @@ def print_breakdown(engine: Engine, seconds: float) -> None:
     parts["other"] = seconds - sum(parts.values())
     print("  where the time went: " + ", ".join(
         f"{name} {value:.1f} s ({value / seconds:.0%})" for name, value in sorted(parts.items(), key=lambda kv: -kv[1])))
+    rows = engine.timings.row_steps
+    if rows:
+        # What a decode step costs per row bounds the engine however its rows are batched.
+        print(f"  decode steps: {rows} row-steps, {1000 * parts.get('decode steps', 0.0) / rows:.2f} ms a row-step")
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -178,7 +178,11 @@ def merge_stages(stages: list[Decoded]) -> Decoded:
 
 
 class Timings(dict):
-    """Seconds spent per part of the work, accumulated over calls (name -> seconds)."""
+    """Seconds spent per part of the work, accumulated over calls (name -> seconds); and
+    ``row_steps``, the batch rows of every decode-step forward (finished rows riding along
+    included), so that a decode step's cost per row can be read off."""
+
+    row_steps: int = 0
 
     def add(self, name: str, since: float) -> float:
         now = time.perf_counter()
@@ -306,6 +310,7 @@ def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, tim
             logits = out.logits[:, -1]
             states = torch.stack([layer[:, -1] for layer in out.hidden_states]) if hidden else None
             started = timings.add("decode steps", started)
+            timings.row_steps += ids.shape[0]
             if capture is not None and watched:
                 # Gaps closed: a row's positions end at the right edge of the cache axis.
                 masses = span_masses(

@@ -283,3 +283,14 @@ def test_long_feeds_prefilled_apart_equal_one_padded_prefill(loaded, monkeypatch
         np.testing.assert_allclose(a.token_logprobs, b.token_logprobs, atol=LOGPROB_TOL)
         for name in b.references:  # float32 round-off relative to a KL of order 1, absolute near 0
             np.testing.assert_allclose(a.references[name]["kl"], b.references[name]["kl"], rtol=1e-5, atol=KL_TOL)
+
+
+def test_timings_count_the_rows_of_every_decode_step(loaded):
+    """measure bench divides decode time by these: 5 tokens take the prefill and 4 decode steps."""
+    from measure.decode import Timings
+
+    timings = Timings()
+    rows = [DecodeRow(None, [5, 6, 7], 5), DecodeRow(None, [8, 9], 5)]
+    decoded = decode_rows(loaded.model, rows, set(), loaded.tokenizer.pad_token_id, batch_size=4, timings=timings)
+    assert [len(d.tokens) for d in decoded] == [5, 5]
+    assert timings.row_steps == 2 * 4 and timings["decode steps"] > 0
