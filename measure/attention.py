@@ -73,10 +73,15 @@ def capture_attention_forward(
         module, query, key, value, attention_mask,
         dropout=dropout, scaling=scaling, is_causal=is_causal, position_bias=position_bias, **kwargs,
     )
-    capture = _ACTIVE.get(id(module))
+    capture = active_capture(module)
     if capture is not None:
-        capture._record(module, query, key, attention_mask, scaling, is_causal, position_bias)
+        capture.record(module, query, key, attention_mask, scaling, is_causal, position_bias)
     return output
+
+
+def active_capture(module: torch.nn.Module) -> AttentionCapture | None:
+    """The capture recording ``module`` now, or None: for other attention functions that record."""
+    return _ACTIVE.get(id(module))
 
 
 def attention_probabilities(
@@ -209,13 +214,19 @@ class AttentionCapture:
             if self._previous is not None and self.model.config._attn_implementation != self._previous:
                 self.model.set_attn_implementation(self._previous)
 
-    def _record(self, module, query, key, attention_mask, scaling, is_causal, position_bias) -> None:
+    def record(self, module, query, key, attention_mask, scaling, is_causal, position_bias) -> None:
+        """Compute and keep the probabilities of ``module``'s forward from its attention inputs."""
         with torch.no_grad():
             probs = attention_probabilities(
                 module, query.detach(), key.detach(), attention_mask, self.n_query,
                 scaling=scaling, is_causal=is_causal, position_bias=position_bias,
             )
         self._probs[module.layer_idx] = probs
+
+    def keep(self, module, probabilities: torch.Tensor) -> None:
+        """Keep probabilities an attention function already computed for every row of the batch:
+        (batch, heads, q_len, kv_len), softmax(Q K^T * scaling + mask) as :meth:`record` would."""
+        self._probs[module.layer_idx] = probabilities[:, :, -self.n_query:].detach()
 
     def probabilities(self) -> dict[int, torch.Tensor]:
         """{layer: (batch, heads, min(n_query, q_len), kv_len)} float32, of the latest forward.

@@ -5,18 +5,20 @@ follower rows (its references, fed the leader's tokens) sit in the same forward,
 comparisons are made right there and only per-position numbers are kept: the chosen token's
 log-probability under each reference, KL(run || ref), JS(run, ref) and, per layer, the cosine of
 the hidden states. Full distributions never outlive the step. The arithmetic is that of
-``measure.scoring.compare`` (``kl_js_prepared`` on ``prepare``-d rows, ``cosine_similarity``), one
-row per (leader, reference) pair instead of one row per teacher-forced position.
+``measure.scoring.compare`` (``kl_js_between_rows`` on the step's ``prepare``-d rows, the same
+blocks as ``kl_js_prepared``; ``cosine_similarity``), one row per (leader, reference) pair instead
+of one row per teacher-forced position.
 
 Attention: :class:`RowAttentionCapture` records attention probabilities of selected batch rows
 only (the leaders asking for it), and :func:`span_masses` sums them over each row's token spans.
 
-Decode steps: :func:`step_attention` (entered around a whole decode) keeps grouped key/value heads
-grouped for single-query steps on CPU as well, where ``measure.sdpa.grouped_sdpa_forward`` hands
-them to transformers, which repeats every key and value head for its query heads: for a batch of
-128 SmolLM2 rows over 300 positions that copy took 112 ms per layer and step against 13 ms for
-SDPA's ``enable_gqa`` (bit-identical outputs on CPU). With many reference rows per step the copy
-would be most of a step's time.
+Decode steps: inside :func:`step_attention` (entered around a whole decode) a single-query step
+on CPU attends with ``measure.sdpa.single_query_attention``, which keeps grouped key/value heads
+grouped (transformers' own function would repeat every key and value head for its query heads:
+for 128 SmolLM2 rows over 300 positions that copy took 112 ms per layer and step) and returns the
+attention probabilities it computed, so the capture keeps them instead of computing them again.
+Recomputing them took more than the attention itself: for 126 rows of 207 positions, with a third
+of the rows watched, 2.3 ms a layer for the capture next to SDPA's 2.2, against 1.85 for both here.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import torch
 
 from measure import attention
 from measure.attention import AttentionCapture
-from measure.metrics.divergence import PreparedLogprobs, kl_js_prepared, prepare
-from measure.sdpa import grouped_sdpa_forward
+from measure.metrics.divergence import kl_js_between_rows, prepare
+from measure.sdpa import grouped_sdpa_forward, single_query_attention
 
 STEP_SDPA = "measure_step_sdpa"
 
@@ -43,13 +45,7 @@ def pair_metrics(logprobs: torch.Tensor, hidden: torch.Tensor | None, leaders: t
     (the chosen token under the reference), ``kl``, ``js`` and, with hidden states,
     ``hidden_cosine`` (layers + 1, pairs).
     """
-    rows = torch.unique(torch.cat([leaders, references]))
-    prepared = prepare(logprobs[rows])
-    where = torch.full((logprobs.shape[0],), -1, dtype=torch.long, device=logprobs.device)
-    where[rows] = torch.arange(len(rows), device=logprobs.device)
-    lead, ref = where[leaders], where[references]
-    kl, js = kl_js_prepared(PreparedLogprobs(prepared.p[lead], prepared.logp[lead], (len(leaders),)),
-                            PreparedLogprobs(prepared.p[ref], prepared.logp[ref], (len(leaders),)))
+    kl, js = kl_js_between_rows(prepare(logprobs), leaders, references)
     result = {"logprob": logprobs[references, tokens], "kl": kl, "js": js}
     if hidden is not None:
         result["hidden_cosine"] = torch.nn.functional.cosine_similarity(
@@ -59,20 +55,20 @@ def pair_metrics(logprobs: torch.Tensor, hidden: torch.Tensor | None, leaders: t
 
 def step_sdpa_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None,
                       position_bias=None, **kwargs):
-    """``grouped_sdpa_forward`` with single-query CPU steps kept grouped too; records attention for
-    an active :class:`~measure.attention.AttentionCapture` of the module as its own function does."""
-    if (query.device.type == "cpu" and query.shape[2] == 1 and getattr(module, "num_key_value_groups", 1) > 1
+    """``grouped_sdpa_forward``, with single-query CPU steps on ``single_query_attention``; records
+    attention for an active :class:`~measure.attention.AttentionCapture` of the module."""
+    capture = attention.active_capture(module)
+    if (query.device.type == "cpu" and query.shape[2] == 1 and query.shape[1] % key.shape[1] == 0
             and position_bias is None and dropout == 0.0 and kwargs.get("softcap") is None
             and kwargs.get("s_aux") is None and key.shape[-1] == value.shape[-1]):
-        output = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, scale=scaling, enable_gqa=True)
-        result = output.transpose(1, 2).contiguous(), None
-    else:
-        result = grouped_sdpa_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, position_bias=position_bias, **kwargs)
-    capture = attention._ACTIVE.get(id(module))
+        output, probabilities = single_query_attention(query, key, value, attention_mask, scaling)
+        if capture is not None:
+            capture.keep(module, probabilities)
+        return output, None
+    result = grouped_sdpa_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  is_causal=is_causal, position_bias=position_bias, **kwargs)
     if capture is not None:
-        capture._record(module, query, key, attention_mask, scaling, is_causal, position_bias)
+        capture.record(module, query, key, attention_mask, scaling, is_causal, position_bias)
     return result
 
 
@@ -115,12 +111,15 @@ class RowAttentionCapture(AttentionCapture):
 
     rows: torch.Tensor | None = None
 
-    def _record(self, module, query, key, attention_mask, *args, **kwargs) -> None:
+    def record(self, module, query, key, attention_mask, *args, **kwargs) -> None:
         if self.rows is not None:
             query, key = query[self.rows], key[self.rows]
             if attention_mask is not None and attention_mask.shape[0] > 1:
                 attention_mask = attention_mask[self.rows]
-        super()._record(module, query, key, attention_mask, *args, **kwargs)
+        super().record(module, query, key, attention_mask, *args, **kwargs)
+
+    def keep(self, module, probabilities: torch.Tensor) -> None:
+        super().keep(module, probabilities if self.rows is None else probabilities[self.rows])
 
 
 def span_masses(probabilities: Mapping[int, torch.Tensor], query: Sequence[int], spans: Sequence[dict],

@@ -14,6 +14,7 @@ from measure.metrics.divergence import (
     js_divergence,
     kl_and_js,
     kl_divergence,
+    kl_js_between_rows,
     kl_js_prepared,
     log_ratio,
     prepare,
@@ -159,6 +160,20 @@ def test_fused_compare_matches_reference_definition(vocab):
     kl, js = kl_js_prepared(prepared, prepare(run.clone()))
     assert torch.all(kl == 0)
     assert torch.all(js <= 1e-7)
+
+
+@pytest.mark.parametrize("vocab", [7, 50_000])
+def test_rows_compared_in_place_equal_the_gathered_comparison(vocab):
+    """kl_js_between_rows (a decode step's pairs, gathered block by block) gives bit for bit what
+    kl_js_prepared gives on the pairs' rows gathered up front, including a row paired with itself."""
+    g = torch.Generator().manual_seed(1)
+    logprobs = _random_logprobs(g, 9, vocab, 3.0, 0.1)
+    run_rows, ref_rows = torch.tensor([0, 0, 0, 4, 4, 8, 2]), torch.tensor([1, 2, 0, 5, 7, 3, 2])
+    prepared = prepare(logprobs)
+    kl, js = kl_js_between_rows(prepared, run_rows, ref_rows)
+    kl_gathered, js_gathered = kl_js_prepared(prepare(logprobs[run_rows]), prepare(logprobs[ref_rows]))
+    assert torch.equal(kl, kl_gathered) and torch.equal(js, js_gathered)
+    assert kl[2] == 0 and kl[6] == 0 and kl[0] > 0
 
 
 def test_fused_compare_zero_probability_conventions():
