@@ -281,9 +281,16 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._key_buffer = self._key_buffer.index_select(0, indices)
-        self._value_buffer = self._value_buffer.index_select(0, indices)
+        # Copy the filled positions only: the free room of the buffers holds nothing yet, and
+        # copying it doubled the cost of dropping finished rows (most of "batch upkeep").
+        self._key_buffer = self._selected(self._key_buffer, indices)
+        self._value_buffer = self._selected(self._value_buffer, indices)
         self._expose()
+
+    def _selected(self, buffer: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        kept = buffer.new_empty(len(indices), *buffer.shape[1:])
+        torch.index_select(buffer[:, :, :self._length], 0, indices, out=kept[:, :, :self._length])
+        return kept
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:

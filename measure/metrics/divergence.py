@@ -109,44 +109,58 @@ def kl_js_prepared(run: PreparedLogprobs, ref: PreparedLogprobs, *, kl: bool = T
     """``(KL(run || ref), JS(run, ref))`` per row, each ``(...)``, or None when not asked for.
 
     Same results as ``kl_divergence`` and ``js_divergence`` (``ref.logp`` is log q clamped at
-    the KL's floor: ``LOG_FLOOR`` from ``prepare``), in a few passes over each block of rows and
-    no masks.
+    the KL's floor: ``LOG_FLOOR`` from ``prepare``), in a few passes over each cache-sized block of
+    rows and no masks.
     """
-    kl_out, js_out = _kl_js_blocks(run.p, run.logp, ref.p, ref.logp, None, None, kl, js)
-    return (kl_out.reshape(run.shape) if kl else None, js_out.reshape(run.shape) if js else None)
+    torch = sys.modules["torch"]
+    a = run.logp
+    kl_out = torch.empty(a.shape[0], dtype=a.dtype, device=a.device) if kl else None
+    js_out = torch.empty(a.shape[0], dtype=a.dtype, device=a.device) if js else None
+    for rows in _row_blocks(a.shape[0], a.shape[-1], a.device):
+        _kl_js_block(run.p[rows], a[rows], ref.p[rows] if js else None, ref.logp[rows], kl_out, js_out, rows)
+    return (kl_out.clamp_min_(0.0).reshape(run.shape) if kl else None,
+            js_out.clamp_(0.0, LN2).reshape(run.shape) if js else None)
 
 
 def kl_js_between_rows(prepared: PreparedLogprobs, run_rows, ref_rows, *, kl: bool = True, js: bool = True):
     """``kl_js_prepared`` of rows ``run_rows[i]`` against rows ``ref_rows[i]`` of one prepared
-    ``(rows, vocab)`` set, each result ``(pairs,)``. The rows are gathered one cache-sized block of
-    pairs at a time: gathering every pair's rows up front would stream two ``(pairs, vocab)``
-    copies through memory (for 120 rows of a 49k vocabulary, 3 ms a gather, five a decode step)."""
-    return _kl_js_blocks(prepared.p, prepared.logp, prepared.p, prepared.logp, run_rows, ref_rows, kl, js)
-
-
-def _kl_js_blocks(p, a, q, b, run_rows, ref_rows, kl: bool, js: bool):
-    """KL and JS of rows of (p, a = log p) against rows of (q, b = log q), block by block; with
-    ``run_rows``/``ref_rows`` (index tensors) the i-th result compares those rows. Every difference
-    is formed elementwise before its reduction: ``p.a - p.b`` would cancel catastrophically for the
-    tiny KLs (1e-7) of nearly equal distributions."""
+    ``(rows, vocab)`` set, each result ``(pairs,)``. Pairs that share their run row (a decode
+    step's leader and its references) are compared as one block, the run row read in place and the
+    reference rows gathered: gathering every pair's rows up front would stream two ``(pairs,
+    vocab)`` copies through memory (for 120 rows of a 49k vocabulary, 3 ms a gather, five a step).
+    """
     torch = sys.modules["torch"]
-    n = a.shape[0] if run_rows is None else len(run_rows)
-    js_out = torch.empty(n, dtype=a.dtype, device=a.device) if js else None
+    p, a = prepared.p, prepared.logp
+    n = len(run_rows)
     kl_out = torch.empty(n, dtype=a.dtype, device=a.device) if kl else None
-    for rows in _row_blocks(n, a.shape[-1], a.device):
-        here = rows if run_rows is None else run_rows[rows]
-        there = rows if ref_rows is None else ref_rows[rows]
-        p_, a_, b_ = p[here], a[here], b[there]
-        if kl:
-            # Where p == 0 the clamped a_ and b_ are finite, so p * d is 0 (the PreparedLogprobs docstring).
-            kl_out[rows] = _rowdot(p_, a_ - b_)
-        if js:
-            q_ = q[there]
-            # log m, m = (p + q) / 2. Where p > 0, m >= p / 2 and log m >= log p - ln 2 is far above
-            # LOG_FLOOR, so the clamp only turns log 0 = -inf (p == q == 0) into a finite value.
-            logm = torch.add(p_, q_).mul_(0.5).log_().clamp_min_(LOG_FLOOR)
-            js_out[rows] = 0.5 * (_rowdot(p_, a_ - logm) + _rowdot(q_, b_ - logm))
+    js_out = torch.empty(n, dtype=a.dtype, device=a.device) if js else None
+    runs = run_rows.tolist()
+    start = 0
+    while start < n:
+        end = start + 1
+        while end < n and runs[end] == runs[start]:
+            end += 1
+        row, there = runs[start], ref_rows[start:end]
+        _kl_js_block(p[row:row + 1], a[row:row + 1], p[there] if js else None, a[there],
+                     kl_out, js_out, slice(start, end))
+        start = end
     return (kl_out.clamp_min_(0.0) if kl else None, js_out.clamp_(0.0, LN2) if js else None)
+
+
+def _kl_js_block(p_, a_, q_, b_, kl_out, js_out, rows) -> None:
+    """Write KL(p || q) and JS(p, q) of one block of rows into ``kl_out[rows]``/``js_out[rows]``
+    (either None: not asked for); ``p_``/``a_`` may be one row, broadcast against ``q_``/``b_``.
+    Every difference is formed elementwise before its reduction: ``p.a - p.b`` would cancel
+    catastrophically for the tiny KLs (1e-7) of nearly equal distributions."""
+    torch = sys.modules["torch"]
+    if kl_out is not None:
+        # Where p == 0 the clamped a_ and b_ are finite, so p * d is 0 (the PreparedLogprobs docstring).
+        kl_out[rows] = _rowdot(p_, a_ - b_)
+    if js_out is not None:
+        # log m, m = (p + q) / 2. Where p > 0, m >= p / 2 and log m >= log p - ln 2 is far above
+        # LOG_FLOOR, so the clamp only turns log 0 = -inf (p == q == 0) into a finite value.
+        logm = torch.add(p_, q_).mul_(0.5).log_().clamp_min_(LOG_FLOOR)
+        js_out[rows] = 0.5 * (_rowdot(p_, a_ - logm) + _rowdot(q_, b_ - logm))
 
 
 def _torch_kl_js(logp, logq, log_floor: float, kl: bool, js: bool):
