@@ -204,14 +204,18 @@ def decode_rows(
     of one padded batch, a leader and its followers always sharing one.
 
     ``batch_size`` is capped by what fits in free memory (see measure.memory.batch_cap). Rows are
-    batched in order of their total length, so that a batch holds rows of similar lengths.
+    batched in order of their number of new tokens, then of their starting length, so that a
+    batch holds rows that finish together and need little padding.
     """
     timings = Timings() if timings is None else timings
     groups = [_group(index, row) for index, row in enumerate(rows)]
     if groups:
         longest = max(kv.kv_length(cache) + len(feed) + g.row.max_new_tokens for g in groups for cache, feed in g.streams)
         batch_size = min(batch_size, batch_cap(model, longest))
-    order = sorted(groups, key=lambda g: max(kv.kv_length(c) + len(f) for c, f in g.streams) + g.row.max_new_tokens)
+    # Rows of one batch decode in lockstep until the last of them finishes, so a batch holds rows
+    # of the same number of new tokens first (runs forked late take fewer: mixed with early ones
+    # they left half-empty batches for the second half of the steps), then of similar lengths.
+    order = sorted(groups, key=lambda g: (g.row.max_new_tokens, max(kv.kv_length(c) + len(f) for c, f in g.streams)))
     results: list[Decoded | None] = [None] * len(rows)
     chunk: list[_Group] = []
     for group in order:

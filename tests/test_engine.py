@@ -294,3 +294,25 @@ def test_timings_count_the_rows_of_every_decode_step(loaded):
     decoded = decode_rows(loaded.model, rows, set(), loaded.tokenizer.pad_token_id, batch_size=4, timings=timings)
     assert [len(d.tokens) for d in decoded] == [5, 5]
     assert timings.row_steps == 2 * 4 and timings["decode steps"] > 0
+
+
+def test_batches_hold_rows_that_finish_together(loaded, monkeypatch):
+    """Rows of different numbers of new tokens in one batch would leave it part-empty once the
+    short ones finish: with room for two rows per batch, the two 3-token rows share one batch and
+    the two 9-token rows the other, though their lengths would pair them the other way."""
+    from measure import decode
+
+    batches = []
+    original = decode._decode_batch
+
+    def spy(model, groups, *args):
+        batches.append(sorted(g.row.max_new_tokens for g in groups))
+        yield from original(model, groups, *args)
+
+    monkeypatch.setattr(decode, "_decode_batch", spy)
+    long = list(range(5, 15))  # by final length (13, 11, 5, 19) the batches would be [3, 9] twice
+    rows = [DecodeRow(None, long, 3), DecodeRow(None, [5, 6], 9), DecodeRow(None, [5, 7], 3),
+            DecodeRow(None, long[:-1] + [20], 9)]
+    decoded = decode_rows(loaded.model, rows, set(), loaded.tokenizer.pad_token_id, batch_size=2)
+    assert sorted(batches) == [[3, 3], [9, 9]]
+    assert [len(d.tokens) for d in decoded] == [3, 9, 3, 9]

@@ -42,7 +42,10 @@ class Experiment:
 
     _ids = itertools.count(1)
 
-    def __init__(self, work: Callable[[Experiment], None], subscribe_grace: float = 15.0):
+    def __init__(self, work: Callable[[Experiment], dict | None], subscribe_grace: float = 15.0):
+        """``work`` runs the experiment, publishing its messages as it goes, and returns the
+        message announcing its end (or None): the queue publishes that one when the experiment's
+        state turns done, so a page that reads it finds the model free."""
         self.id = f"x{next(self._ids)}"
         self.work = work
         self.state = QUEUED
@@ -199,10 +202,10 @@ class ExperimentQueue:
         try:
             experiment.publish({"type": "running"})
             experiment.check()
-            experiment.work(experiment)
+            final = experiment.work(experiment)
         except Cancelled as reason:
             return CANCELLED, {"type": "cancelled", "reason": str(reason)}
         except Exception as error:  # shown on the page; the worker must survive any experiment
             log.exception("experiment %s failed", experiment.id)
             return FAILED, {"type": "error", "message": f"{type(error).__name__}: {error}"}
-        return DONE, None
+        return DONE, final

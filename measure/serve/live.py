@@ -93,7 +93,7 @@ class LiveRun:
         return {"calibrated": True, "source": self.calibration.source, "model": self.calibration.model,
                 "alpha": self.calibration.alpha, "points": points, "note": self.calibration_note}
 
-    def __call__(self, experiment: Experiment) -> None:
+    def __call__(self, experiment: Experiment) -> dict:
         start = time.monotonic()
         pair = self.pair
         experiment.publish({
@@ -105,10 +105,11 @@ class LiveRun:
         })
         engine = Engine(self.loaded, self.config())
         (result,) = engine.run_problems([pair], listener=self.listener(experiment, start))
-        experiment.publish({"type": "done", "seconds": round(time.monotonic() - start, 3),
-                            "first_token_s": None if self.first_token is None else round(self.first_token - start, 3),
-                            "skipped": [{"point": label, "reason": reason, "condition": condition}
-                                        for label, reason, condition in result.skipped]})
+        # Returned, not published: the queue publishes it as the state turns done (measure.serve.experiments).
+        return {"type": "done", "seconds": round(time.monotonic() - start, 3),
+                "first_token_s": None if self.first_token is None else round(self.first_token - start, 3),
+                "skipped": [{"point": label, "reason": reason, "condition": condition}
+                            for label, reason, condition in result.skipped]}
 
     def listener(self, experiment: Experiment, start: float):
         """The engine listener: every event becomes page messages; a cancelled experiment raises."""

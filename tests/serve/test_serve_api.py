@@ -126,6 +126,10 @@ def test_experiment_streams_every_lane_then_the_scored_runs(client):
     messages = read_events(client, started["events"])
     types = [m["type"] for m in messages]
     assert types[:3] == ["queued", "running", "started"] and types[-1] == "done", types
+    # "done" is published as the state turns done and the queue lets go: a page acting on it at
+    # once finds the model free (the work used to publish it before the queue knew).
+    assert client.get(f"/api/experiments/{started['id']}").json()["state"] == "done"
+    assert client.get("/api/info").json()["queue"]["running"] is None
     start = messages[2]
     lanes = [lane["lane"] for lane in start["lanes"]]
     assert lanes == ["ignore@-", "oracle@-", "injection@t4", "flush@t4"]
