@@ -140,8 +140,11 @@ class Engine:
             self.eos_ids |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos])
 
     # -- decoding -----------------------------------------------------------------------------
-    def _row(self, problem_id, name, label, cache, feed, budget, offset=0, **options) -> DecodeRow:
-        generator = row_generator(self.config.seed, problem_id, name, label) if self.config.temperature > 0 else None
+    def _row(self, problem_id, name, label, cache, feed, budget, offset=0, stage=0, **options) -> DecodeRow:
+        # A run decoded in stages (a strategy resumes after each update) draws each stage from its
+        # own stream: the run's first stream again would repeat the first stage's random numbers.
+        key = (problem_id, name, label) if stage == 0 else (problem_id, name, label, f"stage{stage}")
+        generator = row_generator(self.config.seed, *key) if self.config.temperature > 0 else None
         on_token = None
         if self.listener is not None:
             listener = self.listener
@@ -371,7 +374,8 @@ class Engine:
                 spans = {"prompt": (0, len(state.prompt_ids)), "prefix": (len(state.prompt_ids), update.stream_start),
                          "inserted": (update.stream_start, end), "after": (end, end + n)}
                 rows.append(self._row(problem.id, condition.name, fork.label, previous.cache, last + update.ids, n,
-                                      offset=generated, references=references, attention_spans=self._attention(spans),
+                                      offset=generated, stage=len(stages), references=references,
+                                      attention_spans=self._attention(spans),
                                       keep_cache=bool(later), keep_logprobs=self.config.verify_recompute))
                 owners.append(index)
             if not rows:

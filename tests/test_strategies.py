@@ -165,6 +165,26 @@ def test_a_strategy_run_alone_equals_the_same_run_in_a_batch_of_all_strategies()
     assert np.max(np.abs(a.logprob_run - b.logprob_run)) < LOGPROB_TOL
 
 
+def test_sampling_continues_after_an_update_instead_of_starting_over():
+    """With temperature > 0 each stage of a strategy run must draw fresh random numbers. At a
+    temperature this high every token is about equally likely, so a stage that restarted the run's
+    random stream would repeat the tokens of the stage before it (stages of 5 tokens here); drawn
+    afresh, 5 tokens of a 400-token vocabulary coincide with probability about 1e-13."""
+    loaded = load_model("tiny:llama")
+    (result,) = run_strategies(loaded, [chained_pairs()[0]], temperature=1e6, seed=3, verify_recompute=False,
+                               conditions=("ignore", "oracle", "gradual"))
+    (run,) = strategy_runs([result])
+    starts = [u["t"] for u in run.schedule if u["delivered"]]
+    assert len(starts) == 3
+    stages = [run.generated_ids[a:b] for a, b in zip(starts, starts[1:])]
+    assert all(len(stage) == 5 for stage in stages)
+    assert stages[0] != stages[1]
+    # And still reproducible: the same seed gives the same tokens.
+    (again,) = run_strategies(loaded, [chained_pairs()[0]], temperature=1e6, seed=3, verify_recompute=False,
+                              conditions=("ignore", "oracle", "gradual"))
+    assert strategy_runs([again])[0].generated_ids == run.generated_ids
+
+
 # -- records --------------------------------------------------------------------------------------
 def test_records_carry_the_schedule_and_metrics_since_the_last_update():
     loaded = load_model("tiny:llama")
