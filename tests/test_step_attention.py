@@ -75,6 +75,30 @@ def test_step_capture_matches_eager_and_takes_the_single_query_path(family, monk
     assert probabilities[0][1, :, 0, :5].abs().max().item() == 0.0  # left padding gets no mass
 
 
+def test_half_precision_steps_stay_on_sdpa(monkeypatch):
+    """Two plain bfloat16 products would round where SDPA accumulates in float32: bfloat16 steps keep
+    SDPA (grouped heads), and the capture computes their probabilities in float32 as before."""
+    calls = []
+    monkeypatch.setattr(step_metrics, "single_query_attention", lambda *args: calls.append(args))
+    sdpa, eager = (model.to(torch.bfloat16) for model in (tiny_model("llama", attn_implementation=name)[0]
+                                                         for name in ("sdpa", "eager")))
+    ids, mask, positions, prefill = step_inputs()
+    with torch.no_grad():
+        cache, step = one_step(eager, ids, mask, positions, prefill, output_attentions=True)
+        reference = compat.forward(eager, cache, **step)
+        cache, step = one_step(sdpa, ids, mask, positions, prefill)
+        capture = RowAttentionCapture(sdpa, n_query=1, name="measure_step_capture")
+        with step_attention(sdpa, capture):
+            capture.rows = torch.tensor([0, 1])
+            compat.forward(sdpa, cache, **step)
+            probabilities = capture.probabilities()
+    assert calls == []
+    assert probabilities[0].dtype == torch.float32
+    diff = max((probabilities[layer] - reference.attentions[layer][:2, :, -1:].float()).abs().max().item()
+               for layer in probabilities)
+    assert diff < 2e-2, f"bfloat16 step probabilities max |diff| {diff:.2e} vs eager"  # bfloat16 keeps 8 bits
+
+
 def test_single_query_attention_equals_sdpa_with_either_mask_form():
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(4, 6, 1, 16, generator=generator)
