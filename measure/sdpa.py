@@ -1,7 +1,7 @@
 """PyTorch SDPA that keeps grouped key/value heads grouped on CPU.
 
-For a masked forward of several query positions (a padded prefill, a teacher-forced scoring
-pass) transformers' ``sdpa_attention_forward`` repeats every key/value head for its query heads
+For a masked forward (a padded prefill, a teacher-forced scoring pass, a decode step of a padded
+batch) transformers' ``sdpa_attention_forward`` repeats every key/value head for its query heads
 before calling SDPA, copying the whole (cache-extended) key and value tensors three times over
 for SmolLM2 in every layer: on CPU that copy costs more than the attention itself. PyTorch's
 ``enable_gqa`` computes the same result (bit-identical on CPU) without the copy. On CUDA a mask
@@ -46,8 +46,8 @@ def grouped_sdpa_forward(
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if (query.device.type == "cpu" and getattr(module, "num_key_value_groups", 1) > 1
-            and attention_mask is not None and query.shape[2] > 1 and position_bias is None
-            and kwargs.get("softcap") is None and key.shape[-1] == value.shape[-1]):
+            and attention_mask is not None and position_bias is None and kwargs.get("softcap") is None
+            and kwargs.get("s_aux") is None and key.shape[-1] == value.shape[-1]):
         output = torch.nn.functional.scaled_dot_product_attention(
             query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True)
         return output.transpose(1, 2).contiguous(), None

@@ -14,11 +14,12 @@ only (the leaders asking for it), and :func:`span_masses` sums them over each ro
 
 Decode steps: inside :func:`step_attention` (entered around a whole decode) a float32
 single-query step on CPU attends with ``measure.sdpa.single_query_attention``, which keeps
-grouped key/value heads grouped (transformers' own function would repeat every key and value head for its query heads:
-for 128 SmolLM2 rows over 300 positions that copy took 112 ms per layer and step) and returns the
-attention probabilities it computed, so the capture keeps them instead of computing them again.
-Recomputing them took more than the attention itself: for 126 rows of 207 positions, with a third
-of the rows watched, 2.3 ms a layer for the capture next to SDPA's 2.2, against 1.85 for both here.
+grouped key/value heads grouped (transformers' own function would repeat every key and value
+head for its query heads: for 128 SmolLM2 rows over 300 positions that copy took 112 ms per
+layer and step) and returns the attention probabilities it computed, so the capture keeps them
+instead of computing them again. Recomputing them took more than the attention itself: for 126
+rows of 207 positions, with a third of the rows watched, 2.3 ms a layer for the capture next to
+SDPA's 2.2, against 1.85 for both here.
 """
 
 from __future__ import annotations
@@ -55,26 +56,19 @@ def pair_metrics(logprobs: torch.Tensor, hidden: torch.Tensor | None, leaders: t
 
 def step_sdpa_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, is_causal=None,
                       position_bias=None, **kwargs):
-    """``grouped_sdpa_forward``, with single-query CPU steps on ``single_query_attention`` (float32)
-    or SDPA with grouped heads (other dtypes: SDPA accumulates half precision in float32, two plain
-    products would not); records attention for an active
-    :class:`~measure.attention.AttentionCapture` of the module."""
+    """``grouped_sdpa_forward``, with float32 single-query CPU steps on ``single_query_attention``
+    (half precision stays on SDPA, which accumulates in float32 where two plain products would
+    not); records attention for an active :class:`~measure.attention.AttentionCapture` of the module."""
     capture = attention.active_capture(module)
-    single_query = (query.device.type == "cpu" and query.shape[2] == 1 and query.shape[1] % key.shape[1] == 0
-                    and position_bias is None and dropout == 0.0 and kwargs.get("softcap") is None
-                    and kwargs.get("s_aux") is None and key.shape[-1] == value.shape[-1])
-    if single_query and query.dtype == torch.float32:
+    if (query.device.type == "cpu" and query.dtype == torch.float32 and query.shape[2] == 1
+            and query.shape[1] % key.shape[1] == 0 and position_bias is None and dropout == 0.0
+            and kwargs.get("softcap") is None and kwargs.get("s_aux") is None and key.shape[-1] == value.shape[-1]):
         output, probabilities = single_query_attention(query, key, value, attention_mask, scaling)
         if capture is not None:
             capture.keep(module, probabilities)
         return output, None
-    if single_query:
-        output = torch.nn.functional.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, scale=scaling, enable_gqa=True)
-        result = output.transpose(1, 2).contiguous(), None
-    else:
-        result = grouped_sdpa_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, position_bias=position_bias, **kwargs)
+    result = grouped_sdpa_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  is_causal=is_causal, position_bias=position_bias, **kwargs)
     if capture is not None:
         capture.record(module, query, key, attention_mask, scaling, is_causal, position_bias)
     return result
