@@ -4,6 +4,7 @@ run folder with a real calibration (the committed baseline's ``metrics.json``)."
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -12,11 +13,15 @@ try:
 except ImportError as missing:  # pragma: no cover - a setup without the serve extras
     raise ImportError(f"tests/serve need the serve extras ({missing}): pip install -e '.[serve,serve-test]'") from None
 
-from serve_helpers import BASELINE, CALIBRATION_ID
+from serve_helpers import BASELINE, CALIBRATION_ID, HELD_TOKENS
 
+from measure.events import TokenEvent
 from measure.model import load_model
 from measure.serve import app as app_module
 from measure.serve.app import create_app
+from measure.serve.live import LiveRun
+
+HOLD_SECONDS = 60.0
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +65,34 @@ def make_client(tiny_loaded, runs_root, fast_streams):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+@pytest.fixture
+def held_long_experiments(monkeypatch):
+    """Experiments of ``HELD_TOKENS`` tokens stop after their first token until they are cancelled.
+
+    Why: the cancellation tests need an experiment still running when the page cancels it or
+    goes away. On a tiny model 256 tokens take well under a second, so "long" alone made them
+    races (CI saw one finish before the closed stream was noticed). Held, the engine waits at
+    a token event, checking for cancellation as it does at every event, so cancelling from
+    the page, closing the stream or nobody subscribing ends it through the real path.
+    """
+    listener = LiveRun.listener
+
+    def held_listener(self, experiment, start):
+        listen = listener(self, experiment, start)
+        if self.spec.max_new_tokens != HELD_TOKENS:
+            return listen
+
+        def hold(event) -> None:
+            listen(event)
+            if isinstance(event, TokenEvent):
+                deadline = time.monotonic() + HOLD_SECONDS
+                while time.monotonic() < deadline:
+                    experiment.check()  # raises Cancelled once the experiment is cancelled
+                    time.sleep(0.01)
+                raise AssertionError(f"a held experiment was not cancelled within {HOLD_SECONDS:g} s")
+
+        return hold
+
+    monkeypatch.setattr(LiveRun, "listener", held_listener)

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "reports" / "baselines" / "smollm2"
 CALIBRATION_ID = "calibrated"
+HELD_TOKENS = 256  # experiments asking for this many tokens are held by the `held_long_experiments` fixture
 
 
 def read_events(client, url: str, until=lambda message, seen: message["type"] in ("done", "cancelled", "error"),

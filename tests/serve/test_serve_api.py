@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import pytest
-from serve_helpers import CALIBRATION_ID, read_events
+from serve_helpers import CALIBRATION_ID, HELD_TOKENS, read_events
 
 from measure.calibration import event_latency
 from measure.metrics.attribution import LABELS
@@ -213,11 +213,12 @@ def test_script_in_every_text_field_stays_data(client):
 
 
 # -- queueing and cancellation ----------------------------------------------------------------
-LONG = {**CUSTOM, "max_new_tokens": 256, "points": "0.5", "conditions": ["ignore", "oracle", "injection", "flush",
+# Held at its first token until cancelled (the `held_long_experiments` fixture).
+LONG = {**CUSTOM, "max_new_tokens": HELD_TOKENS, "points": "0.5", "conditions": ["ignore", "oracle", "injection", "flush",
                                                                          "partial", "noise", "repeat"]}
 
 
-def test_second_request_queues_third_is_refused_and_cancel_lets_the_queue_move(make_client):
+def test_second_request_queues_third_is_refused_and_cancel_lets_the_queue_move(make_client, held_long_experiments):
     client = make_client(max_waiting=1, subscribe_grace=60)
     first = submit(client, LONG)
     second = submit(client, CUSTOM)
@@ -236,7 +237,7 @@ def test_second_request_queues_third_is_refused_and_cancel_lets_the_queue_move(m
     assert messages[-1]["type"] == "done"
 
 
-def test_closing_the_stream_cancels_the_running_experiment(client):
+def test_closing_the_stream_cancels_the_running_experiment(client, held_long_experiments):
     answer = submit(client, LONG)
     tokens = read_events(client, answer["events"], until=lambda m, _: m["type"] == "token")
     assert tokens[-1]["type"] == "token"  # the stream is now closed by the reader, as a closed tab
@@ -245,20 +246,20 @@ def test_closing_the_stream_cancels_the_running_experiment(client):
     assert client.get("/api/info").json()["queue"]["running"] is None
 
 
-def test_an_experiment_nobody_listens_to_is_cancelled(make_client):
+def test_an_experiment_nobody_listens_to_is_cancelled(make_client, held_long_experiments):
     client = make_client(subscribe_grace=0.2)
     answer = submit(client, LONG)
     ended = wait_for_state(client, answer["id"], ("cancelled", "done"))
     assert ended["state"] == "cancelled" and "no page subscribed" in ended["reason"]
 
 
-def test_cancelling_a_queued_experiment_ends_it_at_once(make_client):
+def test_cancelling_a_queued_experiment_ends_it_at_once(make_client, held_long_experiments):
     client = make_client(subscribe_grace=60)
     first, second = submit(client, LONG), submit(client, CUSTOM)
     client.post(f"/api/experiments/{second['id']}/cancel", json={})
     assert client.get(f"/api/experiments/{second['id']}").json()["state"] == "cancelled"
     client.post(f"/api/experiments/{first['id']}/cancel", json={})
-    wait_for_state(client, first["id"], ("cancelled", "done"))
+    assert wait_for_state(client, first["id"], ("cancelled", "done"))["state"] == "cancelled"
     assert client.get("/api/experiments/x999999").status_code == 404
 
 
