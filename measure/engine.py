@@ -112,6 +112,13 @@ class ProblemResult:
     references: dict[str, RunResult] = field(default_factory=dict)  # ignore and oracle, always
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """Why a point, or one condition at it, did not run: (point label, reason, condition or None)."""
+
+    why: tuple[str, str, str | None]
+
+
 def row_generator(seed: int, *parts: str) -> torch.Generator:
     """A generator seeded from the run's identity, so batching never changes what it samples."""
     digest = hashlib.sha256("/".join((str(seed), *parts)).encode()).digest()
@@ -210,18 +217,41 @@ class Engine:
         prompts = [(prompt.prompt_ids(self.tokenizer, p.question_a, p.context, getattr(p, "kind", "math")),
                     prompt.prompt_ids(self.tokenizer, p.question_b, p.context, getattr(p, "kind", "math"))) for p in problems]
         budget = self.config.max_new_tokens
+        points = list(enumerate(self.config.points))
+        # Points at a token count fork as soon as the ignore run has t0 + 1 tokens: the ignore and
+        # oracle runs stop there (stage 1), and go on in the same batches as those forks (stage 2),
+        # instead of decoding alone, a few rows a step, for their whole length first.
+        fixed = [t0 for _, point in points if (t0 := getattr(point, "fixed_t0", None)) is not None]
+        first_stage = min(budget, max(fixed) + 1) if fixed and self.conditions else budget
+        early = [(k, point) for k, point in points if getattr(point, "fixed_t0", None) is not None
+                 and first_stage < budget]
+        late = [(k, point) for k, point in points if (k, point) not in early]
         rows = []
         for problem, (prompt_a, prompt_b) in zip(problems, prompts):
             # Each run follows the other prompt's stream; its own reference is itself (the same stream).
             references = {"ignore": Follower(None, prompt_a), "oracle": Follower(None, prompt_b)}
             references["matched"] = references["oracle"]
             for name, own in (("ignore", prompt_a), ("oracle", prompt_b)):
-                p = len(own)
-                spans = {"prompt": (0, p), "prefix": (p, p), "inserted": (p, p), "after": (p, p + budget)}
-                rows.append(self._row(problem.id, name, "-", None, own, budget, references=references,
-                                      attention_spans=self._attention(spans), keep_cache=name == "ignore",
+                rows.append(self._row(problem.id, name, "-", None, own, first_stage, references=references,
+                                      attention_spans=self._attention(self._reference_spans(own, budget)),
+                                      keep_cache=name == "ignore" or first_stage < budget,
                                       keep_logprobs=name == "oracle" and self.config.verify_recompute))
         decoded = self._decode(rows)
+
+        forks: dict[tuple[int, int], list] = {}  # (problem, point) -> its forked runs, or why none ran
+        forks.update(self._forks_at(problems, prompts, decoded[0::2], early))
+        more = [self._continued_row(problem, name, own, row, stage, budget)
+                for problem, (prompt_a, prompt_b), pair_rows, pair_decoded in
+                zip(problems, prompts, zip(rows[0::2], rows[1::2]), zip(decoded[0::2], decoded[1::2]))
+                for name, own, row, stage in zip(("ignore", "oracle"), (prompt_a, prompt_b), pair_rows, pair_decoded)]
+        early_forked = [entry for k in sorted(forks) for entry in forks[k] if not isinstance(entry, Skipped)]
+        continued = self._decode([row for row in more if row is not None]
+                                 + [self._forked_row(problem, condition.name, fork, state, budget)
+                                    for problem, fork, condition, state in early_forked])
+        after_first = iter(continued[:sum(row is not None for row in more)])
+        decoded = [stage if row is None else merge_stages([stage, next(after_first)]) for row, stage in zip(more, decoded)]
+        first_decoded = dict(zip(map(id, early_forked), continued[len(continued) - len(early_forked):]))
+
         ignores, oracles = decoded[0::2], decoded[1::2]
         started = time.perf_counter()
         references = []
@@ -235,29 +265,26 @@ class Engine:
                 run.checks.update(self._recompute_checks(decoded_run, fresh, full=False))
         self._announce(references)
 
-        started = time.perf_counter()
-        results, forked = [], []
-        for index, (problem, (prompt_a, prompt_b), ignore) in enumerate(zip(problems, prompts, ignores)):
+        forks.update(self._forks_at(problems, prompts, ignores, late))
+        late_forked = [entry for k in sorted(forks) for entry in forks[k]
+                       if not isinstance(entry, Skipped) and id(entry) not in first_decoded]
+        first_decoded.update(zip(map(id, late_forked), self._decode(
+            [self._forked_row(problem, condition.name, fork, state, budget)
+             for problem, fork, condition, state in late_forked])))
+        results = []
+        forked, decoded = [], []  # (result, problem, fork, condition, state) and its first stage, in order
+        for index, problem in enumerate(problems):
             ignore_run, oracle_run = references[2 * index], references[2 * index + 1]
             runs = [run for run in (ignore_run, oracle_run) if run.condition in self.config.conditions]
             result = ProblemResult(problem.id, runs, [], 0, {"ignore": ignore_run, "oracle": oracle_run})
             results.append(result)
-            for point in self.config.points:
-                try:
-                    t0 = point.resolve_in(self._pieces(ignore.tokens), problem)
-                except PointNotReached as reason:  # content never written, or the run ended first
-                    result.skipped.append((point.label, str(reason), None))
-                    continue
-                if self.conditions:
-                    fork = self._fork(problem, point, t0, prompt_a, prompt_b, ignore)
-                    for condition in self.conditions:
-                        try:
-                            forked.append((result, problem, fork, condition, condition.prepare(fork)))
-                        except NotApplicable as reason:  # a strategy this problem has no data for
-                            result.skipped.append((point.label, str(reason), condition.name))
-        self.timings.add("forks", started)
-        decoded = self._decode([self._forked_row(problem, condition.name, fork, state, budget)
-                                for _, problem, fork, condition, state in forked])
+            for k, _ in points:
+                for entry in forks.get((index, k), []):
+                    if isinstance(entry, Skipped):
+                        result.skipped.append(entry.why)
+                    else:
+                        forked.append((result, *entry))
+                        decoded.append(first_decoded[id(entry)])
         decoded = self._continue_schedules(forked, decoded, budget)
         started = time.perf_counter()
         runs = [self._forked_run(problem, condition.name, fork, state, after, result.references["ignore"])
@@ -271,6 +298,50 @@ class Engine:
         # Throughput is reported for the batch as a whole: rows of all problems share passes.
         results[0].positions_evaluated = self.positions_evaluated - start_positions
         return results
+
+    @staticmethod
+    def _reference_spans(own_prompt, budget: int) -> dict[str, tuple[int, int]]:
+        p = len(own_prompt)
+        return {"prompt": (0, p), "prefix": (p, p), "inserted": (p, p), "after": (p, p + budget)}
+
+    def _continued_row(self, problem, name, own_prompt, row: DecodeRow, stage: Decoded, budget: int) -> DecodeRow | None:
+        """Stage 2 of an ignore or oracle run (None when stage 1 ended it): its cache and its
+        references' go on from stage 1's, fed its last token, with the same random stream."""
+        generated = len(stage.tokens)
+        if stage.stop_reason == "eos" or generated >= budget:
+            return None
+        last = stage.tokens[-1:]
+        references = {ref: Follower(stage.reference_caches[ref], last) for ref in ("ignore", "oracle")}
+        references["matched"] = references["oracle"]
+        continued = self._row(problem.id, name, "-", stage.cache, last, budget - generated, offset=generated,
+                              references=references,
+                              attention_spans=self._attention(self._reference_spans(own_prompt, budget)),
+                              keep_cache=name == "ignore", keep_logprobs=row.keep_logprobs)
+        continued.generator = row.generator  # one run, one stream of random numbers
+        return continued
+
+    def _forks_at(self, problems, prompts, ignores: list[Decoded], points) -> dict[tuple[int, int], list]:
+        """Each problem's forked runs at ``points`` ((index, point) pairs) as (problem, fork,
+        condition, start) tuples, or :class:`Skipped` where a point or a condition does not apply."""
+        started = time.perf_counter()
+        forks: dict[tuple[int, int], list] = {}
+        for index, (problem, (prompt_a, prompt_b), ignore) in enumerate(zip(problems, prompts, ignores)):
+            for k, point in points:
+                entries = forks.setdefault((index, k), [])
+                try:
+                    t0 = point.resolve_in(self._pieces(ignore.tokens), problem)
+                except PointNotReached as reason:  # content never written, or the run ended first
+                    entries.append(Skipped((point.label, str(reason), None)))
+                    continue
+                if self.conditions:
+                    fork = self._fork(problem, point, t0, prompt_a, prompt_b, ignore)
+                    for condition in self.conditions:
+                        try:
+                            entries.append((problem, fork, condition, condition.prepare(fork)))
+                        except NotApplicable as reason:  # a strategy this problem has no data for
+                            entries.append(Skipped((point.label, str(reason), condition.name)))
+        self.timings.add("forks", started)
+        return forks
 
     def _fork(self, problem, point, t0, prompt_a, prompt_b, ignore: Decoded) -> ForkPoint:
         shared = ignore.tokens[:t0]

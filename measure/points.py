@@ -41,6 +41,13 @@ class InjectionPoint:
         """Tokens the ignore run needs at least for this point to be reachable."""
         return 0 if self.is_fraction else int(self.value) + 1
 
+    @property
+    def fixed_t0(self) -> int | None:
+        """t0 when it does not depend on the ignore run (a token count), else None (a fraction of
+        the run's length). Such a point forks once the ignore run has t0 + 1 tokens, while the
+        run goes on (measure.engine)."""
+        return None if self.is_fraction else int(self.value)
+
 
 def parse_point(text: str | int | float):
     """'16' or 16 -> 16 tokens; '0.3' or 0.3 -> 30% of the ignore run's length; 'after:quantity',

@@ -316,3 +316,62 @@ def test_batches_hold_rows_that_finish_together(loaded, monkeypatch):
     decoded = decode_rows(loaded.model, rows, set(), loaded.tokenizer.pad_token_id, batch_size=2)
     assert sorted(batches) == [[3, 3], [9, 9]]
     assert [len(d.tokens) for d in decoded] == [3, 9, 3, 9]
+
+
+def test_reference_runs_decoded_in_two_stages_equal_one_stage(loaded, monkeypatch):
+    """With a point at a token count the ignore and oracle runs stop at t0 + 1 tokens and go on in
+    the batches of that point's forks: their records equal a run decoded in one stage (a
+    fraction point alone), and so do the forks at the fraction point, greedy or sampled."""
+    first_widths = []
+    original = Engine._decode
+
+    def spy(self, rows):
+        first_widths.append(sorted({row.max_new_tokens for row in rows}))
+        return original(self, rows)
+
+    monkeypatch.setattr(Engine, "_decode", spy)
+    for options in ({}, {"temperature": 1.0, "seed": 3}):
+        first_widths.clear()
+        staged = run(loaded, points=("3", "0.5"), **options)
+        assert first_widths[0] == [4]  # stage 1 stops at t0 + 1 = 4 tokens
+        first_widths.clear()
+        single = run(loaded, points=("0.5",), **options)
+        assert first_widths[0] == [16]
+        assert staged.references.keys() == single.references.keys() == {"ignore", "oracle"}
+        pairs = [(staged.references[name], single.references[name]) for name in ("ignore", "oracle")]
+        pairs += [(by_key(staged)[key], run_) for key, run_ in by_key(single).items()]
+        for two, one in pairs:
+            assert two.generated_ids == one.generated_ids, (one.condition, one.point)
+            assert len(two.generated_ids) > 4  # the reference runs did go past stage 1
+            np.testing.assert_allclose(two.logprob_run, one.logprob_run, atol=LOGPROB_TOL)
+            for ref in ("ignore", "oracle", "matched"):
+                np.testing.assert_allclose(two.kl[ref], one.kl[ref], rtol=1e-5, atol=KL_TOL)
+                np.testing.assert_allclose(two.logprob_ref[ref], one.logprob_ref[ref], atol=LOGPROB_TOL)
+                np.testing.assert_allclose(two.hidden_cosine[ref], one.hidden_cosine[ref], atol=1e-5)
+            np.testing.assert_allclose(two.attention_mass, one.attention_mass, atol=1e-5)
+
+
+def test_streams_that_start_alike_are_prefilled_once(loaded, monkeypatch):
+    """Two rows fed the same prompt from nothing (a run's prompt and another run's reference on
+    it) share one prefill row, then decode apart: each equals the row decoded alone, and the
+    copy's prompt is not counted as evaluated."""
+    widths = []
+    forward = compat.forward
+
+    def spy(model, cache, **inputs):
+        widths.append(tuple(inputs["input_ids"].shape))
+        return forward(model, cache, **inputs)
+
+    monkeypatch.setattr(compat, "forward", spy)
+    prompt = PromptFormat().prompt_ids(loaded.tokenizer, "Tom reads 20 pages a day.")
+    eos, pad = set(), loaded.tokenizer.pad_token_id
+    rows = lambda: [DecodeRow(None, prompt, 6, generator=torch.Generator().manual_seed(1)),  # noqa: E731
+                    DecodeRow(None, prompt, 6, generator=torch.Generator().manual_seed(2))]
+    together = decode_rows(loaded.model, rows(), eos, pad, temperature=5.0, batch_size=4)
+    assert widths[0] == (1, len(prompt)) and widths[1] == (2, 1)  # one prefill row, two decode rows
+    alone = [decode_rows(loaded.model, [row], eos, pad, temperature=5.0, batch_size=1)[0] for row in rows()]
+    assert together[0].tokens != together[1].tokens  # they did decode apart
+    for joint, single in zip(together, alone):
+        assert joint.tokens == single.tokens
+        np.testing.assert_allclose(joint.token_logprobs, single.token_logprobs, atol=LOGPROB_TOL)
+    assert together[0].positions_evaluated == len(prompt) + 5 and together[1].positions_evaluated == 5
