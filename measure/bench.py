@@ -104,13 +104,21 @@ def matmul_gflops(seconds: float = 0.5, size: int = 1024, repeats: int = 5) -> d
 
 
 class PeakMemory:
-    """Peak resident memory of this process while the block runs (sampled every 10 ms)."""
+    """Peak resident memory of this process while the block runs.
+
+    On Linux the kernel keeps the peak (``VmHWM``) and lets a process reset it to its current
+    resident size (``/proc/self/clear_refs``), which measures the exact peak at no cost. Where that
+    reset is refused, a thread samples the resident size every 10 ms instead; on this project's
+    2-core machine that sampler took 1.1 s of a 40 s engine run (measured twice, 3%).
+    """
 
     def __enter__(self):
         self.base = self.peak = _rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._thread = None
+        if not _reset_kernel_peak():
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
         return self
 
     def _sample(self):
@@ -118,13 +126,35 @@ class PeakMemory:
             self.peak = max(self.peak, _rss())
 
     def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+        else:
+            self.peak = max(self.peak, _kernel_peak())
         self.peak = max(self.peak, _rss())
 
     @property
     def grown(self) -> int:
         return self.peak - self.base
+
+
+def _reset_kernel_peak() -> bool:
+    """Reset the kernel's peak resident size of this process to its current size; False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # 5: reset the peak resident size (Linux 4.0 and later)
+    except OSError:
+        return False
+    return _kernel_peak() > 0
+
+
+def _kernel_peak() -> int:
+    """The kernel's peak resident size of this process since its last reset (``VmHWM``)."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _rss() -> int:
