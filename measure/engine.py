@@ -240,10 +240,9 @@ class Engine:
 
         forks: dict[tuple[int, int], list] = {}  # (problem, point) -> its forked runs, or why none ran
         forks.update(self._forks_at(problems, prompts, decoded[0::2], early))
-        more = [self._continued_row(problem, name, own, row, stage, budget)
-                for problem, (prompt_a, prompt_b), pair_rows, pair_decoded in
-                zip(problems, prompts, zip(rows[0::2], rows[1::2]), zip(decoded[0::2], decoded[1::2]))
-                for name, own, row, stage in zip(("ignore", "oracle"), (prompt_a, prompt_b), pair_rows, pair_decoded)]
+        # rows and decoded alternate ignore, oracle per problem (in the order of prompts' pairs).
+        more = [self._continued_row(problems[i // 2], ("ignore", "oracle")[i % 2], prompts[i // 2][i % 2], rows[i],
+                                    decoded[i], budget) for i in range(len(rows))]
         early_forked = [entry for k in sorted(forks) for entry in forks[k] if not isinstance(entry, Skipped)]
         continued = self._decode([row for row in more if row is not None]
                                  + [self._forked_row(problem, condition.name, fork, state, budget)
