@@ -300,7 +300,7 @@ def run_bench(args: argparse.Namespace) -> int:
         per_row, fixed = decode_memory_per_row(loaded)
         longest = 320 + args.max_new_tokens
         print(f"decode memory, rows of 264 positions (leaders and followers): {per_row:.1f} MB per row measured "
-              f"(+{fixed:.0f} MB fixed), "
+              f"({fixed:+.0f} MB fixed), "
               f"{row_bytes(loaded.model, 264) / 1e6:.1f} MB estimated; at {longest} positions "
               f"{row_bytes(loaded.model, longest) / 1e6:.1f} MB per row estimated, so the batch cap from free "
               f"memory is {batch_cap(loaded.model, longest)} rows")
