@@ -226,9 +226,9 @@ def test_second_request_queues_third_is_refused_and_cancel_lets_the_queue_move(m
     refused = client.post("/api/experiments", json=CUSTOM)
     assert refused.status_code == 429
     assert "busy" in refused.json()["error"] and "at most 1" in refused.json()["error"]
+    wait_for_state(client, first["id"], ("running",))  # held there until cancelled
     queue = client.get("/api/info").json()["queue"]
-    assert queue["waiting"] == [second["id"]] and queue["running"] in (None, first["id"])
-    wait_for_state(client, first["id"], ("running",))
+    assert queue["waiting"] == [second["id"]] and queue["running"] == first["id"]
     assert client.post(f"/api/experiments/{first['id']}/cancel", json={}).json()["cancelling"] is True
     ended = wait_for_state(client, first["id"], ("cancelled", "done"))
     assert ended["state"] == "cancelled" and ended["reason"] == "cancelled from the page"
