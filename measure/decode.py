@@ -112,16 +112,19 @@ class _Group:
         return len(self.streams)
 
 
+def _stream_key(cache: DynamicCache | None, feed: list[int]) -> tuple:
+    """Streams with equal keys are the same stream until they are fed different tokens: the same
+    cache object (decoding never changes a row's starting cache) and the same feed."""
+    return id(cache), tuple(feed)
+
+
 def _group(index: int, row: DecodeRow) -> _Group:
     """Deduplicate a row's references: identical streams (same cache object, same feed) share a row."""
-    def key(cache, feed):
-        return id(cache), tuple(feed)
-
     streams = [(row.cache, row.feed)]
-    keys = {key(row.cache, row.feed): 0}
+    keys = {_stream_key(row.cache, row.feed): 0}
     pair_of = {}
     for name, follower in row.references.items():
-        k = key(follower.cache, follower.feed)
+        k = _stream_key(follower.cache, follower.feed)
         if k not in keys:
             keys[k] = len(streams)
             streams.append((follower.cache, follower.feed))
@@ -353,7 +356,7 @@ def _distinct_streams(streams) -> tuple[list[int], list[int]]:
     first: dict[tuple, int] = {}
     source, distinct = [], []
     for row, (cache, feed) in enumerate(streams):
-        key = (id(cache), tuple(feed))
+        key = _stream_key(cache, feed)
         if key not in first:
             first[key] = len(distinct)
             distinct.append(row)
