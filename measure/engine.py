@@ -221,10 +221,9 @@ class Engine:
         # Points at a token count fork as soon as the ignore run has t0 + 1 tokens: the ignore and
         # oracle runs stop there (stage 1), and go on in the same batches as those forks (stage 2),
         # instead of decoding alone, a few rows a step, for their whole length first.
-        fixed = [t0 for _, point in points if (t0 := getattr(point, "fixed_t0", None)) is not None]
-        first_stage = min(budget, max(fixed) + 1) if fixed and self.conditions else budget
-        early = [(k, point) for k, point in points if getattr(point, "fixed_t0", None) is not None
-                 and first_stage < budget]
+        fixed = {k: t0 for k, point in points if (t0 := getattr(point, "fixed_t0", None)) is not None}
+        first_stage = min(budget, max(fixed.values()) + 1) if fixed and self.conditions else budget
+        early = [(k, point) for k, point in points if k in fixed and first_stage < budget]
         late = [(k, point) for k, point in points if (k, point) not in early]
         rows = []
         for problem, (prompt_a, prompt_b) in zip(problems, prompts):
