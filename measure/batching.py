@@ -30,9 +30,9 @@ class PaddedBatch:
 
 
 def pad_batch(model, caches: list[DynamicCache | None], feeds: list[list[int]], pad_id: int,
-              room: int = 0) -> PaddedBatch:
+              room: int = 0, spare_rows: int = 0) -> PaddedBatch:
     """The padded forward's inputs; with ``room`` > 0 the stacked cache is preallocated with room
-    for that many more positions (see measure.cache.stack_left_padded)."""
+    for that many more positions and ``spare_rows`` more rows (see measure.cache.stack_left_padded)."""
     device = model.device
     config = model.config
     lengths = [kv.kv_length(cache) for cache in caches]
@@ -42,7 +42,7 @@ def pad_batch(model, caches: list[DynamicCache | None], feeds: list[list[int]], 
     else:
         batch_cache, pads = kv.stack_left_padded(
             [cache if length > 0 else kv.empty_like(template, config) for cache, length in zip(caches, lengths)],
-            config, extra=room)
+            config, extra=room, spare_rows=spare_rows)
     past = max(lengths)
     width = max(len(feed) for feed in feeds)
     ids = torch.full((len(feeds), width), pad_id, dtype=torch.long, device=device)

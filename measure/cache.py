@@ -127,14 +127,18 @@ def crop_copy(cache: DynamicCache, length: int, config) -> DynamicCache:
     return build_cache(((k[:, :, :length].clone(), v[:, :, :length].clone()) for k, v in kv_pairs(cache)), config)
 
 
-def stack_left_padded(caches: list[DynamicCache], config, extra: int = 0) -> tuple[Cache, list[int]]:
+def stack_left_padded(caches: list[DynamicCache], config, extra: int = 0,
+                      spare_rows: int = 0) -> tuple[Cache, list[int]]:
     """Stack single-row caches into one batch, left-padding shorter rows with zeros.
 
     Returns the batch cache and each row's number of padding positions; the caller masks them
     out and keeps each row's own position ids (padding occupies no RoPE positions). With
     ``extra`` > 0 the batch is written straight into preallocated layers with room for ``extra``
-    more positions (one copy of every row instead of a stack and then a copy into the buffers).
+    more positions (one copy of every row instead of a stack and then a copy into the buffers),
+    and ``spare_rows`` rows more (see ``PreallocatedLayer``).
     """
+    if spare_rows and extra <= 0:
+        raise ValueError("spare rows need a preallocated cache: give extra > 0")
     lengths = [kv_length(cache) for cache in caches]
     longest = max(lengths)
     pads = [longest - length for length in lengths]
@@ -144,7 +148,7 @@ def stack_left_padded(caches: list[DynamicCache], config, extra: int = 0) -> tup
         buffers = []
         for slot in (0, 1):  # keys, values
             like = rows[0][layer_index][slot]
-            buffer = like.new_empty(len(caches), like.shape[1], longest + extra, like.shape[-1])
+            buffer = like.new_empty(len(caches) + spare_rows, like.shape[1], longest + extra, like.shape[-1])
             for row, (pairs, pad) in enumerate(zip(rows, pads)):
                 # Padding is masked out, but must be finite: a masked 0 * NaN would still be NaN.
                 buffer[row, :, :pad].zero_()
@@ -152,7 +156,8 @@ def stack_left_padded(caches: list[DynamicCache], config, extra: int = 0) -> tup
             buffers.append(buffer)
         layers.append(buffers)
     if extra > 0:
-        return Cache(layers=[PreallocatedLayer.over(keys, values, longest) for keys, values in layers]), pads
+        return Cache(layers=[PreallocatedLayer.over(keys, values, longest, len(caches))
+                             for keys, values in layers]), pads
     return build_cache(((keys, values) for keys, values in layers), config), pads
 
 
@@ -241,56 +246,80 @@ class PreallocatedLayer(DynamicLayer):
     batch of 80 rows of SmolLM2 that is ~1 GB of copying per generated token. Here an update
     writes only the new positions; ``keys``/``values`` are views of the filled part, so every
     other cache method reads them as usual.
+
+    The buffers may also hold more rows than are in use (``spare_rows``): a decode batch whose
+    streams share rows until they are fed different tokens (measure.decode) copies a row into a
+    spare one when its streams part (``copy_rows``), without reallocating the batch.
     """
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, extra: int):
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, extra: int, spare_rows: int = 0):
         super().__init__()
         batch, heads, length, _ = keys.shape
         self.device = keys.device
-        self._key_buffer = keys.new_empty(batch, heads, length + extra, keys.shape[-1])
-        self._value_buffer = values.new_empty(batch, values.shape[1], length + extra, values.shape[-1])
-        self._key_buffer[:, :, :length] = keys
-        self._value_buffer[:, :, :length] = values
+        self._key_buffer = keys.new_empty(batch + spare_rows, heads, length + extra, keys.shape[-1])
+        self._value_buffer = values.new_empty(batch + spare_rows, values.shape[1], length + extra, values.shape[-1])
+        self._key_buffer[:batch, :, :length] = keys
+        self._value_buffer[:batch, :, :length] = values
         self._length = length
+        self._rows = batch
         self.is_initialized = True
         self._expose()
 
     @classmethod
-    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> PreallocatedLayer:
-        """A layer using the given buffers as they are, their first ``length`` positions filled."""
+    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int,
+             rows: int | None = None) -> PreallocatedLayer:
+        """A layer using the given buffers as they are, their first ``rows`` rows (default: all)
+        and ``length`` positions filled."""
         layer = cls.__new__(cls)
         DynamicLayer.__init__(layer)
         layer.device = key_buffer.device
         layer._key_buffer, layer._value_buffer, layer._length = key_buffer, value_buffer, length
+        layer._rows = key_buffer.shape[0] if rows is None else rows
         layer.is_initialized = True
         layer._expose()
         return layer
 
     def _expose(self) -> None:
-        self.keys = self._key_buffer[:, :, :self._length]
-        self.values = self._value_buffer[:, :, :self._length]
+        self.keys = self._key_buffer[:self._rows, :, :self._length]
+        self.values = self._value_buffer[:self._rows, :, :self._length]
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         end = self._length + key_states.shape[-2]
         if end > self._key_buffer.shape[-2]:
             raise RuntimeError(f"preallocated cache full: {end} positions needed, {self._key_buffer.shape[-2]} allocated")
-        self._key_buffer[:, :, self._length:end] = key_states
-        self._value_buffer[:, :, self._length:end] = value_states
+        self._key_buffer[:self._rows, :, self._length:end] = key_states
+        self._value_buffer[:self._rows, :, self._length:end] = value_states
         self._length = end
         self._expose()
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.keep_rows(indices, len(indices))
+
+    def keep_rows(self, indices: torch.Tensor, capacity: int) -> None:
+        """Keep rows ``indices`` (in that order), in new buffers of ``capacity`` rows."""
         # Copy the filled positions only: the free room of the buffers holds nothing yet, and
         # copying it doubled the cost of dropping finished rows (most of "batch upkeep").
-        self._key_buffer = self._selected(self._key_buffer, indices)
-        self._value_buffer = self._selected(self._value_buffer, indices)
+        self._key_buffer = self._selected(self._key_buffer, indices, capacity)
+        self._value_buffer = self._selected(self._value_buffer, indices, capacity)
+        self._rows = len(indices)
         self._expose()
 
-    def _selected(self, buffer: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        kept = buffer.new_empty(len(indices), *buffer.shape[1:])
-        torch.index_select(buffer[:, :, :self._length], 0, indices, out=kept[:, :, :self._length])
+    def _selected(self, buffer: torch.Tensor, indices: torch.Tensor, capacity: int) -> torch.Tensor:
+        kept = buffer.new_empty(max(capacity, len(indices)), *buffer.shape[1:])
+        torch.index_select(buffer[:self._rows, :, :self._length], 0, indices, out=kept[:len(indices), :, :self._length])
         return kept
+
+    def copy_rows(self, sources: list[int]) -> None:
+        """Append a copy of each row in ``sources`` (their filled positions) as new rows."""
+        end = self._rows + len(sources)
+        if end > self._key_buffer.shape[0]:
+            raise RuntimeError(f"preallocated cache full: {end} rows needed, {self._key_buffer.shape[0]} allocated")
+        index = torch.tensor(sources, device=self._key_buffer.device)
+        for buffer in (self._key_buffer, self._value_buffer):
+            buffer[self._rows:end, :, :self._length] = buffer[:self._rows, :, :self._length].index_select(0, index)
+        self._rows = end
+        self._expose()
 
     def crop(self, tokens_to_remove: int) -> None:
         if tokens_to_remove > 0:
@@ -304,13 +333,26 @@ def empty_like(reference: DynamicCache, config) -> DynamicCache:
     return build_cache(((k[:1, :, :0], v[:1, :, :0]) for k, v in kv_pairs(reference)), config)
 
 
-def preallocated_empty(batch_size: int, like: torch.nn.Module, capacity: int) -> Cache:
-    """An empty preallocated cache for ``like``'s layers, room for ``capacity`` positions."""
+def preallocated_empty(batch_size: int, like: torch.nn.Module, capacity: int, spare_rows: int = 0) -> Cache:
+    """An empty preallocated cache for ``like``'s layers, room for ``capacity`` positions (and
+    ``spare_rows`` rows more than ``batch_size``)."""
     check_editable(like.config)
     layers, heads, head_dim = kv_head_shape(like)
     parameter = next(like.parameters())
     empty = parameter.new_empty(batch_size, heads, 0, head_dim)
-    return Cache(layers=[PreallocatedLayer(empty, empty, capacity) for _ in range(layers)])
+    return Cache(layers=[PreallocatedLayer(empty, empty, capacity, spare_rows) for _ in range(layers)])
+
+
+def keep_rows(cache: Cache, indices: torch.Tensor, capacity: int) -> None:
+    """Keep rows ``indices`` of a preallocated cache, with buffers of ``capacity`` rows."""
+    for layer in cache.layers:
+        layer.keep_rows(indices, capacity)
+
+
+def copy_rows(cache: Cache, sources: list[int]) -> None:
+    """Append a copy of rows ``sources`` of a preallocated cache as its next rows."""
+    for layer in cache.layers:
+        layer.copy_rows(sources)
 
 
 def close_padding_gaps(cache: Cache, attention_mask: torch.Tensor) -> tuple[Cache, torch.Tensor]:
@@ -328,9 +370,10 @@ def close_padding_gaps(cache: Cache, attention_mask: torch.Tensor) -> tuple[Cach
     order = torch.sort(mask.to(torch.int8), dim=1, stable=True).indices
     for layer in cache.layers:
         if isinstance(layer, PreallocatedLayer):
+            rows = layer._rows
             for buffer in (layer._key_buffer, layer._value_buffer):
                 index = order[:, None, :, None].expand(-1, buffer.shape[1], -1, buffer.shape[-1])
-                buffer[:, :, :length] = buffer[:, :, :length].gather(2, index)
+                buffer[:rows, :, :length] = buffer[:rows, :, :length].gather(2, index)
             layer._expose()
         else:
             for name in ("keys", "values"):

@@ -16,7 +16,9 @@ one step behind it. Leader and followers are rows of the same forward, so at eac
 leader's distribution is compared with each follower's right away (measure.step_metrics) and only
 per-position numbers are kept. A follower identical to the leader (same cache object, same feed)
 or to another follower of the same leader is not a row of its own: it shares the outputs, so two
-references that are the same stream give exactly the same numbers.
+references that are the same stream give exactly the same numbers. Streams of different leaders
+that start alike (the references of several runs forked at one point) share a batch row for as
+long as they are fed the same tokens, and part into rows of their own when they are not.
 """
 
 from __future__ import annotations
@@ -101,8 +103,7 @@ class _Group:
     pair_of: dict[str, int]  # reference name -> stream it shares (0: the leader itself)
     decoded: Decoded = field(default_factory=lambda: Decoded([], [], "max_new_tokens"))
     done: bool = False
-    first_row: int = 0  # batch row of the leader; followers follow it
-    lengths: list[int] = field(default_factory=list)  # positions each stream holds
+    rows: list[int] = field(default_factory=list)  # batch row of each stream (streams may share one)
     steps: list[torch.Tensor] = field(default_factory=list)
     step_values: list[dict[str, np.ndarray]] = field(default_factory=list)
     attention: list[np.ndarray] = field(default_factory=list)
@@ -236,8 +237,15 @@ def decode_rows(
 
 
 def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, timings: Timings):
-    """Prefill every row's feed in one padded forward (measure.batching), then decode the rows
-    in lockstep, one position per row and step; yields each group as its leader finishes."""
+    """Prefill every distinct stream's feed in one padded forward (measure.batching), then decode
+    the rows in lockstep, one position per row and step; yields each group as its leader finishes.
+
+    Streams of different groups that start alike (the same cache object and feed: a run's prompt
+    and another run's reference on it; the references of several runs forked at one point) share
+    one batch row for as long as they are fed the same tokens: the row is copied into a spare one
+    at the step their tokens part (``_feed_rows``). Until then they are one stream, so the shared
+    row's numbers are each one's own.
+    """
     config = model.config
     device = model.device
     started = time.perf_counter()
@@ -247,20 +255,20 @@ def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, tim
         group.decoded.positions_evaluated = sum(len(feed) for _, feed in group.streams)
     _feed_long_streams_first(model, groups, pad_id)
     streams = [stream for group in groups for stream in group.streams]
-    row = 0
-    for group in groups:
-        group.first_row = row
-        row += group.width
     room = max(len(feed) for _, feed in streams) + max(g.row.max_new_tokens for g in groups)
-    # Streams that start alike (the same cache object and feed: a run's prompt and another run's
-    # reference on that prompt, before either has chosen a token) are prefilled once and copied.
     source, distinct = _distinct_streams(streams)
+    at = 0
     for group in groups:
-        group.decoded.positions_evaluated -= sum(len(streams[row][1]) for row in range(
-            group.first_row, group.first_row + group.width) if distinct[source[row]] != row)
+        group.rows = source[at:at + group.width]
+        # A row's positions count once, for the first group that uses it.
+        group.decoded.positions_evaluated -= sum(len(feed) for row, (_, feed) in zip(group.rows, group.streams)
+                                                 if distinct[row] < at)
+        at += group.width
+    spare = len(streams) - len(distinct)  # every stream may part from those it shares a row with
     batch = pad_batch(model, [streams[row][0] for row in distinct], [streams[row][1] for row in distinct], pad_id,
-                      room=room)
-    batch_cache = kv.preallocated_empty(len(distinct), model, room) if batch.cache is None else batch.cache
+                      room=room, spare_rows=spare)
+    batch_cache = (kv.preallocated_empty(len(distinct), model, room, spare) if batch.cache is None
+                   else batch.cache)
     ids, mask, positions, lengths = batch.input_ids, batch.attention_mask, batch.position_ids, batch.cache_lengths
     hidden = any(g.row.hidden_states and g.row.references for g in groups)
     watched = [g for g in groups if g.row.attention_spans is not None]
@@ -272,7 +280,7 @@ def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, tim
         # The prefill's queries of interest: each watched leader's last fed position.
         first_query = min(len(g.streams[0][1]) - 1 for g in watched)
         capture = RowAttentionCapture(model, n_query=batch.width - first_query, name="measure_step_capture")
-        capture.rows = torch.tensor([source[g.first_row] for g in watched], device=device)
+        capture.rows = torch.tensor([g.rows[0] for g in watched], device=device)
     with step_attention(model, capture):
         with vocabulary_projection_at(model, torch.arange(len(distinct), device=device), last_fed):
             out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
@@ -283,24 +291,17 @@ def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, tim
         if watched:
             masses = span_masses(
                 capture.probabilities(), [len(g.streams[0][1]) - 1 - first_query for g in watched],
-                [g.row.attention_spans for g in watched], [batch.pads[source[g.first_row]] for g in watched],
-                [lengths[source[g.first_row]] + len(g.streams[0][1]) for g in watched])
+                [g.row.attention_spans for g in watched], [batch.pads[g.rows[0]] for g in watched],
+                [lengths[g.rows[0]] + len(g.streams[0][1]) for g in watched])
             for group, mass in zip(watched, masses.float().cpu().numpy()):
                 group.attention.append(mass)
         del out
-        if len(distinct) < len(streams):
-            rows = torch.tensor(source, device=device)
-            batch_cache.batch_select_indices(rows)
-            mask, logits = mask.index_select(0, rows), logits.index_select(0, rows)
-            states = states.index_select(1, rows) if states is not None else None
-            lengths = [lengths[row] for row in source]
-        for group in groups:
-            group.lengths = [lengths[group.first_row + i] + len(feed) for i, (_, feed) in enumerate(group.streams)]
+        lengths = [length + len(streams[row][1]) for length, row in zip(lengths, distinct)]  # positions per row
         batch_cache, mask = kv.close_padding_gaps(batch_cache, mask)
         started = timings.add("prefill", started)
         live = list(groups)
         while True:
-            tokens, finished = _step(live, logits, states, eos_ids, temperature, timings)
+            finished = _step(live, logits, states, eos_ids, temperature, timings)
             started = time.perf_counter()
             for group in finished:
                 _finish(group, batch_cache, mask, config)
@@ -308,28 +309,34 @@ def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, tim
             active = [g for g in live if not g.done]
             if not active:
                 return
-            rows_live = sum(g.width for g in live)
-            if rows_live - sum(g.width for g in active) >= max(1, rows_live // DROP_FINISHED_SHARE):
+            used = sorted({row for g in active for row in g.rows})
+            if len(lengths) - len(used) >= max(1, len(lengths) // DROP_FINISHED_SHARE):
                 # Dropping finished rows copies the cache's filled positions: done once it saves an
                 # eighth of the batch; until then finished rows ride along and their outputs are
                 # ignored. Measured on the bench workload: at a quarter, riders were 8% of the
                 # row-steps; at an eighth the engine took 42.6 s against 45.9 (batch upkeep 0.4 ->
                 # 0.8 s, decode steps 35.2 -> 32.0 s); a sixteenth copied more for no further gain.
-                keep = torch.tensor([g.first_row + i for g in active for i in range(g.width)], device=device)
-                batch_cache.batch_select_indices(keep)
+                keep = torch.tensor(used, device=device)
+                kv.keep_rows(batch_cache, keep, sum(g.width for g in active))
                 mask = mask.index_select(0, keep)
-                tokens = [tokens[i] for i in keep.tolist()]
-                live, row = active, 0
-                for group in live:
-                    group.first_row = row
-                    row += group.width
+                renumbered = {old: new for new, old in enumerate(used)}
+                for group in active:
+                    group.rows = [renumbered[row] for row in group.rows]
+                lengths = [lengths[row] for row in used]
+                live = active
+            tokens, parted = _feed_rows(active, len(lengths), pad_id)
+            if parted:
+                kv.copy_rows(batch_cache, parted)
+                parted_rows = torch.tensor(parted, device=device)
+                mask = torch.cat([mask, mask.index_select(0, parted_rows)])
+                lengths += [lengths[row] for row in parted]
             started = timings.add("batch upkeep", started)
             ids = torch.tensor(tokens, device=device)[:, None]
-            positions = torch.tensor([length for g in live for length in g.lengths], device=device)[:, None]
+            positions = torch.tensor(lengths, device=device)[:, None]
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
             if capture is not None:
                 watched = [g for g in live if g.row.attention_spans is not None and not g.done]
-                capture.rows = torch.tensor([g.first_row for g in watched], dtype=torch.long, device=device)
+                capture.rows = torch.tensor([g.rows[0] for g in watched], dtype=torch.long, device=device)
             out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
                                  use_cache=True, output_hidden_states=hidden)
             logits = out.logits[:, -1]
@@ -338,17 +345,41 @@ def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, tim
             timings.row_steps += ids.shape[0]
             if capture is not None and watched:
                 # Gaps closed: a row's positions end at the right edge of the cache axis.
+                ends = [lengths[g.rows[0]] + 1 for g in watched]
                 masses = span_masses(
                     capture.probabilities(), [0] * len(watched), [g.row.attention_spans for g in watched],
-                    [mask.shape[1] - g.lengths[0] - 1 for g in watched], [g.lengths[0] + 1 for g in watched])
+                    [mask.shape[1] - end for end in ends], ends)
                 for group, mass in zip(watched, masses.float().cpu().numpy()):
                     group.attention.append(mass)
                 started = timings.add("step metrics", started)
             del out
-            for group in live:
-                group.lengths = [length + 1 for length in group.lengths]
-                if not group.done:
-                    group.decoded.positions_evaluated += group.width
+            lengths = [length + 1 for length in lengths]
+
+
+def _feed_rows(active: list[_Group], n_rows: int, pad_id: int) -> tuple[list[int], list[int]]:
+    """The token each batch row is fed next (its streams' leader's last token; ``pad_id`` for rows
+    no live stream uses), and the rows to copy into new rows at the end of the batch, in order:
+    streams sharing a row that are fed different tokens part there, those fed the first token
+    seen staying. Updates each group's ``rows`` and counts each fed row once as evaluated."""
+    fed: list[int | None] = [None] * n_rows
+    parted: list[int] = []
+    row_for: dict[tuple[int, int], int] = {}  # (row now, token) -> row it is fed in
+    for group in active:
+        token = group.decoded.tokens[-1]
+        for i, row in enumerate(group.rows):
+            target = row_for.get((row, token))
+            if target is None:
+                if fed[row] is None:
+                    target = row
+                else:
+                    target = n_rows + len(parted)
+                    parted.append(row)
+                    fed.append(None)
+                fed[target] = token
+                row_for[row, token] = target
+                group.decoded.positions_evaluated += 1
+            group.rows[i] = target
+    return [pad_id if token is None else token for token in fed], parted
 
 
 def _distinct_streams(streams) -> tuple[list[int], list[int]]:
@@ -388,16 +419,16 @@ def _feed_long_streams_first(model, groups: list[_Group], pad_id: int, worth: fl
         group.streams[index] = (_extract_row(cache, row, batch.attention_mask[row], model.config), feed[-1:])
 
 
-def _step(live: list[_Group], logits, states, eos_ids, temperature, timings: Timings) -> tuple[list[int], list[_Group]]:
-    """Choose each live leader's token and record the step's comparisons; returns every row's next
-    input and the groups whose leader finished at this step."""
+def _step(live: list[_Group], logits, states, eos_ids, temperature, timings: Timings) -> list[_Group]:
+    """Choose each live leader's token and record the step's comparisons; returns the groups whose
+    leader finished at this step."""
     started = time.perf_counter()
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     greedy = logprobs.argmax(dim=-1).tolist()
     stepping = [group for group in live if not group.done]
-    chosen = [greedy[g.first_row] if g.row.generator is None
-              else choose_token(logprobs[g.first_row], g.row.generator, temperature) for g in stepping]
-    leader_rows = torch.tensor([g.first_row for g in stepping], dtype=torch.long, device=logits.device)
+    chosen = [greedy[g.rows[0]] if g.row.generator is None
+              else choose_token(logprobs[g.rows[0]], g.row.generator, temperature) for g in stepping]
+    leader_rows = torch.tensor([g.rows[0] for g in stepping], dtype=torch.long, device=logits.device)
     own = logprobs[leader_rows, torch.tensor(chosen, dtype=torch.long, device=logits.device)].tolist()
     # The step's comparisons: one pair (leader row, reference row) per distinct stream its references use.
     paired = [(g, token, sorted(set(g.pair_of.values()))) for g, token in zip(stepping, chosen) if g.pair_of]
@@ -408,13 +439,12 @@ def _step(live: list[_Group], logits, states, eos_ids, temperature, timings: Tim
             columns[id(group)] = (at, streams)
             at += len(streams)
         device = logits.device
-        leaders = torch.tensor([g.first_row for g, _, streams in paired for _ in streams], device=device)
-        references = torch.tensor([g.first_row + s for g, _, streams in paired for s in streams], device=device)
+        leaders = torch.tensor([g.rows[0] for g, _, streams in paired for _ in streams], device=device)
+        references = torch.tensor([g.rows[s] for g, _, streams in paired for s in streams], device=device)
         tokens = torch.tensor([token for _, token, streams in paired for _ in streams], device=device)
         values = {name: value.float().cpu().numpy()  # float: numpy has no bfloat16
                   for name, value in pair_metrics(logprobs, states, leaders, references, tokens).items()}
     started = timings.add("step metrics", started)
-    fed = [0] * sum(group.width for group in live)
     finished = []
     for group, token, logprob in zip(stepping, chosen, own):
         decoded = group.decoded
@@ -428,14 +458,13 @@ def _step(live: list[_Group], logits, states, eos_ids, temperature, timings: Tim
         if group.row.on_token is not None:
             group.row.on_token(len(decoded.tokens) - 1, token, None if step is None else _step_values(group, step, logprob))
         if group.row.keep_logprobs:
-            group.steps.append(logprobs[group.first_row].cpu())
-        fed[group.first_row:group.first_row + group.width] = [token] * group.width
+            group.steps.append(logprobs[group.rows[0]].cpu())
         if token in eos_ids or len(decoded.tokens) >= group.row.max_new_tokens:
             group.done = True
             decoded.stop_reason = "eos" if token in eos_ids else "max_new_tokens"
             finished.append(group)
     timings.add("step bookkeeping", started)
-    return fed, finished
+    return finished
 
 
 def _step_values(group: _Group, step: dict[str, np.ndarray], logprob: float) -> StepValues:
@@ -450,8 +479,7 @@ def _finish(group: _Group, batch_cache, mask, config) -> None:
     if group.row.keep_logprobs:
         decoded.logprobs = torch.stack(group.steps)
     if group.row.keep_cache:
-        caches = [_extract_row(batch_cache, group.first_row + i, mask[group.first_row + i], config)
-                  for i in range(group.width)]
+        caches = [_extract_row(batch_cache, row, mask[row], config) for row in group.rows]
         decoded.cache = caches[0]
         # References that shared a row share its cache object, so they stay one row when continued.
         decoded.reference_caches = {name: caches[stream] for name, stream in group.pair_of.items()}

@@ -375,3 +375,55 @@ def test_streams_that_start_alike_are_prefilled_once(loaded, monkeypatch):
         assert joint.tokens == single.tokens
         np.testing.assert_allclose(joint.token_logprobs, single.token_logprobs, atol=LOGPROB_TOL)
     assert together[0].positions_evaluated == len(prompt) + 5 and together[1].positions_evaluated == 5
+
+
+def test_streams_share_a_row_until_fed_different_tokens(loaded, monkeypatch):
+    """Two runs on one stream, each with a reference on one other stream, are chosen tokens by a
+    script: the same two, then different ones. Until they part, the two runs are one batch row and
+    so are their references; at the step they part, the rows are copied. Every row equals the row
+    decoded alone (tokens, log-probabilities, KL to the reference), so the copy carried the right
+    keys and values; and each shared row counted once as evaluated."""
+    from measure import decode
+    from measure.decode import Follower
+
+    scripts = {1: [11, 12, 13, 14, 15, 16], 2: [11, 12, 23, 24, 25, 26]}  # generator seed -> tokens
+    calls: dict[int, int] = {}
+
+    def scripted(logprobs, generator, temperature):
+        seed = generator.initial_seed()
+        calls[seed] = calls.get(seed, 0) + 1
+        return scripts[seed][calls[seed] - 1]
+
+    widths = []
+    forward = compat.forward
+
+    def spy(model, cache, **inputs):
+        widths.append(tuple(inputs["input_ids"].shape))
+        return forward(model, cache, **inputs)
+
+    monkeypatch.setattr(decode, "choose_token", scripted)
+    monkeypatch.setattr(compat, "forward", spy)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    _, cache = prefill(model, None, PromptFormat().prompt_ids(tokenizer, "Tom reads 20 pages a day."))
+    _, other = prefill(model, None, PromptFormat().prompt_ids(tokenizer, "Tom reads 30 pages a day."))
+    eos, pad = set(), tokenizer.pad_token_id
+
+    def rows():
+        return [DecodeRow(cache, [5], 6, generator=torch.Generator().manual_seed(seed),
+                          references={"ignore": Follower(other, [5])}) for seed in (1, 2)]
+
+    widths.clear()
+    together = decode_rows(model, rows(), eos, pad, batch_size=4)
+    # prefill, then steps feeding tokens 1..5: shared for tokens 11 and 12, apart from 13 on
+    assert [w[0] for w in widths] == [2, 2, 2, 4, 4, 4], widths
+    assert [d.tokens for d in together] == [scripts[1], scripts[2]]
+    assert together[0].positions_evaluated == 2 + 5 * 2 and together[1].positions_evaluated == 3 * 2
+    calls.clear()
+    alone = [decode_rows(model, [row], eos, pad, batch_size=2)[0] for row in rows()]
+    for joint, single in zip(together, alone):
+        assert joint.tokens == single.tokens
+        np.testing.assert_allclose(joint.token_logprobs, single.token_logprobs, atol=LOGPROB_TOL)
+        np.testing.assert_allclose(joint.references["ignore"]["kl"], single.references["ignore"]["kl"],
+                                   rtol=1e-5, atol=KL_TOL)
+        np.testing.assert_allclose(joint.references["ignore"]["logprob"], single.references["ignore"]["logprob"],
+                                   atol=LOGPROB_TOL)
