@@ -294,21 +294,28 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.keep_rows(indices, len(indices))
-
-    def keep_rows(self, indices: torch.Tensor, capacity: int) -> None:
-        """Keep rows ``indices`` (in that order), in new buffers of ``capacity`` rows."""
-        # Copy the filled positions only: the free room of the buffers holds nothing yet, and
-        # copying it doubled the cost of dropping finished rows (most of "batch upkeep").
-        self._key_buffer = self._selected(self._key_buffer, indices, capacity)
-        self._value_buffer = self._selected(self._value_buffer, indices, capacity)
+        # Copy the filled positions only: the free room of the buffers holds nothing yet.
+        self._key_buffer = self._selected(self._key_buffer, indices)
+        self._value_buffer = self._selected(self._value_buffer, indices)
         self._rows = len(indices)
         self._expose()
 
-    def _selected(self, buffer: torch.Tensor, indices: torch.Tensor, capacity: int) -> torch.Tensor:
-        kept = buffer.new_empty(max(capacity, len(indices)), *buffer.shape[1:])
-        torch.index_select(buffer[:self._rows, :, :self._length], 0, indices, out=kept[:len(indices), :, :self._length])
+    def _selected(self, buffer: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        kept = buffer.new_empty(len(indices), *buffer.shape[1:])
+        torch.index_select(buffer[:self._rows, :, :self._length], 0, indices, out=kept[:, :, :self._length])
         return kept
+
+    def move_rows(self, sources: list[int], targets: list[int], rows: int) -> None:
+        """Move rows ``sources`` into rows ``targets`` (their filled positions) and keep the first
+        ``rows`` rows: dropping finished rows copies only the live rows behind the first hole."""
+        if sources:
+            source = torch.tensor(sources, device=self._key_buffer.device)
+            target = torch.tensor(targets, device=self._key_buffer.device)
+            for buffer in (self._key_buffer, self._value_buffer):
+                filled = buffer[:, :, :self._length]
+                filled.index_copy_(0, target, filled.index_select(0, source))
+        self._rows = rows
+        self._expose()
 
     def copy_rows(self, sources: list[int]) -> None:
         """Append a copy of each row in ``sources`` (their filled positions) as new rows."""
@@ -343,10 +350,40 @@ def preallocated_empty(batch_size: int, like: torch.nn.Module, capacity: int, sp
     return Cache(layers=[PreallocatedLayer(empty, empty, capacity, spare_rows) for _ in range(layers)])
 
 
-def keep_rows(cache: Cache, indices: torch.Tensor, capacity: int) -> None:
-    """Keep rows ``indices`` of a preallocated cache, with buffers of ``capacity`` rows."""
+def combine_right_aligned(parts: list[tuple[Cache, torch.Tensor]], length: int, rows: int, positions: int) -> Cache:
+    """Rows ``index`` of each ``(cache, index)`` of ``parts``, in that order, in one preallocated
+    cache of ``rows`` rows and ``positions`` positions, every part's filled positions ending at
+    ``length`` (zeros before them: padding, which the caller masks out). Only filled positions
+    are copied."""
+    layers = []
+    for layer_index in range(len(parts[0][0].layers)):
+        buffers = []
+        for name in ("keys", "values"):
+            like = getattr(parts[0][0].layers[layer_index], name)
+            buffer = like.new_empty(rows, like.shape[1], positions, like.shape[-1])
+            row = 0
+            for cache, index in parts:
+                source = getattr(cache.layers[layer_index], name)
+                start = length - source.shape[2]
+                # Padding is masked out, but must be finite: a masked 0 * NaN would still be NaN.
+                buffer[row:row + len(index), :, :start].zero_()
+                torch.index_select(source, 0, index, out=buffer[row:row + len(index), :, start:length])
+                row += len(index)
+            buffers.append(buffer)
+        layers.append(PreallocatedLayer.over(*buffers, length, rows=row))
+    return Cache(layers=layers)
+
+
+def move_rows(cache: Cache, sources: list[int], targets: list[int], rows: int) -> None:
+    """Move rows ``sources`` of a preallocated cache into rows ``targets``, keeping ``rows`` rows."""
     for layer in cache.layers:
-        layer.keep_rows(indices, capacity)
+        layer.move_rows(sources, targets, rows)
+
+
+def rows_free(cache: Cache) -> int:
+    """Rows a preallocated cache can still add without reallocating."""
+    layer = cache.layers[0]
+    return layer._key_buffer.shape[0] - layer._rows
 
 
 def copy_rows(cache: Cache, sources: list[int]) -> None:

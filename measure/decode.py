@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import DynamicCache
+from transformers import Cache, DynamicCache
 
 from measure import cache as kv
 from measure import compat
@@ -37,7 +37,7 @@ from measure.batching import pad_batch, vocabulary_projection_at
 from measure.memory import batch_cap
 from measure.step_metrics import RowAttentionCapture, pair_metrics, span_masses, step_attention
 
-DROP_FINISHED_SHARE = 8  # finished rows are dropped from a batch once they are 1/8 of it
+JOIN_SHARE = 8  # waiting rows join the running batch once the room is 1/8 of it (or all they need)
 
 
 @dataclass
@@ -207,11 +207,12 @@ def decode_rows(
     timings: Timings | None = None,
 ) -> list[Decoded]:
     """Decode every row with its followers; ``batch_size`` bounds the rows (leaders and followers)
-    of one padded batch, a leader and its followers always sharing one.
+    of the running batch, a leader and its followers always sharing one.
 
-    ``batch_size`` is capped by what fits in free memory (see measure.memory.batch_cap). Rows are
-    batched in order of their number of new tokens, then of their starting length, so that a
-    batch holds rows that finish together and need little padding.
+    ``batch_size`` is capped by what fits in free memory (see measure.memory.batch_cap). Rows join
+    the batch in order of their number of new tokens, then of their starting length, so that rows
+    decoded together finish together and need little padding; a row waiting for room joins as
+    soon as rows that finished leave enough (``_decode_batches``).
     """
     timings = Timings() if timings is None else timings
     groups = [_group(index, row) for index, row in enumerate(rows)]
@@ -223,22 +224,119 @@ def decode_rows(
     # they left half-empty batches for the second half of the steps), then of similar lengths.
     order = sorted(groups, key=lambda g: (g.row.max_new_tokens, max(kv.kv_length(c) + len(f) for c, f in g.streams)))
     results: list[Decoded | None] = [None] * len(rows)
-    chunk: list[_Group] = []
-    for group in order:
-        if chunk and sum(g.width for g in chunk) + group.width > batch_size:
-            for done in _decode_batch(model, chunk, eos_ids, pad_id, temperature, timings):
-                results[done.index] = done.decoded
-            chunk = []
-        chunk.append(group)
-    if chunk:
-        for done in _decode_batch(model, chunk, eos_ids, pad_id, temperature, timings):
-            results[done.index] = done.decoded
+    for done in _decode_batches(model, order, batch_size, eos_ids, pad_id, temperature, timings):
+        results[done.index] = done.decoded
     return results  # type: ignore[return-value]
 
 
-def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, timings: Timings):
-    """Prefill every distinct stream's feed in one padded forward (measure.batching), then decode
-    the rows in lockstep, one position per row and step; yields each group as its leader finishes.
+@dataclass
+class _Batch:
+    """The running batch: its cache, mask and each row's positions; its groups (finished ones may
+    still ride along); and the last forward's logits and hidden states, one row per batch row."""
+
+    cache: Cache
+    mask: torch.Tensor
+    lengths: list[int]
+    groups: list[_Group]
+    logits: torch.Tensor
+    states: torch.Tensor | None
+
+    @property
+    def active(self) -> list[_Group]:
+        return [g for g in self.groups if not g.done]
+
+
+def _decode_batches(model, order: list[_Group], batch_size: int, eos_ids, pad_id, temperature, timings: Timings):
+    """Decode the groups in ``order`` in one running batch of at most ``batch_size`` rows (counting
+    each group's streams, shared or not: each may part from those it shares a row with); yields
+    each group as its leader finishes.
+
+    Groups join in order. The first ones fill the batch; later ones wait until finished rows leave
+    room, then are prefilled together in a forward of their own and join the running batch
+    (``_combine``), which also drops its finished rows. They join once the room is an eighth of the
+    batch or all the waiting rows: a batch that had to wait for the last of its rows to finish
+    before the next started ran its slowest rows a few at a time, where a forward costs about as
+    much as for many rows (the weights are read once per forward).
+    """
+    config = model.config
+    pending = list(reversed(order))  # next to join last
+    hidden = any(g.row.hidden_states and g.row.references for g in order)
+    capture = None
+    if any(g.row.attention_spans is not None for g in order):
+        capture = RowAttentionCapture(model, n_query=1, name="measure_step_capture")
+    batch: _Batch | None = None
+    with step_attention(model, capture):
+        while True:
+            active = batch.active if batch is not None else []
+            room = batch_size - sum(g.width for g in active)
+            waiting = sum(g.width for g in pending)
+            if pending and (not active or room >= min(waiting, max(1, batch_size // JOIN_SHARE))):
+                joining = [pending.pop()]  # at least one group, however wide
+                room -= joining[0].width
+                while pending and pending[-1].width <= room:
+                    room -= pending[-1].width
+                    joining.append(pending.pop())
+                new = _prefill(model, joining, pad_id, hidden, capture, timings)
+                for group in _step(new.groups, new.logits, new.states, eos_ids, temperature, timings):
+                    _finish(group, new.cache, new.mask, config)
+                    yield group
+                started = time.perf_counter()
+                batch = new if batch is None or not batch.active else _combine(batch, new, model.device)
+                timings.add("batch upkeep", started)
+                active = batch.active
+            if not active:
+                if pending:
+                    continue
+                return
+            started = time.perf_counter()
+            _drop_finished_rows(batch, model.device)
+            if kv.rows_free(batch.cache) < sum(g.width for g in active) - len(batch.lengths):
+                batch = _combine(batch, None, model.device)  # room for every stream to part
+            tokens, parted = _feed_rows(active, len(batch.lengths), pad_id)
+            if parted:
+                kv.copy_rows(batch.cache, parted)
+                batch.mask = torch.cat([batch.mask, batch.mask.index_select(0, torch.tensor(parted, device=model.device))])
+                batch.lengths += [batch.lengths[row] for row in parted]
+            started = timings.add("batch upkeep", started)
+            _decode_step(model, batch, tokens, hidden, capture, timings, started)
+            for group in _step(batch.groups, batch.logits, batch.states, eos_ids, temperature, timings):
+                _finish(group, batch.cache, batch.mask, config)
+                yield group
+
+
+def _decode_step(model, batch: _Batch, tokens: list[int], hidden: bool, capture, timings: Timings,
+                 started: float) -> None:
+    """One forward of every batch row, one position each: sets the batch's logits and states, and
+    appends each watched live leader's attention masses."""
+    device = model.device
+    ids = torch.tensor(tokens, device=device)[:, None]
+    positions = torch.tensor(batch.lengths, device=device)[:, None]
+    batch.mask = mask = torch.cat([batch.mask, batch.mask.new_ones(batch.mask.shape[0], 1)], dim=1)
+    watched = []
+    if capture is not None:
+        watched = [g for g in batch.groups if g.row.attention_spans is not None and not g.done]
+        capture.rows = torch.tensor([g.rows[0] for g in watched], dtype=torch.long, device=device)
+    out = compat.forward(model, batch.cache, input_ids=ids, attention_mask=mask, position_ids=positions,
+                         use_cache=True, output_hidden_states=hidden)
+    batch.logits = out.logits[:, -1]
+    batch.states = torch.stack([layer[:, -1] for layer in out.hidden_states]) if hidden else None
+    started = timings.add("decode steps", started)
+    timings.row_steps += ids.shape[0]
+    if watched:
+        # Gaps closed: a row's positions end at the right edge of the cache axis.
+        ends = [batch.lengths[g.rows[0]] + 1 for g in watched]
+        masses = span_masses(capture.probabilities(), [0] * len(watched), [g.row.attention_spans for g in watched],
+                             [mask.shape[1] - end for end in ends], ends)
+        for group, mass in zip(watched, masses.float().cpu().numpy()):
+            group.attention.append(mass)
+        timings.add("step metrics", started)
+    del out
+    batch.lengths = [length + 1 for length in batch.lengths]
+
+
+def _prefill(model, groups: list[_Group], pad_id: int, hidden: bool, capture, timings: Timings) -> _Batch:
+    """Prefill every distinct stream's feed of ``groups`` in one padded forward (measure.batching):
+    a batch whose logits give each group's first token.
 
     Streams of different groups that start alike (the same cache object and feed: a run's prompt
     and another run's reference on it; the references of several runs forked at one point) share
@@ -246,13 +344,14 @@ def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, tim
     at the step their tokens part (``_feed_rows``). Until then they are one stream, so the shared
     row's numbers are each one's own.
     """
-    config = model.config
     device = model.device
     started = time.perf_counter()
     if any(not feed for group in groups for _, feed in group.streams):
         raise ValueError("a decode row needs at least one token to feed")
     for group in groups:
         group.decoded.positions_evaluated = sum(len(feed) for _, feed in group.streams)
+    if capture is not None:
+        capture.rows = torch.tensor([], dtype=torch.long, device=device)  # nothing watched in long feeds
     _feed_long_streams_first(model, groups, pad_id)
     streams = [stream for group in groups for stream in group.streams]
     room = max(len(feed) for _, feed in streams) + max(g.row.max_new_tokens for g in groups)
@@ -267,93 +366,87 @@ def _decode_batch(model, groups: list[_Group], eos_ids, pad_id, temperature, tim
     spare = len(streams) - len(distinct)  # every stream may part from those it shares a row with
     batch = pad_batch(model, [streams[row][0] for row in distinct], [streams[row][1] for row in distinct], pad_id,
                       room=room, spare_rows=spare)
-    batch_cache = (kv.preallocated_empty(len(distinct), model, room, spare) if batch.cache is None
-                   else batch.cache)
-    ids, mask, positions, lengths = batch.input_ids, batch.attention_mask, batch.position_ids, batch.cache_lengths
-    hidden = any(g.row.hidden_states and g.row.references for g in groups)
+    cache = kv.preallocated_empty(len(distinct), model, room, spare) if batch.cache is None else batch.cache
+    lengths = batch.cache_lengths
     watched = [g for g in groups if g.row.attention_spans is not None]
     # Only each row's last fed position needs logits; a (positions x vocabulary) block for the
     # whole prompt would be the largest allocation of the batch.
     last_fed = torch.tensor([len(streams[row][1]) - 1 for row in distinct], device=device)
-    capture = None
     if watched:
         # The prefill's queries of interest: each watched leader's last fed position.
         first_query = min(len(g.streams[0][1]) - 1 for g in watched)
-        capture = RowAttentionCapture(model, n_query=batch.width - first_query, name="measure_step_capture")
+        capture.n_query = batch.width - first_query
         capture.rows = torch.tensor([g.rows[0] for g in watched], device=device)
-    with step_attention(model, capture):
-        with vocabulary_projection_at(model, torch.arange(len(distinct), device=device), last_fed):
-            out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
-                                 use_cache=True, logits_to_keep=0, output_hidden_states=hidden)
-        logits = out.logits[0]
-        states = (torch.stack([layer[torch.arange(len(distinct), device=device), last_fed] for layer in out.hidden_states])
-                  if hidden else None)
-        if watched:
-            masses = span_masses(
-                capture.probabilities(), [len(g.streams[0][1]) - 1 - first_query for g in watched],
-                [g.row.attention_spans for g in watched], [batch.pads[g.rows[0]] for g in watched],
-                [lengths[g.rows[0]] + len(g.streams[0][1]) for g in watched])
-            for group, mass in zip(watched, masses.float().cpu().numpy()):
-                group.attention.append(mass)
-        del out
-        lengths = [length + len(streams[row][1]) for length, row in zip(lengths, distinct)]  # positions per row
-        batch_cache, mask = kv.close_padding_gaps(batch_cache, mask)
-        started = timings.add("prefill", started)
-        live = list(groups)
-        while True:
-            finished = _step(live, logits, states, eos_ids, temperature, timings)
-            started = time.perf_counter()
-            for group in finished:
-                _finish(group, batch_cache, mask, config)
-                yield group
-            active = [g for g in live if not g.done]
-            if not active:
-                return
-            used = sorted({row for g in active for row in g.rows})
-            if len(lengths) - len(used) >= max(1, len(lengths) // DROP_FINISHED_SHARE):
-                # Dropping finished rows copies the cache's filled positions: done once it saves an
-                # eighth of the batch; until then finished rows ride along and their outputs are
-                # ignored. Measured on the bench workload: at a quarter, riders were 8% of the
-                # row-steps; at an eighth the engine took 42.6 s against 45.9 (batch upkeep 0.4 ->
-                # 0.8 s, decode steps 35.2 -> 32.0 s); a sixteenth copied more for no further gain.
-                keep = torch.tensor(used, device=device)
-                kv.keep_rows(batch_cache, keep, sum(g.width for g in active))
-                mask = mask.index_select(0, keep)
-                renumbered = {old: new for new, old in enumerate(used)}
-                for group in active:
-                    group.rows = [renumbered[row] for row in group.rows]
-                lengths = [lengths[row] for row in used]
-                live = active
-            tokens, parted = _feed_rows(active, len(lengths), pad_id)
-            if parted:
-                kv.copy_rows(batch_cache, parted)
-                parted_rows = torch.tensor(parted, device=device)
-                mask = torch.cat([mask, mask.index_select(0, parted_rows)])
-                lengths += [lengths[row] for row in parted]
-            started = timings.add("batch upkeep", started)
-            ids = torch.tensor(tokens, device=device)[:, None]
-            positions = torch.tensor(lengths, device=device)[:, None]
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            if capture is not None:
-                watched = [g for g in live if g.row.attention_spans is not None and not g.done]
-                capture.rows = torch.tensor([g.rows[0] for g in watched], dtype=torch.long, device=device)
-            out = compat.forward(model, batch_cache, input_ids=ids, attention_mask=mask, position_ids=positions,
-                                 use_cache=True, output_hidden_states=hidden)
-            logits = out.logits[:, -1]
-            states = torch.stack([layer[:, -1] for layer in out.hidden_states]) if hidden else None
-            started = timings.add("decode steps", started)
-            timings.row_steps += ids.shape[0]
-            if capture is not None and watched:
-                # Gaps closed: a row's positions end at the right edge of the cache axis.
-                ends = [lengths[g.rows[0]] + 1 for g in watched]
-                masses = span_masses(
-                    capture.probabilities(), [0] * len(watched), [g.row.attention_spans for g in watched],
-                    [mask.shape[1] - end for end in ends], ends)
-                for group, mass in zip(watched, masses.float().cpu().numpy()):
-                    group.attention.append(mass)
-                started = timings.add("step metrics", started)
-            del out
-            lengths = [length + 1 for length in lengths]
+    with vocabulary_projection_at(model, torch.arange(len(distinct), device=device), last_fed):
+        out = compat.forward(model, cache, input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             position_ids=batch.position_ids, use_cache=True, logits_to_keep=0,
+                             output_hidden_states=hidden)
+    logits = out.logits[0]
+    states = (torch.stack([layer[torch.arange(len(distinct), device=device), last_fed] for layer in out.hidden_states])
+              if hidden else None)
+    if watched:
+        masses = span_masses(
+            capture.probabilities(), [len(g.streams[0][1]) - 1 - first_query for g in watched],
+            [g.row.attention_spans for g in watched], [batch.pads[g.rows[0]] for g in watched],
+            [lengths[g.rows[0]] + len(g.streams[0][1]) for g in watched])
+        for group, mass in zip(watched, masses.float().cpu().numpy()):
+            group.attention.append(mass)
+    del out
+    cache, mask = kv.close_padding_gaps(cache, batch.attention_mask)
+    lengths = [length + len(streams[row][1]) for length, row in zip(lengths, distinct)]  # positions per row
+    timings.add("prefill", started)
+    return _Batch(cache, mask, lengths, list(groups), logits, states)
+
+
+def _combine(running: _Batch | None, joining: _Batch | None, device) -> _Batch | None:
+    """The rows of the live groups of ``running`` then of ``joining``, in one new preallocated
+    cache (finished rows dropped), every row's positions right-aligned on one cache axis (gaps
+    stay closed, position ids are the rows' own), with room for every stream to part and for
+    every live group's remaining tokens; None without live groups. Only the filled positions are
+    copied."""
+    parts = [batch for batch in (running, joining) if batch is not None and batch.active]
+    groups = [g for batch in parts for g in batch.active]
+    if not groups:
+        return None
+    width = max(batch.mask.shape[1] for batch in parts)
+    sources, lengths, masks = [], [], []
+    for batch in parts:
+        used = sorted({row for g in batch.active for row in g.rows})
+        renumbered = {old: len(lengths) + new for new, old in enumerate(used)}
+        for group in batch.active:
+            group.rows = [renumbered[row] for row in group.rows]
+        index = torch.tensor(used, dtype=torch.long, device=device)
+        sources.append((batch.cache, index))
+        mask = batch.mask.index_select(0, index)
+        masks.append(torch.cat([mask.new_zeros(len(used), width - mask.shape[1]), mask], dim=1))
+        lengths += [batch.lengths[row] for row in used]
+    remaining = max(g.row.max_new_tokens - len(g.decoded.tokens) for g in groups)
+    cache = kv.combine_right_aligned(sources, width, sum(g.width for g in groups), width + remaining)
+    return _Batch(cache, torch.cat(masks), lengths, groups, None, None)
+
+
+def _drop_finished_rows(batch: _Batch, device) -> None:
+    """Drop the rows no live stream uses, right after their groups finish: the live rows behind
+    the first hole move into the holes, so a drop copies as many rows as it drops at most.
+    (Finished rows had ridden along until they were an eighth of the batch, then every live row
+    was copied: 0.8 s of batch upkeep on the bench workload, and riders in the decode steps.)"""
+    active = batch.active
+    used = {row for g in active for row in g.rows}
+    kept = len(used)
+    if kept == len(batch.lengths):
+        return
+    holes = [row for row in range(kept) if row not in used]
+    movers = sorted(row for row in used if row >= kept)
+    kv.move_rows(batch.cache, movers, holes, kept)
+    if movers:
+        moved = dict(zip(movers, holes))
+        for group in active:
+            group.rows = [moved.get(row, row) for row in group.rows]
+        source, target = (torch.tensor(rows, device=device) for rows in (movers, holes))
+        batch.mask.index_copy_(0, target, batch.mask.index_select(0, source))
+        for old, new in moved.items():
+            batch.lengths[new] = batch.lengths[old]
+    batch.mask, batch.lengths, batch.groups = batch.mask[:kept], batch.lengths[:kept], active
 
 
 def _feed_rows(active: list[_Group], n_rows: int, pad_id: int) -> tuple[list[int], list[int]]:

@@ -111,9 +111,11 @@ class RowAttentionCapture(AttentionCapture):
     ``rows`` (set before each forward): the leaders asking for attention, not their followers.
     Recording every row would repeat the keys of the whole batch per layer and step."""
 
-    rows: torch.Tensor | None = None
+    rows: torch.Tensor | None = None  # None: every row; empty: none (a forward nobody watches)
 
     def record(self, module, query, key, attention_mask, *args, **kwargs) -> None:
+        if self.rows is not None and not len(self.rows):
+            return
         if self.rows is not None:
             query, key = query[self.rows], key[self.rows]
             if attention_mask is not None and attention_mask.shape[0] > 1:
@@ -121,6 +123,8 @@ class RowAttentionCapture(AttentionCapture):
         super().record(module, query, key, attention_mask, *args, **kwargs)
 
     def keep(self, module, probabilities: torch.Tensor) -> None:
+        if self.rows is not None and not len(self.rows):
+            return
         super().keep(module, probabilities if self.rows is None else probabilities[self.rows])
 
 

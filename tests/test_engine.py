@@ -303,19 +303,55 @@ def test_batches_hold_rows_that_finish_together(loaded, monkeypatch):
     from measure import decode
 
     batches = []
-    original = decode._decode_batch
+    original = decode._prefill
 
     def spy(model, groups, *args):
         batches.append(sorted(g.row.max_new_tokens for g in groups))
-        yield from original(model, groups, *args)
+        return original(model, groups, *args)
 
-    monkeypatch.setattr(decode, "_decode_batch", spy)
+    monkeypatch.setattr(decode, "_prefill", spy)
     long = list(range(5, 15))  # by final length (13, 11, 5, 19) the batches would be [3, 9] twice
     rows = [DecodeRow(None, long, 3), DecodeRow(None, [5, 6], 9), DecodeRow(None, [5, 7], 3),
             DecodeRow(None, long[:-1] + [20], 9)]
     decoded = decode_rows(loaded.model, rows, set(), loaded.tokenizer.pad_token_id, batch_size=2)
     assert sorted(batches) == [[3, 3], [9, 9]]
     assert [len(d.tokens) for d in decoded] == [3, 9, 3, 9]
+
+
+def test_rows_join_the_running_batch_as_rows_finish(loaded, monkeypatch):
+    """With room for two rows, a waiting row joins the running batch as soon as one finishes,
+    prefilled apart and then decoded with the others: one shorter than the batch's cache axis (left
+    padded) and one longer (the running rows left padded). Every row, with its reference, equals
+    the row decoded alone: tokens, log-probabilities, KL; past the sliding window of 8 for the
+    windowed families."""
+    from measure import decode
+    from measure.decode import Follower
+
+    joined = []
+    original = decode._prefill
+
+    def spy(model, groups, *args):
+        joined.append([len(g.row.feed) for g in groups])
+        return original(model, groups, *args)
+
+    monkeypatch.setattr(decode, "_prefill", spy)
+    eos, pad = set(), loaded.tokenizer.pad_token_id
+    feeds = {"A": list(range(5, 17)), "B": [5, 6], "D": [7, 8, 9], "C": list(range(30, 75))}
+
+    def rows():
+        return [DecodeRow(None, feeds[name], 3 if name == "A" else 12,
+                          references={"other": Follower(None, [4] + feeds[name])}) for name in feeds]
+
+    together = decode_rows(loaded.model, rows(), eos, pad, batch_size=4)
+    # A and B start; D joins when A finishes (its cache axis shorter), C when B finishes (longer).
+    assert joined == [[12, 2], [3], [45]]
+    monkeypatch.setattr(decode, "_prefill", original)
+    for joint, row in zip(together, rows()):
+        single = decode_rows(loaded.model, [row], eos, pad, batch_size=2)[0]
+        assert joint.tokens == single.tokens and joint.positions_evaluated == single.positions_evaluated
+        np.testing.assert_allclose(joint.token_logprobs, single.token_logprobs, atol=LOGPROB_TOL)
+        np.testing.assert_allclose(joint.references["other"]["kl"], single.references["other"]["kl"],
+                                   rtol=1e-5, atol=KL_TOL)
 
 
 def test_reference_runs_decoded_in_two_stages_equal_one_stage(loaded, monkeypatch):
