@@ -181,11 +181,12 @@ from measure.model import load_model
 loaded = load_model(sys.argv[1], sys.argv[2], sys.argv[3])
 leaders, new_tokens = int(sys.argv[4]) // 3, int(sys.argv[5])
 vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
-prompt = [token % vocab for token in range(1000, 1200)]
 spans = {"prompt": (0, 200), "after": (200, 200 + new_tokens)}
+# Every row its own prompt: streams that start alike would share a batch row (measure.decode).
+prompts = [[(token + 211 * leader) % vocab for token in range(1000, 1200)] for leader in range(leaders)]
 rows = [DecodeRow(None, prompt, new_tokens, hidden_states=True, attention_spans=spans,
                   references={"a": Follower(None, prompt[:-1] + [7]), "b": Follower(None, prompt[:-1] + [8])})
-        for _ in range(leaders)]
+        for prompt in prompts]
 with PeakMemory() as memory:
     decode_rows(loaded.model, rows, set(), loaded.tokenizer.pad_token_id, batch_size=3 * leaders)
 print(memory.grown)

@@ -285,6 +285,52 @@ def test_long_feeds_prefilled_apart_equal_one_padded_prefill(loaded, monkeypatch
             np.testing.assert_allclose(a.references[name]["kl"], b.references[name]["kl"], rtol=1e-5, atol=KL_TOL)
 
 
+def test_a_long_feed_shared_by_two_rows_is_fed_once(loaded, monkeypatch):
+    """Two runs whose references are the same stream with a long feed (one cache object, the same
+    update): the update goes through the model once, and the reference stays one batch row
+    while both runs choose the same tokens; each run equals the run decoded alone."""
+    from measure.decode import Follower
+
+    model, tokenizer = loaded.model, loaded.tokenizer
+    _, cache = prefill(model, None, PromptFormat().prompt_ids(tokenizer, "A farmer had 12 cows and sold 3 of them."))
+    update = list(range(20, 34))
+    shapes = []
+    forward = compat.forward
+
+    def spy(model, cache, **inputs):
+        shapes.append(tuple(inputs["input_ids"].shape))
+        return forward(model, cache, **inputs)
+
+    def rows():
+        return [DecodeRow(cache, [token], 4, references={"matched": Follower(cache, [6] + update)}) for token in (5, 7)]
+
+    monkeypatch.setattr(compat, "forward", spy)
+    eos, pad = set(), tokenizer.pad_token_id
+    together = decode_rows(model, rows(), eos, pad, batch_size=4)
+    assert shapes[:2] == [(1, len(update)), (3, 1)]  # the update once; two runs and one reference row
+    # The update counts once, for the first run; the second counts its own rows only (3 decode steps).
+    assert together[0].positions_evaluated >= 2 + len(update) + 3 and together[1].positions_evaluated <= 1 + 2 * 3
+    for joint, row in zip(together, rows()):
+        single = decode_rows(model, [row], eos, pad, batch_size=2)[0]
+        assert joint.tokens == single.tokens
+        np.testing.assert_allclose(joint.token_logprobs, single.token_logprobs, atol=LOGPROB_TOL)
+        np.testing.assert_allclose(joint.references["matched"]["kl"], single.references["matched"]["kl"],
+                                   rtol=1e-5, atol=KL_TOL)
+
+
+def test_long_feeds_are_grouped_by_length():
+    """Long feeds run in padded forwards of similar lengths: few padded positions, each feed once."""
+    from measure.decode import _length_buckets
+
+    assert _length_buckets([40, 1, 1, 1, 1], fixed=32) == [[1, 2, 3, 4], [0]]  # 4 + 40 + 2 x 32 < 5 x 40 + 32
+    assert _length_buckets([12, 10, 11], fixed=32) == [[1, 2, 0]]  # one forward: 3 x 12 + 32 < 10 + 11 + 12 + 96
+    lengths = [11, 15, 17, 20, 21, 26, 28, 29, 32, 34, 35, 36, 37, 44] * 3
+    buckets = _length_buckets(lengths)
+    assert sorted(i for bucket in buckets for i in bucket) == list(range(len(lengths)))
+    padded = sum(len(bucket) * max(lengths[i] for i in bucket) for bucket in buckets)
+    assert padded + 32 * len(buckets) < len(lengths) * max(lengths) + 32
+
+
 def test_timings_count_the_rows_of_every_decode_step(loaded):
     """measure bench divides decode time by these: 5 tokens take the prefill and 4 decode steps."""
     from measure.decode import Timings
