@@ -66,7 +66,10 @@ def engine_step_ms(loaded, device: str, steps: int, rows: int) -> float:
     def run(n: int) -> float:
         synchronize(device)
         start = time.perf_counter()
-        decode_rows(loaded.model, [DecodeRow(None, prompt, n) for _ in range(rows)], set(),
+        # Every row its own prompt: rows that are the same stream would share one batch row.
+        vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
+        decode_rows(loaded.model, [DecodeRow(None, [(token + 211 * row) % vocab for token in prompt], n)
+                                   for row in range(rows)], set(),
                     loaded.tokenizer.pad_token_id, batch_size=rows)
         synchronize(device)
         return time.perf_counter() - start

@@ -209,10 +209,11 @@ def decode_memory_per_row(loaded, rows_small: int = 6, rows_large: int = 24, new
 
 def gpu_decode_rates(loaded, batch_sizes=(1, 8, 32), new_tokens: int = 64) -> dict[int, float]:
     vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
-    prompt = [token % vocab for token in range(1000, 1100)]
     rates = {}
     for size in batch_sizes:
-        rows = [DecodeRow(None, prompt, new_tokens) for _ in range(size)]
+        # Every row its own prompt: rows that are the same stream would share one batch row.
+        rows = [DecodeRow(None, [(token + 211 * row) % vocab for token in range(1000, 1100)], new_tokens)
+                for row in range(size)]
         torch.cuda.synchronize()
         start = time.perf_counter()
         decode_rows(loaded.model, rows, set(), loaded.tokenizer.pad_token_id, batch_size=size)
