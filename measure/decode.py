@@ -231,8 +231,9 @@ def decode_rows(
 
 @dataclass
 class _Batch:
-    """The running batch: its cache, mask and each row's positions; its groups (finished ones may
-    still ride along); and the last forward's logits and hidden states, one row per batch row."""
+    """The running batch: its cache, mask and each row's positions; its groups (those that finished
+    at the last step until the next drops their rows); and the last forward's logits and hidden
+    states, one row per batch row."""
 
     cache: Cache
     mask: torch.Tensor
