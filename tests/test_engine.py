@@ -44,6 +44,20 @@ def rope_loaded(request):
     return load_model(f"tiny:{request.param}")
 
 
+@pytest.fixture
+def forward_shapes(monkeypatch):
+    """The ``input_ids`` shape of every model forward (``compat.forward``) while the test runs."""
+    shapes = []
+    forward = compat.forward
+
+    def spy(model, cache, **inputs):
+        shapes.append(tuple(inputs["input_ids"].shape))
+        return forward(model, cache, **inputs)
+
+    monkeypatch.setattr(compat, "forward", spy)
+    return shapes
+
+
 def conditions_for(loaded):
     names = ("ignore", "oracle", "injection", "flush", "partial", "noise", "repeat")
     return tuple(n for n in names if loaded.uses_rotary_positions or n != "partial")
@@ -285,7 +299,7 @@ def test_long_feeds_prefilled_apart_equal_one_padded_prefill(loaded, monkeypatch
             np.testing.assert_allclose(a.references[name]["kl"], b.references[name]["kl"], rtol=1e-5, atol=KL_TOL)
 
 
-def test_a_long_feed_shared_by_two_rows_is_fed_once(loaded, monkeypatch):
+def test_a_long_feed_shared_by_two_rows_is_fed_once(loaded, forward_shapes):
     """Two runs whose references are the same stream with a long feed (one cache object, the same
     update): the update goes through the model once, and the reference stays one batch row
     while both runs choose the same tokens; each run equals the run decoded alone."""
@@ -294,20 +308,14 @@ def test_a_long_feed_shared_by_two_rows_is_fed_once(loaded, monkeypatch):
     model, tokenizer = loaded.model, loaded.tokenizer
     _, cache = prefill(model, None, PromptFormat().prompt_ids(tokenizer, "A farmer had 12 cows and sold 3 of them."))
     update = list(range(20, 34))
-    shapes = []
-    forward = compat.forward
-
-    def spy(model, cache, **inputs):
-        shapes.append(tuple(inputs["input_ids"].shape))
-        return forward(model, cache, **inputs)
 
     def rows():
         return [DecodeRow(cache, [token], 4, references={"matched": Follower(cache, [6] + update)}) for token in (5, 7)]
 
-    monkeypatch.setattr(compat, "forward", spy)
     eos, pad = set(), tokenizer.pad_token_id
+    forward_shapes.clear()
     together = decode_rows(model, rows(), eos, pad, batch_size=4)
-    assert shapes[:2] == [(1, len(update)), (3, 1)]  # the update once; two runs and one reference row
+    assert forward_shapes[:2] == [(1, len(update)), (3, 1)]  # the update once; two runs and one reference row
     # The update counts once, for the first run; the second counts its own rows only (3 decode steps).
     assert together[0].positions_evaluated >= 2 + len(update) + 3 and together[1].positions_evaluated <= 1 + 2 * 3
     for joint, row in zip(together, rows()):
@@ -433,18 +441,11 @@ def test_reference_runs_decoded_in_two_stages_equal_one_stage(loaded, monkeypatc
             np.testing.assert_allclose(two.attention_mass, one.attention_mass, atol=1e-5)
 
 
-def test_streams_that_start_alike_are_prefilled_once(loaded, monkeypatch):
+def test_streams_that_start_alike_are_prefilled_once(loaded, forward_shapes):
     """Two rows fed the same prompt from nothing (a run's prompt and another run's reference on
     it) share one prefill row, then decode apart: each equals the row decoded alone, and the
     copy's prompt is not counted as evaluated."""
-    widths = []
-    forward = compat.forward
-
-    def spy(model, cache, **inputs):
-        widths.append(tuple(inputs["input_ids"].shape))
-        return forward(model, cache, **inputs)
-
-    monkeypatch.setattr(compat, "forward", spy)
+    widths = forward_shapes
     prompt = PromptFormat().prompt_ids(loaded.tokenizer, "Tom reads 20 pages a day.")
     eos, pad = set(), loaded.tokenizer.pad_token_id
     rows = lambda: [DecodeRow(None, prompt, 6, generator=torch.Generator().manual_seed(1)),  # noqa: E731
@@ -459,7 +460,7 @@ def test_streams_that_start_alike_are_prefilled_once(loaded, monkeypatch):
     assert together[0].positions_evaluated == len(prompt) + 5 and together[1].positions_evaluated == 5
 
 
-def test_streams_share_a_row_until_fed_different_tokens(loaded, monkeypatch):
+def test_streams_share_a_row_until_fed_different_tokens(loaded, monkeypatch, forward_shapes):
     """Two runs on one stream, each with a reference on one other stream, are chosen tokens by a
     script: the same two, then different ones. Until they part, the two runs are one batch row and
     so are their references; at the step they part, the rows are copied. Every row equals the row
@@ -476,15 +477,8 @@ def test_streams_share_a_row_until_fed_different_tokens(loaded, monkeypatch):
         calls[seed] = calls.get(seed, 0) + 1
         return scripts[seed][calls[seed] - 1]
 
-    widths = []
-    forward = compat.forward
-
-    def spy(model, cache, **inputs):
-        widths.append(tuple(inputs["input_ids"].shape))
-        return forward(model, cache, **inputs)
-
+    widths = forward_shapes
     monkeypatch.setattr(decode, "choose_token", scripted)
-    monkeypatch.setattr(compat, "forward", spy)
     model, tokenizer = loaded.model, loaded.tokenizer
     _, cache = prefill(model, None, PromptFormat().prompt_ids(tokenizer, "Tom reads 20 pages a day."))
     _, other = prefill(model, None, PromptFormat().prompt_ids(tokenizer, "Tom reads 30 pages a day."))
