@@ -380,12 +380,6 @@ def move_rows(cache: Cache, sources: list[int], targets: list[int], rows: int) -
         layer.move_rows(sources, targets, rows)
 
 
-def rows_free(cache: Cache) -> int:
-    """Rows a preallocated cache can still add without reallocating."""
-    layer = cache.layers[0]
-    return layer._key_buffer.shape[0] - layer._rows
-
-
 def copy_rows(cache: Cache, sources: list[int]) -> None:
     """Append a copy of rows ``sources`` of a preallocated cache as its next rows."""
     for layer in cache.layers:

@@ -291,8 +291,8 @@ def _decode_batches(model, order: list[_Group], batch_size: int, eos_ids, pad_id
                 return
             started = time.perf_counter()
             _drop_finished_rows(batch, model.device)
-            if kv.rows_free(batch.cache) < sum(g.width for g in active) - len(batch.lengths):
-                batch = _combine(batch, None, model.device)  # room for every stream to part
+            # Parting rows fit: the buffers were sized for every stream of the live groups when
+            # they joined, and groups only leave until the next join (copy_rows refuses otherwise).
             tokens, parted = _feed_rows(active, len(batch.lengths), pad_id)
             if parted:
                 kv.copy_rows(batch.cache, parted)
