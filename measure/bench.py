@@ -20,7 +20,7 @@ import time
 import torch
 
 from measure.conditions import ForkPoint
-from measure.decode import DecodeRow, decode_rows, prefill
+from measure.decode import DecodeRow, Timings, decode_rows, prefill
 from measure.engine import Engine, EngineConfig
 from measure.prompts import inserted_ids, length_matched_ids
 from measure.scoring import Stream, score_streams
@@ -222,6 +222,23 @@ def gpu_decode_rates(loaded, batch_sizes=(1, 8, 32), new_tokens: int = 64) -> di
     return rates
 
 
+def best_decode_step_rate(loaded, rows: int, positions: int = 200, new_tokens: int = 16) -> float:
+    """Useful arithmetic (GFLOP/s) of decode-step forwards at their best: ``rows`` rows over a
+    cache of ``positions`` positions, every row live, no references, hidden states, attention
+    capture or step metrics. The engine's decode steps cannot do better, so this figure, as a
+    share of the matmul rate, shows how much of the useful-share target a faster engine could
+    still reach on this machine. One prompt is prefilled once and its cache shared by every row:
+    each row is then fed a different token, so each is its own stream (its own batch row)."""
+    model = loaded.model
+    vocab = model.config.get_text_config(decoder=True).vocab_size
+    _, cache = prefill(model, None, [(1000 + token) % vocab for token in range(positions)])
+    batch = [DecodeRow(cache, [(2000 + 37 * row) % vocab], new_tokens) for row in range(rows)]
+    timings = Timings()
+    decode_rows(model, batch, set(), loaded.tokenizer.pad_token_id, batch_size=rows, timings=timings)
+    parameters = sum(p.numel() for p in model.parameters())
+    return 2 * parameters * timings.row_steps / timings["decode steps"] / 1e9
+
+
 TARGETS = {"engine / naive time": 0.12, "useful share of matmul rate": 0.50, "2x tokens time ratio": 2.0}
 
 
@@ -299,6 +316,10 @@ def run_bench(args: argparse.Namespace) -> int:
             f"{name} {value:.1f} GFLOP/s" for name, value in rates.items())
             + f" (the model's linear layers: {loaded.linear_kernel}); useful arithmetic is "
             f"{figures['useful share of matmul rate']:.0%} of the fastest")
+        best_step = best_decode_step_rate(loaded, args.batch_size)
+        print(f"a decode step at its best ({args.batch_size} rows of 200 positions, every row live, nothing but "
+              f"the forward): {best_step:.1f} GFLOP/s, {best_step / rate:.0%} of the fastest; the engine's decode "
+              "steps cannot do better")
         per_row, fixed = decode_memory_per_row(loaded)
         longest = 320 + args.max_new_tokens
         print(f"decode memory, rows of 264 positions (leaders and followers): {per_row:.1f} MB per row measured "

@@ -43,7 +43,7 @@ def server(tmp_path_factory):
     shutil.copytree(ROOT / "reports" / "baselines" / "smollm2", runs / "baseline")
     process = subprocess.Popen(
         [sys.executable, "-m", "measure.cli", "serve", "--port", "0", "--runs-dir", str(runs),
-         "--max-new-tokens-limit", "64"],
+         "--max-new-tokens-limit", "256"],
         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
@@ -153,7 +153,8 @@ def test_script_text_is_shown_not_run_and_closing_the_tab_cancels(browser, serve
     page, problems = open_page(browser, server)
     for field in ("#context", "#question_a", "#question_b", "#update"):
         page.fill(field, f"{PAYLOAD} {field}")
-    page.fill("#max_new_tokens", "64")
+    # The most tokens the server allows: the run must still be going when the closed tab is noticed.
+    page.fill("#max_new_tokens", "256")
     page.fill("#points", "4")
     page.click("#run")
     wait_until(page, f"{LANES_WITH_TOKENS} >= 1", timeout=60)
