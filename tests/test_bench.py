@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from measure import bench, compat
+from measure import bench
 from measure.model import load_model
 
 MB = 1_000_000
@@ -27,19 +27,11 @@ def test_peak_memory_sees_a_block_freed_before_the_end(kernel, monkeypatch):
     assert 190 * MB <= memory.grown <= 400 * MB, memory.grown
 
 
-def test_the_best_decode_step_times_every_row_as_its_own_stream(monkeypatch):
+def test_the_best_decode_step_times_every_row_as_its_own_stream(forward_shapes):
     """Rows that were one stream would share a batch row (measure.decode), and the figure would
     then time narrow forwards: every decode forward must carry all the rows."""
-    widths = []
-    forward = compat.forward
-
-    def spy(model, cache, **inputs):
-        widths.append(tuple(inputs["input_ids"].shape))
-        return forward(model, cache, **inputs)
-
-    monkeypatch.setattr(compat, "forward", spy)
     loaded = load_model("tiny:llama")
     rate = bench.best_decode_step_rate(loaded, rows=6, positions=20, new_tokens=4)
     assert rate > 0
-    assert widths[0] == (1, 20)  # the prompt, prefilled once
-    assert widths[1:] == [(6, 1)] * 4, widths  # the rows' own first tokens, then 3 decode steps
+    assert forward_shapes[0] == (1, 20)  # the prompt, prefilled once
+    assert forward_shapes[1:] == [(6, 1)] * 4, forward_shapes  # the rows' own first tokens, then 3 decode steps

@@ -44,20 +44,6 @@ def rope_loaded(request):
     return load_model(f"tiny:{request.param}")
 
 
-@pytest.fixture
-def forward_shapes(monkeypatch):
-    """The ``input_ids`` shape of every model forward (``compat.forward``) while the test runs."""
-    shapes = []
-    forward = compat.forward
-
-    def spy(model, cache, **inputs):
-        shapes.append(tuple(inputs["input_ids"].shape))
-        return forward(model, cache, **inputs)
-
-    monkeypatch.setattr(compat, "forward", spy)
-    return shapes
-
-
 def conditions_for(loaded):
     names = ("ignore", "oracle", "injection", "flush", "partial", "noise", "repeat")
     return tuple(n for n in names if loaded.uses_rotary_positions or n != "partial")
