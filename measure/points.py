@@ -45,7 +45,7 @@ class InjectionPoint:
     def fixed_t0(self) -> int | None:
         """t0 when it does not depend on the ignore run (a token count), else None (a fraction of
         the run's length). Such a point forks once the ignore run has t0 + 1 tokens, while the
-        run goes on (measure.engine)."""
+        run goes on (measure.engine.engine)."""
         return None if self.is_fraction else int(self.value)
 
 

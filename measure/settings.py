@@ -13,11 +13,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from measure.conditions import DEFAULT_CONDITIONS
 from measure.data import DATASETS
 from measure.data.pairs import VARIATION_TYPES
-from measure.engine import EngineConfig, check_config
-from measure.model import DEVICES, DTYPES, EMBEDDED_MODEL
+from measure.engine.conditions import DEFAULT_CONDITIONS
+from measure.engine.engine import EngineConfig, check_config
+from measure.model.load import DEVICES, DTYPES, EMBEDDED_MODEL
 from measure.prompts import DEFAULT_QA_SYSTEM_PROMPT, DEFAULT_SYSTEM_PROMPT, PROMPT_STYLES, PromptFormat
 
 #: How users name an identical-problem pair (``variation_type`` None) when they select variation
@@ -65,8 +65,8 @@ class RunSettings:
     semantic: bool = True
     verify_recompute: bool = True
     trust_remote_code: bool = False
-    alpha: float = 0.05  # false-event rate of the calibrated latency events (measure.calibration)
-    # Where the problem groups are measured (measure.executors), not what is measured: --resume may change these.
+    alpha: float = 0.05  # false-event rate of the calibrated latency events (measure.analysis.calibration)
+    # Where the problem groups are measured (measure.run.executors), not what is measured: --resume may change these.
     executor: str = "local"  # local (this process) | ray (Ray actors, `pip install measure[ray]`)
     ray_address: str | None = None  # unset: a new local Ray instance; "auto" or host:port: an existing cluster
     workers: int | None = None  # Ray actors, each loading the model (default: one per GPU, or per CPU without GPUs)
@@ -256,9 +256,9 @@ def validate(settings: RunSettings) -> None:
 def check_model_source(model: str) -> None:
     """A model path that does not exist, or a .gguf that is not one, fails here, before the data
     loads; the GGUF cache folder must be usable when the model goes through it."""
-    from measure.cpu_linear import LinearKernelError, requested
     from measure.data import CACHE_DIR_ENV, cache_dir
-    from measure.model import ModelLoadError, check_model_path
+    from measure.model.cpu_linear import LinearKernelError, requested
+    from measure.model.load import ModelLoadError, check_model_path
 
     try:
         check_model_path(model)
@@ -288,7 +288,7 @@ def check_writable(out: Path | None, what: str = "--out") -> None:
 
 
 def check_executor(settings: RunSettings) -> None:
-    """--executor and its options (measure.executors): Ray installed, workers and GPUs that make sense."""
+    """--executor and its options (measure.run.executors): Ray installed, workers and GPUs that make sense."""
     if settings.executor not in EXECUTORS:
         raise SettingsError(f"--executor {settings.executor!r}: choose one of {', '.join(EXECUTORS)}")
     if settings.executor != "ray":  # the Ray options are ignored, so that a Ray run can be resumed locally

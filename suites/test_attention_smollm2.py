@@ -12,9 +12,9 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from measure import compat
-from measure.attention import AttentionCapture, left_padding, sum_over_spans
-from measure.sdpa import GROUPED_SDPA
+from measure.engine.attention import AttentionCapture, left_padding, sum_over_spans
+from measure.model import compat
+from measure.model.sdpa import GROUPED_SDPA
 
 pytestmark = pytest.mark.model
 
@@ -31,7 +31,7 @@ PROBLEM = (
 
 @pytest.fixture(scope="module")
 def loaded():
-    from measure.model import ModelLoadError, load_model
+    from measure.model.load import ModelLoadError, load_model
 
     try:
         loaded = load_model()

@@ -15,7 +15,7 @@ Tolerances (float32; see measure.pytest_plugin.invariants for what each bound ap
   cache-free recompute): max |log p difference| < 5e-4, max KL < 1e-5 nats. SmolLM2 shows at most
   8.6e-5 and 5.1e-7 on an H200 (CUDA, float32) and 8e-5 and 3e-7 on CPU: KL got within 2x of the
   former 1e-6 bound on CUDA. On tiny models a wrong position, mask or key shows up as differences of
-  1e-2 and more (tests/test_engine.py);
+  1e-2 and more (tests/engine/test_engine.py);
 - identical-problem controls: KL(run||P_oracle) equals KL(run||P_ignore) exactly (difference 0);
 - noise and repeat: mean KL(run||P_ignore) after t0 finite and below 6 nats. A sanity ceiling, not a
   result: on the default problems SmolLM2 shows 1.7-2.7 nats after noise and 0.9-1.5 after a

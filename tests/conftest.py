@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from measure import compat
+from measure.model import compat
 
 
 @pytest.fixture

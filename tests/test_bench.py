@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from measure import bench
-from measure.model import load_model
+from measure.model.load import load_model
 
 MB = 1_000_000
 
@@ -28,7 +28,7 @@ def test_peak_memory_sees_a_block_freed_before_the_end(kernel, monkeypatch):
 
 
 def test_the_best_decode_step_times_every_row_as_its_own_stream(forward_shapes):
-    """Rows that were one stream would share a batch row (measure.decode), and the figure would
+    """Rows that were one stream would share a batch row (measure.engine.decode), and the figure would
     then time narrow forwards: every decode forward must carry all the rows."""
     loaded = load_model("tiny:llama")
     rate = bench.best_decode_step_rate(loaded, rows=6, positions=20, new_tokens=4)

@@ -98,8 +98,8 @@ def test_parse_errors_name_the_spelling(text):
 
 
 def test_engine_resolves_content_points_per_problem_or_skips_with_the_reason():
-    from measure.engine import Engine, EngineConfig
-    from measure.model import load_model
+    from measure.engine.engine import Engine, EngineConfig
+    from measure.model.load import load_model
     from measure.points import parse_points
 
     points = parse_points("3,boundary:2,before:answer,after:quantity")

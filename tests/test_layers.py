@@ -22,9 +22,9 @@ def _loaded_after(imports: str, prefixes: tuple[str, ...]) -> list[str]:
 def test_the_pytest_plugin_does_not_import_the_runner():
     plugin = ("measure.pytest_plugin, measure.pytest_plugin.suite, measure.pytest_plugin.cases, "
               "measure.pytest_plugin.merge, measure.pytest_plugin.worker_log")
-    assert _loaded_after(plugin, ("measure.runner",)) == []
+    assert _loaded_after(plugin, ("measure.run.runner",)) == []
 
 
 def test_the_records_layer_imports_nothing_above_it():
-    above = ("measure.runner", "measure.report", "measure.pytest_plugin", "torch", "matplotlib")
+    above = ("measure.run.runner", "measure.report", "measure.pytest_plugin", "torch", "matplotlib")
     assert _loaded_after("measure.records, measure.records.samples, measure.records.store", above) == []

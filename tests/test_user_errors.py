@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from measure import cli, runner
+from measure import cli
 from measure.data import load_builtin
+from measure.run import runner
 
 GOOD_PAIR = load_builtin()[0].to_dict()
 

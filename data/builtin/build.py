@@ -46,8 +46,8 @@ from measure.data.arithmetic import evaluate, format_number, parse_expression  #
 from measure.data.augment import augment_problem  # noqa: E402
 from measure.data.builtin import BUILTIN_DIR, BUILTIN_FILES  # noqa: E402
 from measure.data.constraints import check_pair  # noqa: E402
+from measure.data.items import SourceItem  # noqa: E402
 from measure.data.pairs import ProblemPair  # noqa: E402
-from measure.data.records import SourceRecord  # noqa: E402
 from measure.data.updates import QA_CONTROL_ERRATUM, build_update_texts, question_switch_erratum  # noqa: E402
 
 # Written into the package (package data), so an installed measure finds them; this script and stories.py stay out of it.
@@ -162,7 +162,7 @@ def answer_of(equation: str) -> str:
 
 def math_pair(pair_id: str, tier: str, variation_type: str | None, key: str, seed: int, question: str,
               equation: str) -> ProblemPair:
-    record = SourceRecord(id=key, source="builtin", question=question, answer=answer_of(equation), equation=equation)
+    record = SourceItem(id=key, source="builtin", question=question, answer=answer_of(equation), equation=equation)
     drawn = augment_problem(record, variation_type, seed, chain=True)  # single/multi_number: A -> B -> C
     texts = build_update_texts(drawn.question_a, drawn.question_b, drawn.erratum, pair_id, 0)
     kept = {name: drawn.metadata[name] for name in ("changes", "step_op", "step_number") if name in drawn.metadata}

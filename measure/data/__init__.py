@@ -14,10 +14,11 @@ from measure.data.augment import DEFAULT_MIX, MATH_VARIATION_TYPES, generate_pai
 from measure.data.builtin import load_builtin
 from measure.data.constraints import check_pair
 from measure.data.errors import DataError, LoadReport
+from measure.data.items import SourceItem
 from measure.data.loaders import MATH_FILES, MATH_LOADERS
-from measure.data.pairs import ProblemPair, read_pairs, write_pairs
+from measure.data.pair_files import read_pairs, write_pairs
+from measure.data.pairs import ProblemPair
 from measure.data.qa import QA_FILES, load_fairytaleqa, load_nq_open, qa_pairs
-from measure.data.records import SourceRecord
 
 #: "builtin": the project's own pairs; "builtin-easy": those the embedded model solves uninterrupted
 #: (the easy math tier and the easy stories), the default run's problems. The rest are downloads.
@@ -56,7 +57,7 @@ def dataset_files(dataset: str) -> tuple[str, ...]:
     raise DataError(f"unknown dataset {dataset!r}; expected one of {', '.join(DATASETS)} or a .json/.jsonl path")
 
 
-def load_records(dataset: str, data_dir: str | Path | None = None) -> tuple[list[SourceRecord], LoadReport]:
+def load_records(dataset: str, data_dir: str | Path | None = None) -> tuple[list[SourceItem], LoadReport]:
     """The dataset's source records and the report of what was set aside."""
     root = resolve_data_dir(data_dir)
     files = [root / name for name in dataset_files(dataset)]
@@ -106,7 +107,7 @@ def load_pairs(dataset: str, data_dir: str | Path | None = None, limit: int | No
 
 
 __all__ = [
-    "DATASETS", "DataError", "LoadReport", "ProblemPair", "SourceRecord", "cache_dir", "check_pair",
+    "DATASETS", "DataError", "LoadReport", "ProblemPair", "SourceItem", "cache_dir", "check_pair",
     "BUILTIN_SETS", "generate_pairs", "load_builtin", "load_pairs", "load_records", "read_pairs", "resolve_data_dir",
     "write_pairs",
 ]

@@ -28,6 +28,7 @@ from measure.data.arithmetic import (
     parse_expression,
 )
 from measure.data.constraints import check_pair
+from measure.data.items import SourceItem
 from measure.data.pairs import ChainStep, ProblemPair
 from measure.data.quantities import (
     Quantity,
@@ -38,7 +39,6 @@ from measure.data.quantities import (
     replace_leaves,
     replace_tokens,
 )
-from measure.data.records import SourceRecord
 from measure.data.updates import (
     CONTROL_ERRATUM,
     NumberChange,
@@ -133,7 +133,7 @@ def quotas(n: int, mix: dict[str | None, float]) -> dict[str | None, int]:
     return counts
 
 
-def _valid_problem(record: SourceRecord) -> Node:
+def _valid_problem(record: SourceItem) -> Node:
     """A's equation tree, if A can be augmented at all; raise Rejected otherwise."""
     if record.equation is None:
         raise Rejected("no_equation")
@@ -168,7 +168,7 @@ def _new_value(quantity: Quantity, rng: random.Random, taken: set[Fraction]) -> 
     return None
 
 
-def _change_numbers(record: SourceRecord, tree: Node, how_many: int, rng: random.Random,
+def _change_numbers(record: SourceItem, tree: Node, how_many: int, rng: random.Random,
                     avoid: frozenset[Fraction] = frozenset()):
     """New values for one (or at least two) quantities, none equal to a number of the text or `avoid`."""
     quantities = changeable_quantities(record.question, tree)
@@ -194,7 +194,7 @@ def _change_numbers(record: SourceRecord, tree: Node, how_many: int, rng: random
     return question_b, tree_b, number_change_erratum(changes), metadata
 
 
-def _add_step(record: SourceRecord, tree: Node, rng: random.Random):
+def _add_step(record: SourceItem, tree: Node, rng: random.Random):
     answer = evaluate(tree)
     taken = {token.value for token in number_tokens(record.question)}
     operation = rng.choice(sorted(STEP_PHRASINGS))
@@ -220,7 +220,7 @@ def _add_step(record: SourceRecord, tree: Node, rng: random.Random):
     return question_b, tree_b, erratum, {"step_op": operation, "step_number": str(number)}
 
 
-def _make_pair(record: SourceRecord, tree: Node, variation_type: str | None, seed: int,
+def _make_pair(record: SourceItem, tree: Node, variation_type: str | None, seed: int,
                candidate) -> ProblemPair:
     question_b, tree_b, erratum, extra = candidate
     answer_a = record.answer
@@ -250,7 +250,7 @@ def add_chain(pair: ProblemPair, seed: int = 0) -> ProblemPair:
         tree_b = parse_expression(pair.equation_b)
     except EquationError:
         return pair
-    record_b = SourceRecord(id=pair.id, source=pair.source, question=pair.question_b, answer=pair.answer_b,
+    record_b = SourceItem(id=pair.id, source=pair.source, question=pair.question_b, answer=pair.answer_b,
                             equation=pair.equation_b)
     avoid = frozenset(token.value for token in number_tokens(pair.question_a))
     how_many = 1 if pair.variation_type == "single_number" else 2
@@ -279,7 +279,7 @@ def add_chain(pair: ProblemPair, seed: int = 0) -> ProblemPair:
     return pair
 
 
-def augment_problem(record: SourceRecord, variation_type: str | None, seed: int = 0,
+def augment_problem(record: SourceItem, variation_type: str | None, seed: int = 0,
                     chain: bool = False) -> ProblemPair:
     """One valid pair of the given type from one problem, or Rejected with the reason.
 
@@ -290,7 +290,7 @@ def augment_problem(record: SourceRecord, variation_type: str | None, seed: int 
     return add_chain(pair, seed) if chain else pair
 
 
-def _augment(record: SourceRecord, variation_type: str | None, seed: int) -> ProblemPair:
+def _augment(record: SourceItem, variation_type: str | None, seed: int) -> ProblemPair:
     tree = _valid_problem(record)
     if variation_type is None:
         return _make_pair(record, tree, None, seed, (record.question, tree, CONTROL_ERRATUM, {}))
@@ -316,7 +316,7 @@ def _augment(record: SourceRecord, variation_type: str | None, seed: int) -> Pro
     raise Rejected(last_violation)
 
 
-def generate_pairs(records: Sequence[SourceRecord], n: int, seed: int = 0,
+def generate_pairs(records: Sequence[SourceItem], n: int, seed: int = 0,
                    mix: dict[str | None, float] | None = None,
                    chains: bool = False) -> tuple[list[ProblemPair], AugmentReport]:
     """Up to n pairs split by mix (default 25/25/25/25), from problems taken in seeded order.

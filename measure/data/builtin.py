@@ -12,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from measure.data.errors import DataError
-from measure.data.pairs import ProblemPair, read_pairs
+from measure.data.pair_files import read_pairs
+from measure.data.pairs import ProblemPair
 
 BUILTIN_FILES = ("math_pairs.jsonl", "context_pairs.jsonl")
 TIERS = ("easy", "standard")

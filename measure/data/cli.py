@@ -23,7 +23,7 @@ from measure.data.augment import DEFAULT_MIX, generate_pairs, parse_mix
 from measure.data.download import download_dataset, load_manifest, manifest_entries, verify_file
 from measure.data.errors import DataError
 from measure.data.loaders import MATH_LOADERS
-from measure.data.pairs import write_pairs
+from measure.data.pair_files import write_pairs
 
 
 def register(subparsers) -> None:

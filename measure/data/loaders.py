@@ -27,7 +27,7 @@ from measure.data.arithmetic import (
 )
 from measure.data.errors import DataError, LoadReport
 from measure.data.gsm8k_equations import rebuild_equation
-from measure.data.records import SourceRecord, read_jsonl, require
+from measure.data.items import SourceItem, read_jsonl, require
 
 ANSWER_TOLERANCE = 0.01  # relative; the README's line between "rounded" and "wrong"
 # Differences below this are how the answer text was written (e.g. 0.333333 for 1/3), not rounding.
@@ -93,10 +93,10 @@ def _equation_holds_at(equation: str, variable: str, answer: Fraction) -> bool:
     return relative_difference(left_value, right_value) <= ANSWER_TOLERANCE
 
 
-def drop_duplicates(records: list[SourceRecord], report: LoadReport, key=lambda r: r.question,
-                    answer_key=lambda r: parse_number(r.answer)) -> list[SourceRecord]:
+def drop_duplicates(records: list[SourceItem], report: LoadReport, key=lambda r: r.question,
+                    answer_key=lambda r: parse_number(r.answer)) -> list[SourceItem]:
     """Keep the first of same-text records; drop whole groups whose answers disagree."""
-    groups: dict[str, list[SourceRecord]] = {}
+    groups: dict[str, list[SourceItem]] = {}
     for record in records:
         groups.setdefault(key(record), []).append(record)
     kept = []
@@ -111,7 +111,7 @@ def drop_duplicates(records: list[SourceRecord], report: LoadReport, key=lambda 
     return kept
 
 
-def load_mawps(path: str | Path) -> tuple[list[SourceRecord], LoadReport]:
+def load_mawps(path: str | Path) -> tuple[list[SourceItem], LoadReport]:
     path = Path(path)
     report = LoadReport(source="mawps", file=str(path))
     records = []
@@ -134,7 +134,7 @@ def load_mawps(path: str | Path) -> tuple[list[SourceRecord], LoadReport]:
             report.flag("equation_to_solve", record_id)
         elif not _checked_expression(record_id, expression, answer, report):
             continue
-        records.append(SourceRecord(id=record_id, source="mawps", question=detokenize(text),
+        records.append(SourceItem(id=record_id, source="mawps", question=detokenize(text),
                                     answer=format_number(answer), equation=expression, metadata=metadata))
     kept = drop_duplicates(records, report, key=lambda r: r.metadata["original_text"])
     report.kept = len(kept)
@@ -152,7 +152,7 @@ def _svamp_variation_codes(path: Path) -> dict[str, list[str]]:
     return codes
 
 
-def load_svamp(path: str | Path) -> tuple[list[SourceRecord], LoadReport]:
+def load_svamp(path: str | Path) -> tuple[list[SourceItem], LoadReport]:
     path = Path(path)
     report = LoadReport(source="svamp", file=str(path))
     variation_codes = _svamp_variation_codes(path.parent / Path(SVAMP_VARIATIONS_FILE).name)
@@ -169,14 +169,14 @@ def load_svamp(path: str | Path) -> tuple[list[SourceRecord], LoadReport]:
             continue
         metadata = {"source_id": source_id, "type": obj.get("Type"),
                     "variation_codes": variation_codes.get(source_id, [])}
-        records.append(SourceRecord(id=record_id, source="svamp", question=f"{body} {question}",
+        records.append(SourceItem(id=record_id, source="svamp", question=f"{body} {question}",
                                     answer=format_number(answer), equation=equation, metadata=metadata))
     kept = drop_duplicates(records, report)
     report.kept = len(kept)
     return kept, report
 
 
-def load_gsm8k(path: str | Path) -> tuple[list[SourceRecord], LoadReport]:
+def load_gsm8k(path: str | Path) -> tuple[list[SourceItem], LoadReport]:
     """GSM8K has no equation field: one is rebuilt from the solution's <<expr=value>> steps.
 
     Records whose equation cannot be rebuilt are kept (the answer is fine) with equation None
@@ -197,7 +197,7 @@ def load_gsm8k(path: str | Path) -> tuple[list[SourceRecord], LoadReport]:
         equation, problem = rebuild_equation(solution, answer, question)
         if problem:
             report.flag(problem, record_id)
-        records.append(SourceRecord(id=record_id, source="gsm8k", question=question.strip(),
+        records.append(SourceItem(id=record_id, source="gsm8k", question=question.strip(),
                                     answer=format_number(answer), equation=equation,
                                     metadata={"source_line": line, "solution": solution}))
     kept = drop_duplicates(records, report)

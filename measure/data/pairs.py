@@ -1,7 +1,7 @@
 """ProblemPair: the one typed record the rest of the project consumes, and its file forms.
 
 Files of pairs are JSONL or one JSON array of objects (told apart by content: see
-`records.read_records`). Lines carry this schema's own field names and, alongside, the original
+`items.read_items`). Lines carry this schema's own field names and, alongside, the original
 research code's (the seed's) names (`Question`, `Answer`, `Equation`, `alt_problem`,
 `alt_answer`, `alt_equation`, `variation_type`), so files written here feed the old tools and
 the seed's files load here. The seed wrote two layouts, both read by `ProblemPair.from_dict`:
@@ -31,22 +31,17 @@ A pair may carry a chain (`ChainStep`): a third problem C made from B, delivered
 B -> C as a pair of its own (checked like any pair), `final_pair()` the pair A -> C (the problem a
 run ends on). Files write `chain` as an object, or null.
 
-`read_pairs` checks every pair with `check_pair` as it loads; the first violation is a DataError
-naming file and line (or, for a JSON array, "item N", 1-based).
+Reading and writing files of pairs is :mod:`measure.data.pair_files`.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from measure.atomic import write_atomic
 from measure.data.arithmetic import format_number, parse_number
 from measure.data.errors import DataError
-from measure.data.records import read_records
 from measure.data.updates import (
     CONTROL_ERRATUM,
     NumberChange,
@@ -369,46 +364,6 @@ def infer_erratum(question_a: str, question_b: str, variation_type: str | None) 
         if changes:
             return number_change_erratum(changes)
     return f"Correction: the problem has changed. It now reads: {question_b}"
-
-
-def read_pairs(path: str | Path) -> list[ProblemPair]:
-    """Read a JSON array or JSONL file of pairs (either naming); every pair must pass check_pair.
-
-    DataError names the file, the line (or the JSON array's item) and, where one field is at fault,
-    the field.
-    """
-    from measure.data.constraints import check_pair  # constraints imports this module
-
-    pairs, seen = [], set()
-    for where, obj in read_records(path):
-        [(unit, number)] = where.items()
-        form = "jsonl" if unit == "line" else "json"
-        pair = ProblemPair.from_dict(obj, default_id=f"{form}_{number}", default_source=form, file=path, **where)
-        if pair.id in seen:
-            raise DataError(f"duplicate id {pair.id!r}", file=path, field_name="id", **where)
-        if violations := check_pair(pair):
-            raise DataError(f"pair {pair.id} breaks its constraints: {'; '.join(violations)}",
-                            file=path, **where)
-        seen.add(pair.id)
-        pairs.append(pair)
-    return pairs
-
-
-def write_pairs(pairs: Iterable[ProblemPair], path: str | Path, legacy_names: bool = True) -> int:
-    """Write pairs as JSONL, atomically (an existing file is replaced only once the new one is
-    complete; a failure leaves it as it was); returns how many were written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-
-    def write(handle) -> None:
-        nonlocal count
-        for pair in pairs:
-            handle.write(json.dumps(pair.to_dict(legacy_names), ensure_ascii=False) + "\n")
-            count += 1
-
-    write_atomic(path, write)
-    return count
 
 
 PAIR_FIELDS = tuple(f.name for f in fields(ProblemPair))

@@ -12,9 +12,9 @@ import string
 from pathlib import Path
 
 from measure.data.errors import DataError, LoadReport
+from measure.data.items import SourceItem, read_jsonl, require
 from measure.data.loaders import drop_duplicates
 from measure.data.pairs import ProblemPair
-from measure.data.records import SourceRecord, read_jsonl, require
 from measure.data.updates import (
     QA_CONTROL_ERRATUM,
     build_update_texts,
@@ -34,7 +34,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def load_fairytaleqa(paths: list[str | Path] | str | Path) -> tuple[list[SourceRecord], LoadReport]:
+def load_fairytaleqa(paths: list[str | Path] | str | Path) -> tuple[list[SourceItem], LoadReport]:
     """One record per question whose answer lies in a single, known section (context = its text)."""
     paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
     report = LoadReport(source="fairytaleqa", file=", ".join(map(str, paths)))
@@ -73,7 +73,7 @@ def load_fairytaleqa(paths: list[str | Path] | str | Path) -> tuple[list[SourceR
                 elif section_id not in sections:
                     report.reject("unknown_section", record_id)
                 else:
-                    records.append(SourceRecord(
+                    records.append(SourceItem(
                         id=record_id, source="fairytaleqa", question=question["question"].strip(),
                         answer=answers[0], answers=answers, context=sections[section_id].strip(),
                         metadata={"story": story_name, "split": split, "section": section_id,
@@ -83,7 +83,7 @@ def load_fairytaleqa(paths: list[str | Path] | str | Path) -> tuple[list[SourceR
     return records, report
 
 
-def load_nq_open(path: str | Path) -> tuple[list[SourceRecord], LoadReport]:
+def load_nq_open(path: str | Path) -> tuple[list[SourceItem], LoadReport]:
     path = Path(path)
     report = LoadReport(source="nq_open", file=str(path))
     records = []
@@ -95,7 +95,7 @@ def load_nq_open(path: str | Path) -> tuple[list[SourceRecord], LoadReport]:
         if not answers or not question:
             report.reject("no_answer", record_id)
             continue
-        records.append(SourceRecord(id=record_id, source="nq_open", question=question, answer=answers[0],
+        records.append(SourceItem(id=record_id, source="nq_open", question=question, answer=answers[0],
                                     answers=answers, metadata={"source_line": line}))
     kept = drop_duplicates(records, report, key=lambda r: r.question.lower(),
                            answer_key=lambda r: frozenset(map(normalize_answer, r.all_answers)))
@@ -109,14 +109,14 @@ def normalize_answer(text: str) -> str:
     return " ".join(word for word in text.split() if word not in ("a", "an", "the"))
 
 
-def answers_overlap(a: SourceRecord, b: SourceRecord) -> bool:
+def answers_overlap(a: SourceItem, b: SourceItem) -> bool:
     return bool({normalize_answer(x) for x in a.all_answers} & {normalize_answer(x) for x in b.all_answers})
 
 
-def _candidate_switches(records: list[SourceRecord], source: str, seed: int) -> list[tuple[SourceRecord, SourceRecord]]:
+def _candidate_switches(records: list[SourceItem], source: str, seed: int) -> list[tuple[SourceItem, SourceItem]]:
     """Pairs of distinct questions with different answers: within a section, or across the set."""
     if source == "fairytaleqa":
-        groups: dict[tuple, list[SourceRecord]] = {}
+        groups: dict[tuple, list[SourceItem]] = {}
         for record in records:
             groups.setdefault((record.metadata["split"], record.metadata["story"], record.metadata["section"]), []).append(record)
         ordered_groups = [groups[key] for key in sorted(groups)]
@@ -133,7 +133,7 @@ def _candidate_switches(records: list[SourceRecord], source: str, seed: int) -> 
     return pairs
 
 
-def qa_pairs(records: list[SourceRecord], source: str, seed: int = 0) -> list[ProblemPair]:
+def qa_pairs(records: list[SourceItem], source: str, seed: int = 0) -> list[ProblemPair]:
     pairs = []
     for index, (first, second) in enumerate(_candidate_switches(records, source, seed)):
         is_control = index % CONTROL_EVERY == CONTROL_EVERY - 1

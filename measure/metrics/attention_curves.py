@@ -1,4 +1,4 @@
-"""Curves and summaries from ``RunResult.attention_mass`` (captured by ``measure.attention``).
+"""Curves and summaries from ``RunResult.attention_mass`` (captured by ``measure.engine.attention``).
 
 ``attention_mass`` has shape ``(n_layers, n_heads, n_after, 4)``: for each query generated after
 the change, the attention probability summed over each span of the run's stream, in the order
@@ -29,7 +29,7 @@ def span_mass(attention_mass, span: str = "inserted", layers=None) -> np.ndarray
     """Mass onto ``span`` per query after the change, mean over (selected) layers and heads.
 
     ``(n_layers, n_heads, n_after, 4)`` -> ``(n_after,)``. The input is what
-    :func:`measure.attention.sum_over_spans` summed from the captured probabilities.
+    :func:`measure.engine.attention.sum_over_spans` summed from the captured probabilities.
     """
     m = np.asarray(attention_mass, dtype=np.float64)
     if m.ndim != 4:

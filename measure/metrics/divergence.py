@@ -14,7 +14,7 @@ Numerical conventions (natural log, nats):
 - Half-precision inputs are upcast to float32 (torch) / float64 (numpy) before reducing.
 Inputs must already be normalized log-probabilities (``log_softmax`` of the logits).
 
-For torch inputs compared repeatedly (``measure.scoring.compare``: one run against several
+For torch inputs compared repeatedly (``measure.engine.scoring.compare``: one run against several
 references), ``prepare`` each distribution once and call ``kl_js_prepared``: both divergences in a
 few passes over cache-sized blocks of rows, with ``exp`` of each distribution computed only once.
 """

@@ -8,7 +8,7 @@ the model needed k tokens. The same 1-based positions define the windows (immedi
 Censoring: when the event is not observed before the run ends, the result is
 ``Latency(value=n, censored=True)`` with ``n`` the number of tokens observed after the change
 (the censoring time: the true latency is > n). Never drop or cap these; feed ``value`` and
-``censored`` to :func:`measure.stats.km_median`. A run with no token after the change is
+``censored`` to :func:`measure.analysis.stats.km_median`. A run with no token after the change is
 censored at 0.
 
 Every function looks only at ``curve[t0:]``: values before ``t0`` cannot change the result.
@@ -20,7 +20,7 @@ change, such as those built from ``RunResult.attention_mass``).
 
 Detection and adaptation latencies are not here: their events are defined against control runs
 (a fixed threshold fires on any insertion), so they are computed across a run's records by
-:mod:`measure.calibration`. :func:`first_run` and :func:`threshold_latency` remain generic tools.
+:mod:`measure.analysis.calibration`. :func:`first_run` and :func:`threshold_latency` remain generic tools.
 """
 
 from __future__ import annotations

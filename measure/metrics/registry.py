@@ -1,6 +1,6 @@
 """Every per-run metric column with its direction and aggregation, declared in one place.
 
-Reports and ``measure.stats.aggregate`` read :data:`METRICS` (or :func:`spec_for` for a column
+Reports and ``measure.analysis.stats.aggregate`` read :data:`METRICS` (or :func:`spec_for` for a column
 name) to know how to aggregate a column across runs and which way is better:
 
 - direction: ``"higher"`` (higher is better), ``"lower"``, or ``"neutral"`` (descriptive only;
@@ -22,9 +22,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from measure.engine.results import REFERENCES
 from measure.metrics.attribution import LABELS
 from measure.metrics.windows import WINDOWS
-from measure.results import REFERENCES
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ register("attention_ratio", "neutral", "mean", "attention per token on the inser
 register("attention_inserted", "neutral", "mean", "attention mass onto the inserted span (mean over layers, heads)",
          windowed=True)
 
-# Calibrated on control runs across a run's records (measure.calibration), not per run.
+# Calibrated on control runs across a run's records (measure.analysis.calibration), not per run.
 register("detection_latency", "lower", "km_median",
          "tokens until r(t) exceeds what (1 - alpha) of control runs ever reach (calibrated)")
 register("adaptation_latency", "lower", "km_median",

@@ -19,12 +19,12 @@ from typing import Protocol
 
 import numpy as np
 
+from measure.engine.results import REFERENCES
 from measure.metrics import attribution, latency
 from measure.metrics.answers import OUTCOMES, QA_F1_THRESHOLD, classify_math, classify_qa
 from measure.metrics.attention_curves import attention_ratio, span_mass
 from measure.metrics.similarity import layer_window_means, mean_over_layers
 from measure.metrics.windows import WINDOWS, window_means
-from measure.results import REFERENCES
 
 
 class ProblemPairLike(Protocol):
@@ -120,7 +120,7 @@ def summarize_run(run, problem: ProblemPairLike | None = None, thresholds: Thres
         _none_windows("log_ratio", out)
 
     # Latencies whose events need calibration on control runs (detection, adaptation) are not
-    # per-run metrics: measure.calibration computes them across the runs of a whole run folder.
+    # per-run metrics: measure.analysis.calibration computes them across the runs of a whole run folder.
     kl = run.kl
     _lat(
         "stabilization_latency",

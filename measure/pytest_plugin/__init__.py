@@ -114,10 +114,10 @@ class MeasureState:
         so a crash leaves a folder ``measure report`` can render; the end of the session rewrites
         both from the merged records."""
         if self._live is None:
-            from measure.atomic import write_json
-            from measure.provenance import provenance
             from measure.records import RUN_FILE, SAMPLES_FILE
+            from measure.records.atomic import write_json
             from measure.records.store import RecordStore, write_records
+            from measure.run.provenance import provenance
 
             self.out.mkdir(parents=True, exist_ok=True)
             settings = {**self.settings().as_dict(), "out": str(self.out)}
@@ -450,7 +450,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 def _provenance(config, state: MeasureState, merged) -> dict:
-    from measure.provenance import provenance
+    from measure.run.provenance import provenance
 
     settings = state.settings().as_dict()
     settings["out"] = str(state.out)

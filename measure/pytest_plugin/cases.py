@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from measure.engine.results import REFERENCE_RUNS
 from measure.records.samples import record_key
-from measure.results import REFERENCE_RUNS
 from measure.settings import CONTROL
 
 
@@ -55,7 +55,7 @@ def dataset_keyword(dataset: str) -> str:
 def build_cases(problems: list, conditions, point_labels, dataset: str) -> list[Case]:
     """Every case, problem-major: a problem's cases are adjacent, references first. A strategy that
     needs a chain (A -> B -> C) has no case on a problem without one: there is nothing to measure."""
-    from measure.conditions import CHAIN_CONDITIONS
+    from measure.engine.conditions import CHAIN_CONDITIONS
 
     cases, dataset = [], dataset_keyword(dataset)
     for problem in problems:

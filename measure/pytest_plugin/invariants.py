@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from measure.conditions import STRATEGIES
+from measure.engine.conditions import STRATEGIES
 
 # Conditions whose edited cache equals a fresh prefill of their stream: every strategy appends its
 # updates to the live cache, so its stream is exact too.
@@ -93,7 +93,7 @@ def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def run_invariants(run, variation_type: str | None, tol: Tolerances = Tolerances()) -> list[Invariant]:
-    """The invariants that belong to ``run`` (a :class:`measure.results.RunResult`)."""
+    """The invariants that belong to ``run`` (a :class:`measure.engine.results.RunResult`)."""
     checks = run.checks
     out = []
     curves = [run.logprob_run, *run.logprob_ref.values(), *run.kl.values(), *run.js.values()]

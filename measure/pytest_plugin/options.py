@@ -119,8 +119,8 @@ class SuiteOptions:
         (raises pytest.UsageError naming the --measure-* option)."""
         import pytest
 
-        from measure.conditions import CONDITION_NAMES
-        from measure.model import EMBEDDED_MODEL, ModelLoadError, check_device
+        from measure.engine.conditions import CONDITION_NAMES
+        from measure.model.load import EMBEDDED_MODEL, ModelLoadError, check_device
         from measure.settings import RunSettings, SettingsError, merge_duplicates, validate
 
         settings = RunSettings(

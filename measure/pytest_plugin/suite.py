@@ -16,9 +16,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from measure.engine.results import REFERENCE_RUNS
 from measure.pytest_plugin.cases import Case
 from measure.records.samples import problem_records, record_key
-from measure.results import REFERENCE_RUNS
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Measured:
 
     case: Case
     problem: object  # measure.data.ProblemPair
-    run: object  # measure.results.RunResult
+    run: object  # measure.engine.results.RunResult
     record: dict
     references: dict = field(default_factory=dict)  # "ignore" / "oracle" -> RunResult
 
@@ -59,7 +59,7 @@ class Suite:
         if self.loaded is None:
             import torch
 
-            from measure.model import ModelLoadError, load_model
+            from measure.model.load import ModelLoadError, load_model
 
             if self.threads > 0:
                 torch.set_num_threads(self.threads)
@@ -103,7 +103,7 @@ class Suite:
         return done
 
     def _run(self, loaded, problem) -> _ProblemRun:
-        from measure.engine import Engine
+        from measure.engine.engine import Engine
 
         wanted = [case for case in self.cases if case.problem_id == problem.id]
         conditions = [c for c in self.settings.conditions if any(case.condition == c for case in wanted)]

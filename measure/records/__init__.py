@@ -1,7 +1,7 @@
 """The records layer: what a measurement leaves on disk, between the metrics and the reports.
 
 The data flow is data -> engine -> scoring -> metrics -> records -> report. This package holds
-everything about the records themselves, so that ``measure run`` (:mod:`measure.runner`), the
+everything about the records themselves, so that ``measure run`` (:mod:`measure.run.runner`), the
 pytest plugin (:mod:`measure.pytest_plugin`) and the reports (:mod:`measure.report`) all import
 it downward and none of them imports another:
 

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from measure.results import REFERENCES, SPAN_NAMES, RunResult
+from measure.engine.results import REFERENCE_RUNS, REFERENCES, SPAN_NAMES, RunResult
 
 if TYPE_CHECKING:  # the engine imports torch; records only read its results
-    from measure.engine import ProblemResult
+    from measure.engine.engine import ProblemResult
 
 SCHEMA_VERSION = 1
 
@@ -127,3 +127,15 @@ def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -
             metrics.update(semantic_similarity(run.continuation_text, oracle_text, ignore_text, embedder=embedder))
         records.append(run_record(run, problem, metrics))
     return records
+
+
+def skipped_records(result: ProblemResult, conditions: list[str] | tuple[str, ...]) -> list[dict]:
+    """The lines of ``skipped.jsonl``: one per skipped point (or point and condition, for a
+    strategy the problem has no data for), with the record keys it stands for and its own ``key``
+    (``<problem>/<point>`` or ``<problem>/<point>/<condition>``), which the record store requires
+    of every line."""
+    return [{"key": skipped_key(result.problem_id, label, condition), "problem_id": result.problem_id, "point": label,
+             "condition": condition, "reason": reason,
+             "keys": [record_key(result.problem_id, c, label) for c in conditions
+                      if c not in REFERENCE_RUNS and condition in (None, c)]}
+            for label, reason, condition in result.skipped]

@@ -7,12 +7,12 @@ comparison is refused naming the field. Settings that do not change what is meas
 device, dtype, batch and group sizes, prompt style, output folder) may differ.
 
 Per model, condition and injection point the report gives the calibrated latencies (each run's
-own calibration, :func:`measure.report.calibrated.calibrated_records`: events are calibrated on
+own calibration, :func:`measure.analysis.calibrated.calibrated_records`: events are calibrated on
 that model's controls, so latencies are comparable in tokens), the adaptation gap with its CI, the
 mean KL(run || P_matched) curve after the change (overlaid per model), and the attention onto the
 inserted text by relative layer depth (layer / (layers - 1), so models of different depths share
 an axis). Between every two models, paired Wilcoxon tests over the problems both measured
-(scipy.stats via :func:`measure.stats.paired_test`), Holm-adjusted over the whole table.
+(scipy.stats via :func:`measure.analysis.stats.paired_test`), Holm-adjusted over the whole table.
 
 Output: ``DIR/compare-models.json`` and ``DIR/compare-models.html`` (self-contained: inline CSS and
 SVG, no scripts, nothing fetched).
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from measure import calibration as cal
+from measure.analysis import calibration as cal
+from measure.analysis.calibrated import calibrated_records
+from measure.analysis.stats import holm, json_safe, km_median, mean_ci, paired_test
 from measure.records import RUN_FILE, SAMPLES_FILE
 from measure.records.store import latest_by_key, read_store
-from measure.report.calibrated import calibrated_records
 from measure.report.format import condition_sort_key, point_sort_key
-from measure.stats import holm, json_safe, km_median, mean_ci, paired_test
 
 JSON_FILE = "compare-models.json"
 HTML_FILE = "compare-models.html"

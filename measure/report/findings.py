@@ -26,10 +26,10 @@ The report shows this section first; ``measure run`` prints it at the end (:func
 
 from __future__ import annotations
 
-from measure.calibration import CHANGE_CONDITIONS
+from measure.analysis.calibration import CHANGE_CONDITIONS
+from measure.analysis.stats import detectable_effect
 from measure.metrics.latency import DEFAULT_GAP_TOKENS as GAP_TOKENS
 from measure.report.format import fmt, point_sort_key
-from measure.stats import detectable_effect
 
 #: Fewer changed problems than this at a point: paired comparisons have little power (with 5
 #: pairs a two-sided Wilcoxon test cannot reach p < 0.05 at all).

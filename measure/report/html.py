@@ -23,7 +23,8 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from measure.calibration import CHANGE_CONDITIONS, IDENTICAL
+from measure.analysis.calibration import CHANGE_CONDITIONS, IDENTICAL
+from measure.engine.results import REFERENCE_RUNS
 from measure.metrics.answers import OUTCOMES
 from measure.metrics.attribution import DEFAULT_LIKELY, LABELS, attribute_tokens
 from measure.metrics.latency import DEFAULT_GAP_TOKENS
@@ -31,7 +32,6 @@ from measure.report import plots
 from measure.report.format import fmt, fmt_pct, point_sort_key
 from measure.report.strategies import LATENCIES as STRATEGY_LATENCIES
 from measure.report.strategies import strategies_section
-from measure.results import REFERENCE_RUNS
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Token strips shown at most (runs); the rest are counted in a note.

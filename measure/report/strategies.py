@@ -20,7 +20,7 @@ are counted and left out, as in the findings, since they cannot adapt):
   ``adaptation_latency_kl``) and from the last (``*_since_last``): Kaplan-Meier median with CI and
   the censoring count, and a sentence saying why there is no number where there is none.
 
-Everything returned is JSON-safe (:func:`measure.stats.json_safe`).
+Everything returned is JSON-safe (:func:`measure.analysis.stats.json_safe`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 from scipy import stats as sps
 
-from measure import stats
+from measure.analysis import stats
 from measure.metrics.divergence import log_ratio
 from measure.metrics.latency import DEFAULT_GAP_TOKENS, adaptation_gap
 from measure.report.format import fmt, point_sort_key
@@ -158,7 +158,7 @@ def latency_summary(runs: list[dict], name: str, calibration: dict | None, point
 
 
 def gap_summary(values, **kw) -> dict:
-    """Mean gap with a bootstrap CI (:func:`measure.stats.mean_ci`) and a display text."""
+    """Mean gap with a bootstrap CI (:func:`measure.analysis.stats.mean_ci`) and a display text."""
     ci = stats.mean_ci([v for v in values if v is not None], **kw)
     if ci["estimate"] is None:
         text = "no tokens after the update in any run"

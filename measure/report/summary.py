@@ -9,15 +9,15 @@
 - ``skipped``: the injection points that produced no runs, with the reason (from the caller);
 - ``checks``: per invariant check (``record["checks"]``), the largest value over the records and
   the key of the record that holds it, so a reader sees the worst case at a glance;
-- ``aggregate``: :func:`measure.stats.aggregate` rows, one per condition x variation_type x point
+- ``aggregate``: :func:`measure.analysis.stats.aggregate` rows, one per condition x variation_type x point
   x metric (mean with bootstrap CI, Kaplan-Meier median for censored latencies, rates);
   ``aggregate_pooled``: the same per condition x point, variation types pooled;
-- ``calibration``: the control-calibrated latency events (:mod:`measure.report.calibrated`):
+- ``calibration``: the control-calibrated latency events (:mod:`measure.analysis.calibrated`):
   thresholds, windows, the control runs they rest on, held-out false-event rates, sensitivity;
   the calibrated latencies themselves are columns of ``aggregate`` like every other metric;
 - ``outcomes``: oracle and ignore accuracy and outcome rates over the problems solved
-  uninterrupted, or why they are uninformative (:mod:`measure.report.outcomes`);
-- ``paired``: :func:`measure.stats.paired_comparisons` for each (condition, baseline) of
+  uninterrupted, or why they are uninformative (:mod:`measure.analysis.outcomes`);
+- ``paired``: :func:`measure.analysis.stats.paired_comparisons` for each (condition, baseline) of
   :data:`PAIRED_COMPARISONS` and each metric of :data:`PAIRED_METRICS`, per variation type x
   point; ``paired_pooled``: the same per point, variation types pooled (Holm / BH corrections
   over all rows of one metric in one table);
@@ -48,8 +48,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from measure import stats
-from measure.calibration import DEFAULT_ALPHA
+from measure.analysis import stats
+from measure.analysis.calibrated import calibrated_records
+from measure.analysis.calibration import DEFAULT_ALPHA
+from measure.analysis.outcomes import outcome_summary
 from measure.records import (
     METRICS_FILE,
     REPORT_FILE,
@@ -58,9 +60,7 @@ from measure.records import (
     SKIPPED_FILE,
 )
 from measure.records.store import StoreError, latest_by_key, read_store
-from measure.report.calibrated import calibrated_records
 from measure.report.findings import build_findings
-from measure.report.outcomes import outcome_summary
 from measure.report.strategies import strategies_section
 
 METRICS_SCHEMA = "measure.metrics/1"
@@ -181,7 +181,7 @@ def build_metrics(
 ) -> dict:
     """The ``metrics.json`` dict of a run (see the module docstring for its sections).
 
-    ``calibrated``: :func:`measure.report.calibrated.calibrated_records` of ``records`` at ``alpha``
+    ``calibrated``: :func:`measure.analysis.calibrated.calibrated_records` of ``records`` at ``alpha``
     and ``seed`` when the caller already has it (the report renders the same records).
     """
     skipped = list(skipped or [])
@@ -256,7 +256,7 @@ def write_reports(out_dir: Path, records: list[dict], provenance: dict, skipped:
 
 def normalize_skipped(item) -> dict:
     """A skipped point as a dict: dicts pass; ``(point, reason)`` and ``(problem_id, point, reason)``
-    tuples (as :class:`measure.engine.ProblemResult` holds them) are named."""
+    tuples (as :class:`measure.engine.engine.ProblemResult` holds them) are named."""
     if isinstance(item, dict):
         return item
     if isinstance(item, (list, tuple)) and len(item) == 2:

@@ -38,14 +38,14 @@ from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from measure.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
-from measure.engine import UPDATE_FORMS
+from measure.engine.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
+from measure.engine.engine import UPDATE_FORMS
 from measure.records import RUN_FILE, SAMPLES_FILE
 from measure.serve import requests as limits
+from measure.serve.catalogue import PairCatalogue, build_pair, generated_update, pair_summary
 from measure.serve.experiments import Experiment, ExperimentQueue, QueueFull
 from measure.serve.live import LiveRun
 from measure.serve.marks import CalibrationError, read_calibration
-from measure.serve.pairs import PairCatalogue, build_pair, generated_update, pair_summary
 from measure.serve.requests import RequestError, parse_experiment
 from measure.serve.watch import RunFolders, SamplesTail, folder_findings, record_summary
 
@@ -119,7 +119,7 @@ class ServeState:
 def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ...] = (), runs_root=None,
                watch: tuple[str, ...] = (), max_waiting: int = 2, max_new_tokens: int = limits.MAX_NEW_TOKENS,
                subscribe_grace: float = 15.0, allowed_hosts: list[str] | None = None, prompt=None) -> Starlette:
-    """The app around a loaded model (:func:`measure.model.load_model`)."""
+    """The app around a loaded model (:func:`measure.model.load.load_model`)."""
     state = ServeState(loaded, catalogue=PairCatalogue(data_dir, tuple(pair_files)),
                        folders=RunFolders(runs_root, tuple(watch)), max_waiting=max_waiting,
                        max_new_tokens=max_new_tokens, subscribe_grace=subscribe_grace, prompt=prompt)

@@ -68,7 +68,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"measure serve: error: {missing.name} is not installed; install the serve extra: "
               "pip install -e '.[serve]'", file=sys.stderr)
         return 2
-    from measure.model import EMBEDDED_MODEL, ModelLoadError, load_model
+    from measure.model.load import EMBEDDED_MODEL, ModelLoadError, load_model
     from measure.serve.requests import MAX_NEW_TOKENS
 
     if args.max_new_tokens_limit is None:

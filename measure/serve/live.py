@@ -23,9 +23,9 @@ import time
 
 import numpy as np
 
-from measure.conditions import CONDITIONS
-from measure.engine import Engine, EngineConfig
-from measure.events import RunEvent, TokenEvent
+from measure.engine.conditions import CONDITIONS
+from measure.engine.engine import Engine, EngineConfig
+from measure.engine.events import RunEvent, TokenEvent
 from measure.metrics.attribution import attribute_tokens
 from measure.metrics.latency import adaptation_gap
 from measure.prompts import PromptFormat

@@ -11,7 +11,7 @@ and say why; without a calibration the page shows the raw curves labelled "uncal
 
 Marks are exact while tokens stream: the event of a window rule is the first token k from which
 the curve stays above the threshold for w tokens, so once a window has been seen complete and
-above it, no later token can move the event earlier (:func:`measure.calibration.event_latency`
+above it, no later token can move the event earlier (:func:`measure.analysis.calibration.event_latency`
 on the curve so far).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from measure.calibration import EVENTS, event_latency
+from measure.analysis.calibration import EVENTS, event_latency
 from measure.records import METRICS_FILE
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from measure.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
-from measure.engine import UPDATE_FORMS, check_config
+from measure.engine.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
+from measure.engine.engine import UPDATE_FORMS, check_config
 from measure.points import InjectionPoint
 
 #: Bytes of one request body; the largest legitimate one (a story context and two questions) is

@@ -23,8 +23,8 @@ from measure.data.augment import (
 )
 from measure.data.builtin import load_builtin
 from measure.data.constraints import check_pair
+from measure.data.items import SourceItem
 from measure.data.quantities import discrete_counts
-from measure.data.records import SourceRecord
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NAMES = ("Ava", "Bruno", "Chen", "Dara")
@@ -69,7 +69,7 @@ def problems(draw):
         text, equation = f"{name} walks {x} km in the morning and {y} km at night. How far in total?", f"{x}+{y}"
     answer = format_number(evaluate(parse_expression(equation)))
     # Every kind but "decimal" asks how many things: its answer and every intermediate value count.
-    return SourceRecord(id=f"fuzz_{draw(st.integers(0, 10**6))}", source="jsonl", question=text,
+    return SourceItem(id=f"fuzz_{draw(st.integers(0, 10**6))}", source="jsonl", question=text,
                         answer=answer, equation=equation, metadata={"counts_things": kind != "decimal"})
 
 
@@ -126,7 +126,7 @@ def test_counts_of_discrete_things_stay_whole(record, variation_type, seed):
 
 def test_a_share_of_a_count_is_never_changed_into_a_fraction_of_things():
     """MAWPS 812: 'If 0.5 of 8 pets are cats' once became '0.3 of 8 pets' (2.4 cats)."""
-    record = SourceRecord(id="mawps_812", source="mawps", question="If 0.5 of 8 pets are cats. How many are cats?",
+    record = SourceItem(id="mawps_812", source="mawps", question="If 0.5 of 8 pets are cats. How many are cats?",
                           answer="4", equation="0.5*8.0")
     for seed in range(40):
         pair = _augment_or_none(record, "single_number", seed)
@@ -142,7 +142,7 @@ def test_a_share_of_a_count_is_never_changed_into_a_fraction_of_things():
 
 
 BUILTIN_PROBLEMS = [
-    SourceRecord(id=p.id, source="builtin", question=p.question_a, answer=p.answer_a, equation=p.equation_a)
+    SourceItem(id=p.id, source="builtin", question=p.question_a, answer=p.answer_a, equation=p.equation_a)
     for p in load_builtin(kind="math")
 ]
 
@@ -178,7 +178,7 @@ def test_different_seeds_give_different_pairs():
     ("Room 156 holds 56 chairs and 4 tables. How many chairs in 3 such rooms?", "56*3"),
 ])
 def test_numbers_inside_other_numbers_are_left_alone(text, equation):
-    record = SourceRecord(id="whole_tokens", source="jsonl", question=text, answer="168", equation=equation)
+    record = SourceItem(id="whole_tokens", source="jsonl", question=text, answer="168", equation=equation)
     for seed in range(20):
         pair = augment_problem(record, "single_number", seed)
         assert "Room 156" in pair.question_b and check_pair(pair) == []

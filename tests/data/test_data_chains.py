@@ -16,8 +16,9 @@ from measure.data.builtin import load_builtin
 from measure.data.cli import register
 from measure.data.constraints import check_pair
 from measure.data.errors import DataError
-from measure.data.pairs import ChainStep, ProblemPair, read_pairs, write_pairs
-from measure.data.records import SourceRecord
+from measure.data.items import SourceItem
+from measure.data.pair_files import read_pairs, write_pairs
+from measure.data.pairs import ChainStep, ProblemPair
 from measure.data.updates import RETRACTION, NumberChange, number_change_erratum, restatement, retraction_text
 
 BUILTIN = {pair.id: pair for pair in load_builtin()}
@@ -225,7 +226,7 @@ def test_generated_chains_pass_both_links_with_three_distinct_answers(record, va
 
 
 def test_chains_are_made_for_most_changed_pairs_and_only_for_them():
-    records = [SourceRecord(id=p.id, source="builtin", question=p.question_a, answer=p.answer_a, equation=p.equation_a)
+    records = [SourceItem(id=p.id, source="builtin", question=p.question_a, answer=p.answer_a, equation=p.equation_a)
                for p in BUILTIN.values() if p.kind == "math"]
     plain, _ = generate_pairs(records, 40, seed=3)
     chained, report = generate_pairs(records, 40, seed=3, chains=True)

@@ -7,10 +7,10 @@ import pytest
 from measure.data import check_pair
 from measure.data.arithmetic import EquationError, evaluate, parse_expression
 from measure.data.augment import augment_problem
-from measure.data.records import SourceRecord
+from measure.data.items import SourceItem
 from measure.data.updates import build_update_texts
 
-RECORD = SourceRecord(id="apples", source="jsonl",
+RECORD = SourceItem(id="apples", source="jsonl",
                       question="Sarah has 12 apples and gives 4 to each of 2 friends. How many apples are left?",
                       answer="4", equation="12-(4*2)")
 
@@ -54,7 +54,7 @@ def test_each_violation_is_reported(changes, expected):
 
 
 def test_inexact_division_is_reported():
-    record = SourceRecord(id="muffins", source="jsonl", question="A baker packs 24 muffins into boxes of 6. How many boxes?",
+    record = SourceItem(id="muffins", source="jsonl", question="A baker packs 24 muffins into boxes of 6. How many boxes?",
                           answer="4", equation="24/6")
     pair = augment_problem(record, "single_number", seed=0)
     broken = dataclasses.replace(

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.special import log_softmax
 
+from measure.engine.results import RunResult
 from measure.metrics.divergence import js_divergence, kl_divergence
-from measure.results import RunResult
 
 VOCAB = 32
 

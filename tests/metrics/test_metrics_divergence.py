@@ -192,7 +192,7 @@ def test_fused_compare_zero_probability_conventions():
 
 def test_stream_output_prepares_once():
     """compare prepares each output once, however many comparisons it takes part in."""
-    from measure.scoring import StreamOutput, compare
+    from measure.engine.scoring import StreamOutput, compare
 
     g = torch.Generator().manual_seed(1)
     run, ref = (StreamOutput(_random_logprobs(g, 4, 100, 2.0, 0.0), None) for _ in range(2))

@@ -45,8 +45,8 @@ def _pairs():
 
 def make_records_file(path) -> list[tuple[str, str]]:
     """Write real records of a tiny model into ``path``; return the engine's skipped points."""
-    from measure.engine import Engine, EngineConfig
-    from measure.model import load_model
+    from measure.engine.engine import Engine, EngineConfig
+    from measure.model.load import load_model
     from measure.records.samples import problem_records
 
     loaded = load_model("tiny:llama")

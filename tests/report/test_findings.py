@@ -7,10 +7,10 @@ import copy
 import pytest
 from report_synthetic import SWITCH, synthetic_records
 
-from measure.report.calibrated import calibrated_records
+from measure.analysis.calibrated import calibrated_records
+from measure.analysis.outcomes import outcome_summary
 from measure.report.findings import MIN_PROBLEMS, findings_text
 from measure.report.format import fmt
-from measure.report.outcomes import outcome_summary
 from measure.report.summary import build_metrics, records_frame
 
 
@@ -142,7 +142,7 @@ def test_records_written_before_calibration_lose_their_fixed_threshold_latencies
 
 
 def test_power_of_the_main_comparison_is_stated(metrics):
-    from measure.stats import detectable_effect
+    from measure.analysis.stats import detectable_effect
 
     power = metrics["findings"]["points"][0]["power"]
     row = next(r for r in metrics["paired_changed"] if r["metric"] == "adaptation_gap"

@@ -154,7 +154,7 @@ def test_cell_formats():
 
 
 def test_kaplan_meier_median_agrees_with_stats():
-    from measure.stats import km_median
+    from measure.analysis.stats import km_median
 
     rng = np.random.default_rng(1)
     for _ in range(20):

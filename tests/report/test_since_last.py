@@ -1,4 +1,4 @@
-"""Calibrated latencies of a strategy run counted from its last update (measure.report.calibrated):
+"""Calibrated latencies of a strategy run counted from its last update (measure.analysis.calibrated):
 the same fold threshold as from the first update, so the same false-event bound."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from report_synthetic import synthetic_records
 
-from measure.report.calibrated import calibrate_records
+from measure.analysis.calibrated import calibrate_records
 
 
 def test_latency_since_the_last_update_uses_the_fold_threshold_from_the_first():

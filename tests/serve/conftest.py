@@ -15,8 +15,8 @@ except ImportError as missing:  # pragma: no cover - a setup without the serve e
 
 from serve_helpers import BASELINE, CALIBRATION_ID, HELD_TOKENS
 
-from measure.events import TokenEvent
-from measure.model import load_model
+from measure.engine.events import TokenEvent
+from measure.model.load import load_model
 from measure.serve import app as app_module
 from measure.serve.app import create_app
 from measure.serve.live import LiveRun

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from serve_helpers import CALIBRATION_ID, HELD_TOKENS, read_events
 
-from measure.calibration import event_latency
+from measure.analysis.calibration import event_latency
 from measure.metrics.attribution import LABELS
 from measure.serve.requests import MAX_BODY_BYTES, MAX_QUESTION_CHARS, MAX_UPDATE_CHARS
 from measure.testing import QUESTION_A, QUESTION_B
@@ -281,7 +281,7 @@ def test_calibration_marks_follow_the_runs_curves(client, runs_root):
         for name, mark in marks.items():
             if rules[name]["curve"] != "log_ratio":
                 continue
-            # The later of the two folds' events, as measure.calibration dates them.
+            # The later of the two folds' events, as measure.analysis.calibration dates them.
             fold = [event_latency(r, rule["window"], rule["threshold"]) for rule in rules[name]["rules"]]
             expected = (len(r), True) if any(f.censored for f in fold) else (max(f.value for f in fold), False)
             assert (mark["k"], mark["censored"]) == expected, (run["lane"], name)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from serve_helpers import BASELINE
 
-from measure.calibration import event_latency
-from measure.events import TokenEvent
+from measure.analysis.calibration import event_latency
+from measure.engine.events import TokenEvent
 from measure.serve.experiments import Experiment
 from measure.serve.live import LiveRun
 from measure.serve.marks import Calibration, CalibrationError, EventRules, FoldRule, LaneMarks, read_calibration
