@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from measure.records import RUN_FILE, SAMPLES_FILE
+from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
 from measure.settings import EXECUTION_FIELDS, FIELDS, RunSettings, SettingsError, coerce, merge_duplicates
 
 LOCK_FILE = ".measure.lock"
@@ -37,6 +37,42 @@ class RunFolderError(SettingsError):
 
 def is_run_folder(out: Path) -> bool:
     return (out / RUN_FILE).exists() or (out / SAMPLES_FILE).exists()
+
+
+class RunFileError(ValueError):
+    """A run folder's ``run.json`` or ``metrics.json`` is there but cannot be read as a JSON
+    object; the message names the file and what is wrong."""
+
+
+def _read_json_object(path: Path) -> dict:
+    """The JSON object in ``path``; FileNotFoundError when it is absent, RunFileError otherwise."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise RunFileError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise RunFileError(f"{path}: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise RunFileError(f"{path}: line {error.lineno}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise RunFileError(f"{path}: JSON nested too deeply to read") from None
+    if not isinstance(value, dict):
+        raise RunFileError(f"{path}: holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def read_run_json(folder: Path) -> dict:
+    """The run's ``run.json`` (provenance, settings, ``finished``) as a dict."""
+    return _read_json_object(Path(folder) / RUN_FILE)
+
+
+def read_metrics_json(folder: Path) -> dict:
+    """The run's ``metrics.json`` (:mod:`measure.report.summary`) as a dict."""
+    return _read_json_object(Path(folder) / METRICS_FILE)
 
 
 def _contents(out: Path) -> list[str]:

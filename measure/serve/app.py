@@ -16,9 +16,15 @@ Routes:
 - ``GET /api/runs``: run folders to watch; ``GET /api/runs/events?id=``: a folder's records and
   Findings as they arrive; ``GET /api/calibration?id=``: a finished run's calibration.
 
-Requests that change anything must be ``application/json``: a page from another site cannot
-send that without a CORS preflight, which this app never grants. With ``allowed_hosts`` the
-Host header is checked too (DNS rebinding).
+Every request passes the Host, launch-token and Origin checks of :mod:`measure.serve.guard`
+first. Requests that change anything must also be ``application/json``: a page from another site
+cannot send that without a CORS preflight, which this app never grants.
+
+No input answers 500: a bad field is 422 naming it (text that is not valid Unicode included), an
+odd header is ignored. Streams end: an experiment's when its last message is sent (at once for a
+finished one, whatever ``Last-Event-ID`` says), and each stream gives its subscription back on
+every exit path (:class:`EventStream`). A watched folder has one reader whatever the number of
+pages watching it (:mod:`measure.serve.watchers`).
 """
 
 from __future__ import annotations
@@ -32,7 +38,6 @@ from importlib import resources
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
@@ -40,22 +45,22 @@ from starlette.staticfiles import StaticFiles
 
 from measure.engine.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
 from measure.engine.engine import UPDATE_FORMS
-from measure.records import RUN_FILE, SAMPLES_FILE
 from measure.serve import requests as limits
 from measure.serve.catalogue import PairCatalogue, build_pair, generated_update, pair_summary
 from measure.serve.experiments import Experiment, ExperimentQueue, QueueFull
+from measure.serve.guard import LOOPBACK_HOSTS, LaunchGuard
 from measure.serve.live import LiveRun
 from measure.serve.marks import CalibrationError, read_calibration
 from measure.serve.requests import RequestError, parse_experiment
-from measure.serve.watch import RunFolders, SamplesTail, folder_findings, record_summary
+from measure.serve.watch import RunFolders
+from measure.serve.watchers import WatchHub, sse
 
 STATIC = resources.files("measure.serve") / "static"
 TERMINAL = ("done", "cancelled", "error")
 POLL_SECONDS = 0.05  # how often an experiment stream looks for new messages
 KEEPALIVE_SECONDS = 10.0
-WATCH_POLL_SECONDS = 0.5
-FINDINGS_INTERVAL_SECONDS = 3.0
-RECORDS_PER_MESSAGE = 200
+#: Digits of a Last-Event-ID at most (a message index; more is not an index of ours).
+EVENT_ID_DIGITS = 9
 SECURITY_HEADERS = {
     # The page loads only its own files and talks only to this server.
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -65,22 +70,48 @@ SECURITY_HEADERS = {
 }
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII text escaped: any text can be sent, a lone surrogate included."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field}, status_code=status)
+    return AsciiJSONResponse({"error": message, "field": field}, status_code=status)
 
 
-def sse(index: int | None, message: dict) -> str:
-    """One server-sent event; JSON keeps every text a string (the page never parses it as HTML)."""
-    head = f"id: {index}\n" if index is not None else ""
-    return f"{head}data: {json.dumps(message, ensure_ascii=False, allow_nan=False)}\n\n"
+class EventStream(StreamingResponse):
+    """Server-sent events whose generator is closed however the response ends (finished, client
+    gone, a failed send), so that its ``finally`` (giving a subscription back) runs at once:
+    Starlette leaves a generator suspended at a ``yield`` when sending fails."""
+
+    def __init__(self, events):
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.body_iterator.aclose()
+
+
+def event_index(header: str) -> int | None:
+    """The index a ``Last-Event-ID`` names, or None when it names none of ours."""
+    header = header.strip()
+    if not (header.isascii() and header.isdigit()) or len(header) > EVENT_ID_DIGITS:
+        return None
+    return int(header)
 
 
 async def read_json(request: Request):
     """The request's JSON body, within the size limit; raises RequestError (the field "body")."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise RequestError("body", "send JSON with Content-Type: application/json")
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limits.MAX_BODY_BYTES:
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limits.MAX_BODY_BYTES:
         raise RequestError("body", f"is {declared} bytes; at most {limits.MAX_BODY_BYTES} are accepted")
     body = b""
     async for chunk in request.stream():
@@ -88,9 +119,13 @@ async def read_json(request: Request):
         if len(body) > limits.MAX_BODY_BYTES:
             raise RequestError("body", f"is over {limits.MAX_BODY_BYTES} bytes; at most that many are accepted")
     try:
-        return json.loads(body or b"null")
+        value = json.loads(body or b"null")
     except ValueError as err:
         raise RequestError("body", f"is not valid JSON ({err})") from None
+    except RecursionError:
+        raise RequestError("body", "nests arrays or objects too deeply") from None
+    limits.check_body(value)
+    return value
 
 
 def _status_of(err: RequestError) -> int:
@@ -110,16 +145,20 @@ class ServeState:
         self.loaded = loaded
         self.catalogue = catalogue
         self.folders = folders
+        self.watches = WatchHub()
         self.queue = ExperimentQueue(max_waiting)
         self.max_new_tokens = max_new_tokens
         self.subscribe_grace = subscribe_grace
         self.prompt = prompt
 
 
-def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ...] = (), runs_root=None,
-               watch: tuple[str, ...] = (), max_waiting: int = 2, max_new_tokens: int = limits.MAX_NEW_TOKENS,
-               subscribe_grace: float = 15.0, allowed_hosts: list[str] | None = None, prompt=None) -> Starlette:
-    """The app around a loaded model (:func:`measure.model.load.load_model`)."""
+def create_app(loaded, *, token: str | None, data_dir: str | None = None, pair_files: tuple[str, ...] = (),
+               runs_root=None, watch: tuple[str, ...] = (), max_waiting: int = 2,
+               max_new_tokens: int = limits.MAX_NEW_TOKENS, subscribe_grace: float = 15.0,
+               allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS, prompt=None) -> Starlette:
+    """The app around a loaded model (:func:`measure.model.load.load_model`). ``token`` is the
+    launch token every request must carry (None: no token checked, ``--no-token``);
+    ``allowed_hosts`` the Host names served (:func:`measure.serve.guard.allowed_hosts`)."""
     state = ServeState(loaded, catalogue=PairCatalogue(data_dir, tuple(pair_files)),
                        folders=RunFolders(runs_root, tuple(watch)), max_waiting=max_waiting,
                        max_new_tokens=max_new_tokens, subscribe_grace=subscribe_grace, prompt=prompt)
@@ -128,7 +167,7 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
         return FileResponse(str(STATIC / "index.html"), media_type="text/html", headers=SECURITY_HEADERS)
 
     async def info(request: Request):
-        return JSONResponse({
+        return AsciiJSONResponse({
             "model": getattr(state.loaded, "name", None), "device": getattr(state.loaded, "device", None),
             "conditions": list(CONDITION_NAMES), "update_forms": list(UPDATE_FORMS),
             # Checked on the page at first: the single-update conditions (strategies are opt-in, as in measure run).
@@ -142,7 +181,7 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
         })
 
     async def datasets(request: Request):
-        return JSONResponse(state.catalogue.datasets())
+        return AsciiJSONResponse(state.catalogue.datasets())
 
     async def pairs(request: Request):
         name = request.query_params.get("dataset", "builtin-easy")
@@ -150,7 +189,7 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
             found = await anyio.to_thread.run_sync(state.catalogue.pairs, name)
         except RequestError as err:
             return error(404 if "unknown dataset" in str(err) else 422, str(err), err.field)
-        return JSONResponse({"dataset": name, "pairs": [pair_summary(p) for p in found]})
+        return AsciiJSONResponse({"dataset": name, "pairs": [pair_summary(p) for p in found]})
 
     async def update(request: Request):
         try:
@@ -163,7 +202,7 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
             form = limits.choice_field(body, "update_form", UPDATE_FORMS, "erratum")
         except RequestError as err:
             return error(_status_of(err), str(err), err.field)
-        return JSONResponse({"update": generated_update(kind, question_a, question_b, form)})
+        return AsciiJSONResponse({"update": generated_update(kind, question_a, question_b, form)})
 
     async def submit(request: Request):
         try:
@@ -190,7 +229,7 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
             position = state.queue.submit(experiment)
         except QueueFull as full:
             return error(429, str(full))
-        return JSONResponse({"id": experiment.id, "position": position,
+        return AsciiJSONResponse({"id": experiment.id, "position": position,
                              "events": f"/api/experiments/{experiment.id}/events"}, status_code=202)
 
     def _experiment(request: Request) -> Experiment | None:
@@ -201,21 +240,22 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
         if experiment is None:
             return error(404, "no such experiment (finished long ago, or never submitted)")
         experiment.cancel("cancelled from the page")
-        return JSONResponse({"id": experiment.id, "state": experiment.state, "cancelling": not experiment.finished})
+        return AsciiJSONResponse({"id": experiment.id, "state": experiment.state,
+                                  "cancelling": not experiment.finished})
 
     async def experiment_state(request: Request):
         experiment = _experiment(request)
         if experiment is None:
             return error(404, "no such experiment (finished long ago, or never submitted)")
-        return JSONResponse({"id": experiment.id, "state": experiment.state, "reason": experiment.cancel_reason,
+        return AsciiJSONResponse({"id": experiment.id, "state": experiment.state, "reason": experiment.cancel_reason,
                              "messages": len(experiment.messages_from(0)), "subscribers": experiment.subscribers})
 
     async def experiment_events(request: Request):
         experiment = _experiment(request)
         if experiment is None:
             return error(404, "no such experiment (finished long ago, or never submitted)")
-        last = request.headers.get("last-event-id", "")
-        start = int(last) + 1 if last.isdigit() else 0
+        last = event_index(request.headers.get("last-event-id", ""))
+        start = 0 if last is None else last + 1
 
         async def stream():
             experiment.subscribe()
@@ -223,12 +263,14 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
                 index, quiet_since = start, time.monotonic()
                 yield "retry: 2000\n\n"
                 while True:
-                    messages = experiment.messages_from(index)
+                    messages, finished = experiment.messages_and_state(index)
                     for message in messages:
                         yield sse(index, message)
                         index += 1
                         if message["type"] in TERMINAL:
                             return
+                    if finished:  # all its messages are sent (or Last-Event-ID named one past them)
+                        return
                     if messages:
                         quiet_since = time.monotonic()
                     elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
@@ -238,11 +280,10 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
             finally:
                 experiment.unsubscribe()
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventStream(stream())
 
     async def runs(request: Request):
-        return JSONResponse(await anyio.to_thread.run_sync(state.folders.listing))
+        return AsciiJSONResponse(await anyio.to_thread.run_sync(state.folders.listing))
 
     async def calibration(request: Request):
         folder_id = request.query_params.get("id", "")
@@ -250,52 +291,49 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
         if folder is None:
             return error(404, f"no run folder {folder_id[:60]!r}")
         try:
-            return JSONResponse(read_calibration(folder, folder_id).summary())
+            found = await anyio.to_thread.run_sync(read_calibration, folder, folder_id)
         except CalibrationError as err:
             return error(422, str(err), "calibration")
+        return AsciiJSONResponse(found.summary())
 
     async def run_events(request: Request):
         folder_id = request.query_params.get("id", "")
         folder = state.folders.folder(folder_id)
         if folder is None:
             return error(404, f"no run folder {folder_id[:60]!r}; pick one from the list")
-        tail = SamplesTail(folder / SAMPLES_FILE)
 
         async def stream():
-            yield "retry: 2000\n\n"
-            yield sse(None, {"type": "folder", "id": folder_id, "path": str(folder)})
-            dirty, last_findings, last_status, quiet_since = True, 0.0, None, time.monotonic()
-            while True:
-                new, reset = await anyio.to_thread.run_sync(tail.poll)
-                if reset:
-                    yield sse(None, {"type": "reset"})
-                    dirty = True
-                for start in range(0, len(new), RECORDS_PER_MESSAGE):
-                    chunk = new[start:start + RECORDS_PER_MESSAGE]
-                    yield sse(None, {"type": "records", "items": [record_summary(r) for r in chunk],
-                                     "total": len(tail.records)})
-                    dirty = True
-                status = {"type": "status", "records": len(tail.records), "pending_bytes": tail.pending_bytes,
-                          "finished": _finished(folder), "warnings": tail.warnings[-5:]}
-                if status != last_status:
-                    yield sse(None, status)
-                    last_status = status
-                if dirty and tail.records and time.monotonic() - last_findings >= FINDINGS_INTERVAL_SECONDS:
-                    dirty, last_findings = False, time.monotonic()
-                    try:
-                        found = await anyio.to_thread.run_sync(folder_findings, folder, list(tail.records),
-                                                               list(tail.warnings))
-                        yield sse(None, {"type": "findings", **found})
-                    except Exception as err:  # a record the metrics cannot read: say so, keep watching
-                        yield sse(None, {"type": "findings_error", "message": f"{type(err).__name__}: {err}"})
-                    quiet_since = time.monotonic()
-                if time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
-                    yield ": keepalive\n\n"
-                    quiet_since = time.monotonic()
-                await asyncio.sleep(WATCH_POLL_SECONDS)
+            watch = state.watches.subscribe(folder)
+            try:
+                yield "retry: 2000\n\n"
+                yield sse(None, {"type": "folder", "id": folder_id, "path": str(folder)})
+                generation, sent, status, findings = watch.generation, 0, None, None
+                quiet_since = time.monotonic()
+                while True:
+                    version, out = watch.version, []
+                    if watch.generation != generation:  # the file was replaced: read anew
+                        generation, sent, findings = watch.generation, 0, None
+                        out.append(sse(None, {"type": "reset"}))
+                    out += watch.chunks[sent:]
+                    sent += len(watch.chunks) - sent
+                    if watch.status is not None and watch.status is not status:
+                        status = watch.status
+                        out.append(status)
+                    if watch.findings is not None and watch.findings is not findings:
+                        findings = watch.findings
+                        out.append(findings)
+                    for message in out:
+                        yield message
+                    if out:
+                        quiet_since = time.monotonic()
+                    elif time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
+                        yield ": keepalive\n\n"
+                        quiet_since = time.monotonic()
+                    await watch.wait(version, KEEPALIVE_SECONDS)
+            finally:
+                state.watches.unsubscribe(watch)
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return EventStream(stream())
 
     routes = [
         Route("/", page),
@@ -312,21 +350,15 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
         Route("/api/calibration", calibration),
         Mount("/static", StaticFiles(directory=str(STATIC)), name="static"),
     ]
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)] if allowed_hosts else []
+    middleware = [Middleware(LaunchGuard, token=token, hosts=tuple(allowed_hosts))]
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
         state.queue.stop()
+        state.watches.close()
 
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.serve = state
     return app
 
-
-def _finished(folder) -> bool:
-    try:
-        run = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(isinstance(run, dict) and run.get("finished"))

@@ -2,18 +2,26 @@
 
 Starlette and uvicorn come with the ``serve`` extra; they are imported only when the command
 runs, so the rest of the command line works without them.
+
+As Jupyter Server does, it makes a launch token and prints the page's address with it; every
+request must carry it, and the Host header must name an allowed host whatever the bound address
+(:mod:`measure.serve.guard`).
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import re
+import secrets
 import sys
 
 SERVE_HELP = "a local web page: type a problem and an update, watch every condition adapt token by token"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 LOOPBACK_NAMES = ("localhost", "127.0.0.1")
+#: A chosen --token: letters, digits, - and _ (it travels in URLs and headers as it is).
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,200}")
 
 
 def register(subparsers) -> None:
@@ -36,6 +44,15 @@ def register(subparsers) -> None:
                        help="experiments that may wait while one runs; more are refused (default 2)")
     serve.add_argument("--max-new-tokens-limit", type=int, default=None,
                        help="largest token budget a page may ask for (default 256)")
+    serve.add_argument("--token", default=None,
+                       help="the launch token every request must carry (default: a new random one, printed "
+                            "in the page's address); 16-200 letters, digits, - or _")
+    serve.add_argument("--no-token", action="store_true",
+                       help="accept requests without the token (any program or page on this machine can then "
+                            "run experiments and read the listed run folders)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a further Host name the page may be reached by (the loopback names and the bound "
+                            "address are always allowed); repeatable; needed with --host 0.0.0.0")
     serve.add_argument("--no-warm-up", action="store_true",
                        help="skip the short experiment run at start-up (the first page experiment is then slower)")
     serve.set_defaults(func=serve_command)
@@ -55,8 +72,20 @@ def exposure_warning(host: str, port: int) -> str | None:
     if is_loopback(host):
         return None
     return (f"measure serve: warning: binding {host}:{port} exposes the page beyond this machine. Anyone who can "
-            "reach it can run experiments on the model and read the run folders it lists; there is no "
-            "authentication. Use the default --host 127.0.0.1 unless this network is yours alone.")
+            "reach it and knows the token can run experiments on the model and read the run folders it lists, "
+            "and the token travels unencrypted (plain HTTP). Use the default --host 127.0.0.1 unless this "
+            "network is yours alone.")
+
+
+def launch_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """(the token to require or None, an error for a bad --token or None)."""
+    if args.no_token:
+        return None, None
+    if args.token is None:
+        return secrets.token_hex(24), None
+    if not TOKEN_PATTERN.fullmatch(args.token):
+        return None, "--token must be 16 to 200 letters, digits, - or _"
+    return args.token, None
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -64,6 +93,7 @@ def serve_command(args: argparse.Namespace) -> int:
         import uvicorn
 
         from measure.serve.app import create_app
+        from measure.serve.guard import allowed_hosts
     except ImportError as missing:
         print(f"measure serve: error: {missing.name} is not installed; install the serve extra: "
               "pip install -e '.[serve]'", file=sys.stderr)
@@ -80,6 +110,14 @@ def serve_command(args: argparse.Namespace) -> int:
     if args.max_waiting < 0 or args.max_new_tokens_limit < 2:
         print("measure serve: error: --max-waiting must be >= 0 and --max-new-tokens-limit >= 2", file=sys.stderr)
         return 2
+    token, problem = launch_token(args)
+    if problem:
+        print(f"measure serve: error: {problem}", file=sys.stderr)
+        return 2
+    if args.no_token:
+        print("measure serve: warning: --no-token: any program or web page that can reach this port may run "
+              "experiments and read the listed run folders (Host and Origin are still checked)", file=sys.stderr)
+    hosts = allowed_hosts(args.host, tuple(args.allow_host))
     warning = exposure_warning(args.host, args.port)
     if warning:
         print(warning, file=sys.stderr)
@@ -95,20 +133,30 @@ def serve_command(args: argparse.Namespace) -> int:
 
         print("measure serve: warming the model up (one short experiment)", file=sys.stderr, flush=True)
         print(f"measure serve: warm in {warm_up(loaded):.1f} s", file=sys.stderr, flush=True)
-    allowed_hosts = [*LOOPBACK_NAMES] if is_loopback(args.host) and args.host != "::1" else None
-    app = create_app(loaded, data_dir=args.data_dir, pair_files=tuple(args.pairs), runs_root=args.runs_dir,
-                     watch=tuple(args.watch), max_waiting=args.max_waiting,
-                     max_new_tokens=args.max_new_tokens_limit, allowed_hosts=allowed_hosts)
+    app = create_app(loaded, token=token, data_dir=args.data_dir, pair_files=tuple(args.pairs),
+                     runs_root=args.runs_dir, watch=tuple(args.watch), max_waiting=args.max_waiting,
+                     max_new_tokens=args.max_new_tokens_limit, allowed_hosts=hosts)
     # Event streams stay open while a page is; on Ctrl-C they are closed after a short grace.
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
-    _announce_when_listening(server, args.host)
+    _announce_when_listening(server, args.host, token)
     server.run()
     return 0
 
 
-def _announce_when_listening(server, host: str) -> None:
+def page_address(host: str, port: int, token: str | None) -> str:
+    """The address to open: a wildcard bind is opened on loopback; the token as ?token=."""
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            host = "127.0.0.1"
+    except ValueError:
+        pass
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+
+def _announce_when_listening(server, host: str, token: str | None) -> None:
     """Print the page's address once uvicorn listens (with --port 0 the port is known only then)."""
     startup = server.startup
 
@@ -117,8 +165,8 @@ def _announce_when_listening(server, host: str) -> None:
         for listener in getattr(server, "servers", []):
             for sock in listener.sockets:
                 port = sock.getsockname()[1]
-                shown = f"[{host}]" if ":" in host else host
-                print(f"measure serve: open http://{shown}:{port}/ (Ctrl-C to stop)", file=sys.stderr, flush=True)
+                print(f"measure serve: open {page_address(host, port, token)} (Ctrl-C to stop)",
+                      file=sys.stderr, flush=True)
                 return
 
     server.startup = announced_startup

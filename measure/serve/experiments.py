@@ -67,6 +67,19 @@ class Experiment:
         with self._lock:
             return self.messages[index:]
 
+    def messages_and_state(self, index: int) -> tuple[list[dict], bool]:
+        """The messages from ``index`` on and whether the experiment has finished, read together:
+        a finished experiment's last message is already among its messages."""
+        with self._lock:
+            return self.messages[index:], self.state in FINISHED
+
+    def finish(self, state: str, message: dict | None) -> None:
+        """Turn ``state`` and publish its message in one step (see :meth:`messages_and_state`)."""
+        with self._lock:
+            self.state = state
+            if message is not None:
+                self.messages.append({**message, "t": round(time.monotonic() - self.created, 4)})
+
     # -- subscribers and cancellation ---------------------------------------------------------
     def subscribe(self) -> None:
         with self._lock:
@@ -188,10 +201,7 @@ class ExperimentQueue:
                 with self._condition:
                     self.current = None
                     if ending is not None:
-                        state, message = ending
-                        experiment.state = state
-                        if message is not None:
-                            experiment.publish(message)
+                        experiment.finish(*ending)
 
     @staticmethod
     def _run(experiment: Experiment) -> tuple[str, dict | None] | None:

@@ -17,7 +17,6 @@ on the curve so far).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from measure.analysis.calibration import EVENTS, event_latency
 from measure.records import METRICS_FILE
+from measure.records.run_folder import RunFileError, read_metrics_json
 
 
 class CalibrationError(ValueError):
@@ -85,33 +85,59 @@ class Calibration:
 
 
 def read_calibration(folder: Path, source: str) -> Calibration:
-    """The calibration section of ``folder/metrics.json``."""
+    """The calibration section of ``folder/metrics.json``; CalibrationError naming the file and
+    the entry when it is missing, unreadable or of an unexpected shape."""
     path = Path(folder) / METRICS_FILE
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = read_metrics_json(folder)
     except FileNotFoundError:
         raise CalibrationError(f"{path} not found: the run has not finished (its calibration is written at the end)") from None
-    except ValueError as error:
-        raise CalibrationError(f"{path}: unreadable JSON ({error})") from None
-    section = metrics.get("calibration") if isinstance(metrics, dict) else None
+    except RunFileError as error:
+        raise CalibrationError(str(error)) from None
+    section = metrics.get("calibration")
     if not isinstance(section, dict) or not isinstance(section.get("events"), dict):
         raise CalibrationError(f"{path} has no calibration section (written by an older version?)")
-    model = ((metrics.get("provenance") or {}).get("model") or {}).get("name")
-    calibration = Calibration(source=source, model=model, alpha=section.get("alpha"))
+    provenance = metrics.get("provenance")
+    model = provenance.get("model") if isinstance(provenance, dict) else None
+    name = model.get("name") if isinstance(model, dict) else None
+    alpha = section.get("alpha")
+    calibration = Calibration(source=source, model=name if isinstance(name, str) else None,
+                              alpha=alpha if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else None)
     curves = {event.name: event.curve for event in EVENTS}
-    for name, entry in section["events"].items():
-        if name not in curves:
+    for event, entry in section["events"].items():
+        if event not in curves:
             continue
-        for label, point in (entry.get("points") or {}).items():
-            rules = [FoldRule(int(f["fit_fold"]), int(f["window"]), float(f["threshold"]))
-                     for f in point.get("folds") or []
-                     if f.get("threshold") is not None and f.get("window") is not None
-                     and math.isfinite(float(f["threshold"]))]
+        points = entry.get("points") if isinstance(entry, dict) else None
+        if not isinstance(points, dict):
+            raise CalibrationError(f"{path}: calibration.events.{event} has no 'points' object")
+        for label, point in points.items():
+            where = f"{path}: calibration.events.{event}.points.{label}"
+            if not isinstance(point, dict):
+                raise CalibrationError(f"{where} is not an object")
+            folds = point.get("folds") or []
+            if not isinstance(folds, list):
+                raise CalibrationError(f"{where}: 'folds' is not a list")
+            rules = [_fold_rule(fold, where) for fold in folds]
+            rules = [rule for rule in rules if rule is not None]
             if point.get("calibrated") and len(rules) == 2:
-                calibration.points.setdefault(label, {})[name] = EventRules(name, curves[name], tuple(rules))
+                calibration.points.setdefault(label, {})[event] = EventRules(event, curves[event], tuple(rules))
             else:
-                calibration.reasons.setdefault(label, {})[name] = point.get("reason") or "not calibrated"
+                reason = point.get("reason")
+                calibration.reasons.setdefault(label, {})[event] = reason if isinstance(reason, str) else "not calibrated"
     return calibration
+
+
+def _fold_rule(fold, where: str) -> FoldRule | None:
+    """One fold's rule; None for a fold that fitted none (no window or threshold)."""
+    if not isinstance(fold, dict):
+        raise CalibrationError(f"{where}: a fold is not an object")
+    if fold.get("threshold") is None or fold.get("window") is None:
+        return None
+    try:
+        rule = FoldRule(int(fold["fit_fold"]), int(fold["window"]), float(fold["threshold"]))
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise CalibrationError(f"{where}: a fold's fit_fold, window or threshold is not a number") from None
+    return rule if math.isfinite(rule.threshold) else None
 
 
 def _value(value) -> float:

@@ -26,6 +26,8 @@ DEFAULT_POINTS = ("8",)
 KINDS = ("math", "qa")
 PAIR_ID_CHARS = 100
 POINT_CHARS = 40  # "8", "0.5", or a content-timed point such as "after:quantity"
+#: Lists and objects inside a body at most this deep (a legitimate body is 2 deep).
+MAX_DEPTH = 8
 
 
 class RequestError(ValueError):
@@ -60,6 +62,39 @@ class ExperimentSpec:
         return {"points": list(self.point_texts), "conditions": list(self.conditions),
                 "max_new_tokens": self.max_new_tokens, "update_form": self.update_form,
                 "calibration": self.calibration}
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_body(body) -> None:
+    """Refuse what no field accepts but could still break an error message or a response: text
+    that is not valid Unicode (a lone surrogate, which JSON's \\ud800 escape can carry; it could
+    be neither shown nor stored), and nesting deeper than ``MAX_DEPTH``. The field named is the
+    top-level key."""
+    stack = [(field, value, 1) for field, value in body.items()] if isinstance(body, dict) else [("body", body, 0)]
+    while stack:
+        field, value, depth = stack.pop()
+        if _unencodable(field) or (isinstance(value, str) and _unencodable(value)):
+            raise RequestError(_shown(field), "holds text that is not valid Unicode (a lone surrogate); send UTF-8 text")
+        if isinstance(value, (dict, list)) and depth >= MAX_DEPTH:
+            raise RequestError(_shown(field), f"nests lists or objects more than {MAX_DEPTH} deep")
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if _unencodable(key):
+                    raise RequestError(_shown(field), "holds a name that is not valid Unicode text (a lone surrogate)")
+                stack.append((field, inner, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((field, inner, depth + 1) for inner in value)
+
+
+def _shown(field: str) -> str:
+    return field.encode("utf-8", "backslashreplace").decode("utf-8")[:60]
 
 
 def text_field(body: dict, name: str, limit: int, required: bool = False) -> str | None:
@@ -119,7 +154,7 @@ def _conditions(body: dict) -> tuple[str, ...]:
 
 def _max_new_tokens(body: dict, limit: int) -> int:
     value = body.get("max_new_tokens", DEFAULT_NEW_TOKENS)
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 6:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise RequestError("max_new_tokens", f"must be a whole number from 2 to {limit}")

@@ -10,29 +10,31 @@ is read again from the start.
 
 Findings come from :func:`measure.report.summary.build_metrics` over the records read so far
 (the run's own alpha and seed from ``run.json``), exactly as ``measure report`` would compute
-them at that moment; they are recomputed only when records arrived, at most every few seconds
-(a few hundred records take about 2 s).
+them at that moment (:mod:`measure.serve.watchers` shares one reader and one computation per
+folder among the pages that watch it).
+
+The folders offered are those below ``--runs-dir`` (two levels deep) that
+:func:`measure.records.run_folder.is_run_folder` recognises, and those named with ``--watch``.
+A folder below the root that is, or passes through, a symbolic link leading outside the root is
+not offered. A folder whose ``run.json`` or ``metrics.json`` cannot be read, or has an
+unexpected shape, is listed with its error; the others are listed as usual.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
+from measure.records.run_folder import RunFileError, is_run_folder, read_run_json
 from measure.records.store import decode_record, latest_by_key
 from measure.report.findings import findings_text
 from measure.report.summary import build_metrics, saved_provenance
+from measure.serve.marks import CalibrationError, read_calibration
 
 #: Folders below the runs root searched for run folders (reports/<run>, reports/baselines/<run>).
 SEARCH_DEPTH = 2
 CONTINUATION_CHARS = 300
-RUN_MARKERS = (SAMPLES_FILE, RUN_FILE, METRICS_FILE)
-
-
-def _is_run_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in RUN_MARKERS)
 
 
 class RunFolders:
@@ -42,6 +44,25 @@ class RunFolders:
     def __init__(self, root: str | Path | None = None, extra: tuple[str | Path, ...] = ()):
         self.root = Path(root).resolve() if root else None
         self.extra = tuple(Path(path).resolve() for path in extra)
+        self._calibrations: dict[Path, tuple[tuple, str | None]] = {}
+
+    def _children(self, folder: Path) -> list[Path]:
+        """Sub-folders of ``folder`` that stay inside the root once links are followed."""
+        try:
+            entries = list(folder.iterdir())
+        except OSError:  # removed meanwhile, or not readable: nothing to offer there
+            return []
+        children = []
+        for child in entries:
+            if child.name.startswith("."):
+                continue
+            try:
+                resolved = child.resolve(strict=True)
+            except (OSError, RuntimeError):  # a dangling link or a link loop
+                continue
+            if resolved.is_dir() and resolved.is_relative_to(self.root):
+                children.append(child)
+        return sorted(children)
 
     def _folders(self) -> dict[str, Path]:
         found: dict[str, Path] = {}
@@ -50,36 +71,68 @@ class RunFolders:
         if self.root is not None and self.root.is_dir():
             level = [self.root]
             for _ in range(SEARCH_DEPTH):
-                level = sorted(child for folder in level for child in folder.iterdir()
-                               if child.is_dir() and not child.name.startswith("."))
+                level = [child for folder in level for child in self._children(folder)]
                 for folder in level:
-                    if _is_run_folder(folder):
+                    if is_run_folder(folder):
                         found.setdefault(str(folder.relative_to(self.root)), folder)
         return found
 
     def listing(self) -> list[dict]:
         out = []
         for folder_id, path in sorted(self._folders().items()):
-            info = _run_info(path)
+            info = self._run_info(path)
             out.append({"id": folder_id, "path": str(path), **info})
         return out
 
     def folder(self, folder_id: str) -> Path | None:
         return self._folders().get(folder_id)
 
+    def _run_info(self, path: Path) -> dict:
+        """What the folder list shows: model, whether the run finished, whether it has a usable
+        calibration, and the errors of files that cannot be read."""
+        errors: list[str] = []
+        try:
+            run = read_run_json(path)
+        except FileNotFoundError:
+            run = {}
+        except RunFileError as error:
+            run = {}
+            errors.append(str(error))
+        model = run.get("model")
+        name = model.get("name") if isinstance(model, dict) else None
+        if model is not None and not (isinstance(model, dict) and isinstance(name, (str, type(None)))):
+            errors.append(f"{path / RUN_FILE}: 'model' is not an object with a text 'name'")
+            name = None
+        calibration_error = self._calibration_error(path)
+        if calibration_error:
+            errors.append(calibration_error)
+        samples = path / SAMPLES_FILE
+        try:
+            samples_bytes = samples.stat().st_size if samples.is_file() else 0
+        except OSError:
+            samples_bytes = 0
+        return {"model": name, "finished": bool(run.get("finished")),
+                "has_metrics": (path / METRICS_FILE).is_file() and calibration_error is None,
+                "samples_bytes": samples_bytes, "errors": errors}
 
-def _run_info(path: Path) -> dict:
-    """What the folder list shows: model, whether the run finished, whether it has a calibration."""
-    model, finished = None, None
-    try:
-        run = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-        model = ((run.get("model") or {}).get("name")) if isinstance(run, dict) else None
-        finished = bool(isinstance(run, dict) and run.get("finished"))
-    except (OSError, ValueError):
-        pass
-    samples = path / SAMPLES_FILE
-    return {"model": model, "finished": finished, "has_metrics": (path / METRICS_FILE).is_file(),
-            "samples_bytes": samples.stat().st_size if samples.is_file() else 0}
+    def _calibration_error(self, path: Path) -> str | None:
+        """Why ``metrics.json`` gives no calibration (None: it does, or there is none), read again
+        only when the file changed."""
+        metrics = path / METRICS_FILE
+        try:
+            stat = metrics.stat()
+        except OSError:
+            return None
+        key = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        known = self._calibrations.get(path)
+        if known is None or known[0] != key:
+            try:
+                read_calibration(path, str(path))
+                known = (key, None)
+            except CalibrationError as error:
+                known = (key, str(error))
+            self._calibrations[path] = known
+        return known[1]
 
 
 class SamplesTail:

@@ -13,11 +13,12 @@ try:
 except ImportError as missing:  # pragma: no cover - a setup without the serve extras
     raise ImportError(f"tests/serve need the serve extras ({missing}): pip install -e '.[serve,serve-test]'") from None
 
-from serve_helpers import BASELINE, CALIBRATION_ID, HELD_TOKENS
+from serve_helpers import BASE_URL, BASELINE, CALIBRATION_ID, HELD_TOKENS, TOKEN
 
 from measure.engine.events import TokenEvent
 from measure.model.load import load_model
 from measure.serve import app as app_module
+from measure.serve import watchers
 from measure.serve.app import create_app
 from measure.serve.live import LiveRun
 
@@ -34,7 +35,8 @@ def runs_root(tmp_path):
     """A runs folder with one finished run whose metrics.json carries a real calibration (at t6)."""
     root = tmp_path / "runs"
     (root / CALIBRATION_ID).mkdir(parents=True)
-    shutil.copy(BASELINE / "metrics.json", root / CALIBRATION_ID / "metrics.json")
+    for name in ("run.json", "metrics.json"):
+        shutil.copy(BASELINE / name, root / CALIBRATION_ID / name)
     return root
 
 
@@ -42,17 +44,22 @@ def runs_root(tmp_path):
 def fast_streams(monkeypatch):
     """Short keepalives and findings intervals, so stream readers can check their deadlines."""
     monkeypatch.setattr(app_module, "KEEPALIVE_SECONDS", 0.5)
-    monkeypatch.setattr(app_module, "FINDINGS_INTERVAL_SECONDS", 0.2)
-    monkeypatch.setattr(app_module, "WATCH_POLL_SECONDS", 0.05)
+    monkeypatch.setattr(watchers, "FINDINGS_INTERVAL_SECONDS", 0.2)
+    monkeypatch.setattr(watchers, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(watchers, "LINGER_SECONDS", 0.2)
 
 
 @pytest.fixture
 def make_client(tiny_loaded, runs_root, fast_streams):
+    """Clients of an app on the tiny model; each sends the launch token (``TOKEN``) unless
+    ``authorized=False``, from the loopback address the page is served on."""
     clients = []
 
-    def make(**options) -> TestClient:
+    def make(authorized: bool = True, **options) -> TestClient:
         options.setdefault("runs_root", runs_root)
-        client = TestClient(create_app(tiny_loaded, **options))
+        options.setdefault("token", TOKEN)
+        headers = {"Authorization": f"token {TOKEN}"} if authorized else {}
+        client = TestClient(create_app(tiny_loaded, **options), base_url=BASE_URL, headers=headers)
         client.__enter__()
         clients.append(client)
         return client

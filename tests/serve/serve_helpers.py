@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BASELINE = ROOT / "reports" / "baselines" / "smollm2"
 CALIBRATION_ID = "calibrated"
 HELD_TOKENS = 256  # experiments asking for this many tokens are held by the `held_long_experiments` fixture
+TOKEN = "test-launch-token-0123456789"
+BASE_URL = "http://127.0.0.1:8765"
 
 
 def read_events(client, url: str, until=lambda message, seen: message["type"] in ("done", "cancelled", "error"),

@@ -20,7 +20,7 @@ def test_loopback_hosts(host, loopback):
 
 def test_warning_says_what_binding_beyond_loopback_exposes():
     text = exposure_warning("0.0.0.0", 9000)
-    assert "0.0.0.0:9000" in text and "no authentication" in text and "--host 127.0.0.1" in text
+    assert "0.0.0.0:9000" in text and "unencrypted" in text and "--host 127.0.0.1" in text
 
 
 def test_defaults_bind_loopback():
