@@ -1,10 +1,12 @@
 """What do many watchers of one run folder cost ``measure serve``? The issue #32 load test.
 
-    python benchmarks/serve_watchers.py                       # 50 watchers of a 373-record run, 20 s
-    python benchmarks/serve_watchers.py --watchers 20 --hold 10 --records 280
+    PYTHONPATH=. python benchmarks/serve_watchers.py          # 50 watchers of a 373-record run, 20 s
+    PYTHONPATH=. python benchmarks/serve_watchers.py --no-saved-metrics --watchers 20 --hold 10
 
 It builds a finished run folder of ``--records`` records (the committed baseline's 280 records,
-then as many of them again as needed with renamed problem ids: the default run has 373), starts
+then as many of them again as needed with renamed problem ids: the default run has 373) with the
+``metrics.json`` and ``report.html`` that ``measure run`` writes at its end (``--no-saved-metrics``
+leaves them out, so that the server computes the Findings from the records: the worst case), starts
 ``measure serve`` on it (loopback, a free port, no warm-up), and then:
 
 1. measures the idle server: its RSS and its CPU over 2 s;
@@ -40,6 +42,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from measure.report.summary import saved_provenance, write_reports
+
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "reports" / "baselines" / "smollm2"
 FOLDER_ID = "bench"
@@ -49,7 +53,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
-def make_run_folder(root: Path, records: int) -> Path:
+def make_run_folder(root: Path, records: int, saved_metrics: bool) -> Path:
     """A finished run folder of ``records`` records built from the baseline's."""
     lines = (BASELINE / "samples.jsonl").read_bytes().splitlines()
     out, copy = [], 0
@@ -67,6 +71,11 @@ def make_run_folder(root: Path, records: int) -> Path:
     folder.mkdir(parents=True)
     (folder / "samples.jsonl").write_text("\n".join(out) + "\n", encoding="utf-8")
     shutil.copy(BASELINE / "run.json", folder / "run.json")
+    if saved_metrics:  # as `measure run` ends: metrics.json and report.html of all the records
+        provenance, skipped, notes = saved_provenance(folder)
+        settings = provenance.get("settings") or {}
+        write_reports(folder, [json.loads(line) for line in out], provenance, skipped, warnings=notes,
+                      alpha=settings.get("alpha", 0.05), seed=settings.get("seed", 0))
     return folder
 
 
@@ -149,6 +158,8 @@ def main() -> int:
     parser.add_argument("--hold", type=float, default=20.0, help="seconds the watchers stay open")
     parser.add_argument("--records", type=int, default=373)
     parser.add_argument("--model", default="embedded", help="the served model (default the embedded SmolLM2)")
+    parser.add_argument("--no-saved-metrics", action="store_true",
+                        help="leave metrics.json out: the server computes the Findings from the records")
     parser.add_argument("--idle-limit", type=float, default=90.0, help="seconds to wait for the CPU to go idle")
     args = parser.parse_args()
     if not (1 <= args.watchers <= 200 and 0 < args.hold <= 120 and 1 <= args.records <= 5000):
@@ -156,7 +167,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="serve-watchers-") as tmp:
         runs = Path(tmp)
-        make_run_folder(runs, args.records)
+        make_run_folder(runs, args.records, saved_metrics=not args.no_saved_metrics)
         process, url, token = start_server(runs, args.model)
         try:
             return measure(process, url, token, args)
@@ -233,7 +244,9 @@ def measure(process: subprocess.Popen, url: str, token: str | None, args) -> int
     findings = [w.findings_after for w in watchers if w.findings_after is not None]
     errors = [w.error for w in watchers if w.error]
     ms = [1000 * value for value in latencies]
-    print(f"run folder: {args.records} records; {args.watchers} watchers held {args.hold:g} s; model {args.model}")
+    saved = "without metrics.json" if args.no_saved_metrics else "with the metrics.json the run wrote"
+    print(f"run folder: {args.records} records, {saved}; {args.watchers} watchers held {args.hold:g} s; "
+          f"model {args.model}")
     print(f"GET /: {len(ms)} requests, p50 {percentile(ms, 0.5):.0f} ms, p95 {percentile(ms, 0.95):.0f} ms, "
           f"max {max(ms):.0f} ms, {timeouts} timed out (> {GET_TIMEOUT:g} s)")
     print(f"server RSS: {rss_before:.0f} MB idle, {rss_peak:.0f} MB peak, {rss_after:.0f} MB after; "

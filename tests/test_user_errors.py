@@ -94,6 +94,17 @@ CASES = [
     Case("model-missing-gguf", [*RUN, "--model", "{tmp}/nothing.gguf"], "GGUF file not found"),
     Case("model-not-gguf", [*RUN, "--model", "{tmp}/fake.gguf"], "is not a GGUF file",
          files={"fake.gguf": "this is a text file\n"}),
+    # A file named .gguf that begins with "GGUF" and then text: transformers' reader raised a ValueError.
+    Case("model-gguf-text", [*RUN, "--model", "{tmp}/fake.gguf"], "fake.gguf is not a GGUF file this reader can load",
+         files={"fake.gguf": "GGUF not really a model\n"}),
+    Case("bench-model-gguf-text", ["bench", "--model", "{tmp}/fake.gguf", "--problems", "1"],
+         "fake.gguf is not a GGUF file this reader can load", files={"fake.gguf": "GGUF not really a model\n"}),
+    Case("bench-model-not-gguf", ["bench", "--model", "{tmp}/fake.gguf"], "is not a GGUF file",
+         files={"fake.gguf": "this is a text file\n"}),
+    # A GGUF v3 header over a body cut short: the reader fails inside the conversion.
+    Case("model-gguf-truncated", [*RUN, "--model", "{tmp}/cut.gguf"], "cut.gguf could not be read as a GGUF model",
+         files={"cut.gguf": b"GGUF\x03\x00\x00\x00" + (5).to_bytes(8, "little") + (2).to_bytes(8, "little") + b"\x01"},
+         env={"MEASURE_CACHE_DIR": "{tmp}/cache"}, model=True),
     Case("model-folder-without-weights", [*RUN, "--model", "{tmp}/empty-model/"], "holds no *.safetensors",
          files={"empty-model/config.json": "{}"}, model=True),
     # -- data files: file, line (or item) and field

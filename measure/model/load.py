@@ -10,6 +10,7 @@ later loads read those in seconds.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,8 +105,12 @@ def _load_gguf_cached(gguf: Path):
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists():
             return folder
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        except (ValueError, IndexError, struct.error) as error:  # a GGUF header over a body it cannot read
+            first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ModelLoadError(f"{gguf} could not be read as a GGUF model ({first_line})") from None
         # The dequantized weights are plain float tensors; without dropping the quantizer
         # record, save_pretrained would try to re-quantize on reload.
         model.hf_quantizer = None
@@ -190,6 +195,8 @@ def load_model(
 
 
 GGUF_MAGIC = b"GGUF"
+#: The GGUF versions transformers' reader handles (the 4 bytes after the magic, little-endian).
+GGUF_VERSIONS = (2, 3)
 
 
 def check_model_path(name: str) -> None:
@@ -208,8 +215,13 @@ def check_model_path(name: str) -> None:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         with open(path, "rb") as handle:
-            if handle.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
-                raise ModelLoadError(f"{path} is not a GGUF file (it does not begin with the bytes 'GGUF')")
+            head = handle.read(len(GGUF_MAGIC) + 4)
+        if head[:len(GGUF_MAGIC)] != GGUF_MAGIC:
+            raise ModelLoadError(f"{path} is not a GGUF file (it does not begin with the bytes 'GGUF')")
+        version = int.from_bytes(head[len(GGUF_MAGIC):], "little") if len(head) == len(GGUF_MAGIC) + 4 else None
+        if version not in GGUF_VERSIONS:
+            raise ModelLoadError(f"{path} is not a GGUF file this reader can load: it begins with 'GGUF' but its "
+                                 f"version field reads {version} (GGUF v2 and v3 are read)")
     elif (name.startswith(("/", ".", "~")) or name.count("/") >= 2) and not path.exists():
         raise ModelLoadError(f"no such model file or folder: {path} (a Hugging Face id reads org/name)")
 

@@ -44,6 +44,9 @@ class RunFileError(ValueError):
     object; the message names the file and what is wrong."""
 
 
+_JSON_TYPES = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 def _read_json_object(path: Path) -> dict:
     """The JSON object in ``path``; FileNotFoundError when it is absent, RunFileError otherwise."""
     try:
@@ -61,7 +64,7 @@ def _read_json_object(path: Path) -> dict:
     except RecursionError:
         raise RunFileError(f"{path}: JSON nested too deeply to read") from None
     if not isinstance(value, dict):
-        raise RunFileError(f"{path}: holds a JSON {type(value).__name__}, not an object")
+        raise RunFileError(f"{path}: holds a JSON {_JSON_TYPES.get(type(value), 'value')}, not an object")
     return value
 
 

@@ -26,7 +26,7 @@ import os
 from pathlib import Path
 
 from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
-from measure.records.run_folder import RunFileError, is_run_folder, read_run_json
+from measure.records.run_folder import RunFileError, is_run_folder, read_metrics_json, read_run_json
 from measure.records.store import decode_record, latest_by_key
 from measure.report.findings import findings_text
 from measure.report.summary import build_metrics, saved_provenance
@@ -204,12 +204,37 @@ def record_summary(record: dict) -> dict:
     }
 
 
+def saved_findings(folder: Path, records: list[dict]) -> dict | None:
+    """The Findings the run wrote into ``metrics.json`` when they are of exactly these records:
+    the run finished, ``metrics.json`` is not older than ``samples.jsonl`` and counts as many
+    records. None otherwise (then they are computed)."""
+    try:
+        if not read_run_json(folder).get("finished"):
+            return None
+        if (folder / METRICS_FILE).stat().st_mtime_ns < (folder / SAMPLES_FILE).stat().st_mtime_ns:
+            return None
+        metrics = read_metrics_json(folder)
+    except (OSError, RunFileError):
+        return None
+    findings, counts = metrics.get("findings"), metrics.get("counts")
+    records_now = len(latest_by_key(records))
+    if not (isinstance(findings, dict) and isinstance(counts, dict) and counts.get("records") == records_now):
+        return None
+    warnings = metrics.get("warnings")
+    return {"findings": findings, "text": findings_text(findings), "counts": counts, "records": records_now,
+            "warnings": warnings if isinstance(warnings, list) else [], "source": METRICS_FILE}
+
+
 def folder_findings(folder: Path, records: list[dict], warnings: list[str]) -> dict:
-    """The Findings of the records so far, as ``measure report`` would compute them now."""
+    """The Findings of the records so far, as ``measure report`` would compute them now; those
+    of the run's own ``metrics.json`` when it has them for exactly these records."""
+    saved = saved_findings(folder, records)
+    if saved is not None:
+        return saved
     provenance, skipped, notes = saved_provenance(folder)
     settings = provenance.get("settings") or {}
     options = {name: settings[name] for name in ("alpha", "seed") if isinstance(settings.get(name), (int, float))}
     metrics = build_metrics(records, provenance, skipped, warnings=[*warnings, *notes], **options)
     findings = metrics.get("findings") or {}
     return {"findings": findings, "text": findings_text(findings), "counts": metrics.get("counts"),
-            "records": len(latest_by_key(records)), "warnings": metrics.get("warnings", [])}
+            "records": len(latest_by_key(records)), "warnings": metrics.get("warnings", []), "source": "records"}

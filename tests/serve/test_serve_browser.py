@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.model]
 
 ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
+TOKEN = "browser-test-token-0123456789"
 LANES_WITH_TOKENS = ("[...document.querySelectorAll('.lane')]"
                      ".filter((lane) => Number(lane.dataset.tokens || 0) > 0).length")
 
@@ -43,7 +44,7 @@ def server(tmp_path_factory):
     shutil.copytree(ROOT / "reports" / "baselines" / "smollm2", runs / "baseline")
     process = subprocess.Popen(
         [sys.executable, "-m", "measure.cli", "serve", "--port", "0", "--runs-dir", str(runs),
-         "--max-new-tokens-limit", "256"],
+         "--max-new-tokens-limit", "256", "--token", TOKEN],
         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
@@ -54,7 +55,7 @@ def server(tmp_path_factory):
         except queue.Empty:
             continue
         said.append(line)
-        match = re.search(r"open (http://127\.0\.0\.1:\d+/)", line)
+        match = re.search(rf"open (http://127\.0\.0\.1:\d+/)\?token={TOKEN} ", line)
         url = match.group(1) if match else None
     if url is None:
         process.kill()
@@ -88,7 +89,9 @@ def open_page(browser, server):
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.goto(server)
+    page.goto(f"{server}?token={TOKEN}")  # the address measure serve prints; the page keeps the token
+    assert page.url == server  # in an HttpOnly cookie, and the address bar drops it
+    assert page.evaluate("document.cookie") == ""
     page.wait_for_selector("body[data-ready='1']", timeout=30_000)
     return page, problems
 
@@ -110,7 +113,9 @@ def choose_conditions(page, keep: set[str]) -> None:
 
 
 def experiment_state(server, experiment_id: str) -> dict:
-    with urllib.request.urlopen(f"{server}api/experiments/{experiment_id}", timeout=10) as response:
+    request = urllib.request.Request(f"{server}api/experiments/{experiment_id}",
+                                     headers={"Authorization": f"token {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 

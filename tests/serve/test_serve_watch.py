@@ -3,13 +3,19 @@ and Findings computed from the records so far."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import threading
+import time
 
-from serve_helpers import BASELINE, read_events
+import pytest
+from serve_helpers import BASELINE, CALIBRATION_ID, read_events
 
 from measure.report.findings import build_findings
 from measure.report.summary import build_metrics
+from measure.serve import watchers
 from measure.serve.watch import RunFolders, SamplesTail
 
 
@@ -96,3 +102,102 @@ def test_watching_a_growing_run_streams_records_and_findings(client, runs_root):
 def test_an_unknown_folder_is_404(client):
     response = client.get("/api/runs/events", params={"id": "../../etc"})
     assert response.status_code == 404 and "no run folder" in response.json()["error"]
+
+
+# -- one reader per folder ----------------------------------------------------------------------
+def open_streams(client, url: str, count: int, stack: contextlib.ExitStack) -> list:
+    """``count`` open streams of ``url``, each read up to its first Findings."""
+    streams = []
+    for _ in range(count):
+        response = stack.enter_context(client.stream("GET", url))
+        lines = response.iter_lines()
+        next(line for line in lines if line.startswith('data: {"type": "findings"'))
+        streams.append(lines)
+    return streams
+
+
+def test_many_watchers_share_one_reader_and_one_findings_computation(client, runs_root, monkeypatch):
+    folder = runs_root / "shared"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"settings": {"alpha": 0.05, "seed": 0}}))
+    lines = baseline_lines(14)
+    (folder / "samples.jsonl").write_bytes(b"".join(lines[:7]))
+    threads = []
+    computed = watchers.folder_findings
+
+    def recorded(*args):
+        threads.append(threading.current_thread().name)
+        return computed(*args)
+
+    monkeypatch.setattr(watchers, "folder_findings", recorded)
+    hub = client.app.state.serve.watches
+    with contextlib.ExitStack() as stack:
+        streams = open_streams(client, "/api/runs/events?id=shared", 5, stack)
+        assert hub.readers() == 1
+        (watch,) = hub.watches.values()
+        assert watch.subscribers == 5 and watch.findings_computed == 1 and watch.tail.records and len(streams) == 5
+        with open(folder / "samples.jsonl", "ab") as handle:  # the run goes on
+            handle.write(b"".join(lines[7:]))
+        for lines_of_one in streams:  # every watcher gets the new Findings, computed once for all
+            next(line for line in lines_of_one if line.startswith('data: {"type": "findings"') and '"records": 14' in line)
+        assert watch.findings_computed == 2
+    # Computed off the pool that serves the page's files.
+    assert threads == ["measure-serve-findings_0"] * 2
+    deadline = time.monotonic() + 5
+    while hub.readers():  # the last watcher left: the reader stops (LINGER_SECONDS is 0.2 here)
+        assert time.monotonic() < deadline, "the reader did not stop after the last watcher left"
+        time.sleep(0.05)
+    assert not hub.watches
+
+
+def test_a_finished_run_shows_the_findings_it_wrote(client, runs_root):
+    folder = runs_root / "finished"
+    shutil.copytree(BASELINE, folder)
+    os.utime(folder / "metrics.json")  # written after the last record, as measure run does
+    findings = read_events(client, "/api/runs/events?id=finished", until=lambda m, _: m["type"] == "findings")[-1]
+    saved = json.loads((BASELINE / "metrics.json").read_text())
+    assert findings["source"] == "metrics.json" and findings["findings"] == saved["findings"]
+    assert findings["records"] == 280 and findings["text"].startswith("Findings")
+
+
+# -- what is listed -----------------------------------------------------------------------------
+def test_a_symlink_leading_outside_the_runs_dir_is_not_listed(tmp_path):
+    root, outside = tmp_path / "runs", tmp_path / "elsewhere"
+    (outside / "secret-run").mkdir(parents=True)
+    (outside / "secret-run" / "run.json").write_text("{}")
+    (root / "inside").mkdir(parents=True)
+    (root / "inside" / "run.json").write_text("{}")
+    (root / "escape").symlink_to(outside / "secret-run")  # a run folder through a link
+    (root / "group").symlink_to(outside)  # a group of run folders through a link
+    (root / "alias").symlink_to(root / "inside")  # a link that stays inside
+    (root / "dangling").symlink_to(tmp_path / "nothing")
+    folders = RunFolders(root)
+    assert [entry["id"] for entry in folders.listing()] == ["alias", "inside"]
+    assert folders.folder("escape") is None and folders.folder("group/secret-run") is None
+
+
+@pytest.mark.parametrize(("name", "text", "words"), [
+    ("run.json", '{"model": "a string", "finished": true}', "'model' is not an object"),
+    ("run.json", '{"model": {"name": ["x"]}}', "'model' is not an object with a text 'name'"),
+    ("run.json", "[1, 2]", "holds a JSON list, not an object"),
+    ("run.json", '{"model": ', "not valid JSON"),
+    ("metrics.json", '{"calibration": {"events": {"detection_latency": 5}}}', "calibration.events.detection_latency"),
+    ("metrics.json", '{"calibration": {"events": {"detection_latency": {"points": {"t6": {"folds": 3}}}}}}',
+     "'folds' is not a list"),
+    ("metrics.json", '{"calibration": {"events": {"detection_latency": {"points": {"t6": {"calibrated": true, '
+                     '"folds": [{"fit_fold": "a", "window": 2, "threshold": 1}]}}}}}}', "is not a number"),
+    ("metrics.json", "null", "holds a JSON null, not an object"),
+])
+def test_a_malformed_run_file_is_listed_with_its_error_and_the_others_still_show(client, runs_root, name, text, words):
+    bad = runs_root / "bad"
+    bad.mkdir()
+    (bad / "samples.jsonl").write_bytes(baseline_lines(1)[0])
+    (bad / name).write_text(text)
+    response = client.get("/api/runs")
+    assert response.status_code == 200
+    listing = {entry["id"]: entry for entry in response.json()}
+    assert listing[CALIBRATION_ID]["has_metrics"] and not listing[CALIBRATION_ID]["errors"]
+    assert not listing["bad"]["has_metrics"] and any(words in error for error in listing["bad"]["errors"]), listing["bad"]
+    if name == "metrics.json":  # the calibration route and a submission name the error too
+        refused = client.get("/api/calibration", params={"id": "bad"})
+        assert refused.status_code == 422 and words in refused.json()["error"]

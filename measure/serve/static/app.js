@@ -104,7 +104,10 @@ async function loadFolders() {
   while (calibration.options.length > 1) calibration.remove(1);
   for (const folder of folders) {
     const state = folder.finished ? "finished" : folder.samples_bytes ? "being written or interrupted" : "no records yet";
-    watch.append(el("option", {value: folder.id}, `${folder.id} (${state})`));
+    const errors = folder.errors || [];
+    const option = el("option", {value: folder.id}, `${folder.id} (${state}${errors.length ? "; a file is unreadable" : ""})`);
+    if (errors.length) option.title = errors.join("\n");
+    watch.append(option);
     if (folder.has_metrics) {
       const other = folder.model && info && folder.model !== info.model ? `, model ${folder.model}` : "";
       calibration.append(el("option", {value: folder.id}, `${folder.id}${other}`));
@@ -417,7 +420,8 @@ function showFindings(message) {
     box.append(list);
   }
   if (!box.firstChild) box.append(el("p", {class: "hint"}, "No findings yet: no injection point has changed problems."));
-  $("findings-note").textContent = `from ${message.records} records`;
+  const source = message.source === "metrics.json" ? " (as the run wrote them in metrics.json)" : "";
+  $("findings-note").textContent = `from ${message.records} records${source}`;
 }
 
 function openFolder() {
