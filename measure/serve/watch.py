@@ -177,7 +177,7 @@ class SamplesTail:
                 continue
             try:
                 record = decode_record(raw)
-            except ValueError as error:
+            except (ValueError, RecursionError) as error:
                 self.warnings.append(f"{self.path}:{self._line}: not a record, left out ({error})")
                 continue
             new.append(record)
@@ -192,8 +192,8 @@ class SamplesTail:
 
 def record_summary(record: dict) -> dict:
     """One row of the records table: identity, stop reason, continuation, two headline metrics."""
-    metrics = record.get("metrics") or {}
-    texts = record.get("texts") or {}
+    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
+    texts = record.get("texts") if isinstance(record.get("texts"), dict) else {}
     continuation = str(texts.get("continuation") or "")
     return {
         "key": str(record.get("key")), "problem_id": record.get("problem_id"), "condition": record.get("condition"),

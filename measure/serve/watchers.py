@@ -108,10 +108,13 @@ class FolderWatch:
             changed = False
             try:
                 reset, chunks, status = await loop.run_in_executor(self.hub.read_pool, self._read)
-            except OSError as error:  # e.g. the folder was removed or is not readable any more
+            except Exception as error:  # e.g. the folder was removed: say so, keep watching
+                if not isinstance(error, OSError):
+                    log.exception("reading %s failed", self.tail.path)
+                reason = error.strerror if isinstance(error, OSError) and error.strerror else f"{type(error).__name__}: {error}"
                 reset, chunks = False, []
                 status = {"type": "status", "records": len(self.tail.records), "pending_bytes": 0, "finished": False,
-                          "warnings": [f"{self.tail.path}: cannot be read ({error.strerror or error})"]}
+                          "warnings": [f"{self.tail.path}: cannot be read ({reason})"]}
             if reset:
                 self.generation += 1
                 self.chunks, self.findings, dirty, changed = [], None, True, True

@@ -201,3 +201,21 @@ def test_a_malformed_run_file_is_listed_with_its_error_and_the_others_still_show
     if name == "metrics.json":  # the calibration route and a submission name the error too
         refused = client.get("/api/calibration", params={"id": "bad"})
         assert refused.status_code == 422 and words in refused.json()["error"]
+
+
+def test_records_of_odd_shapes_are_shown_or_left_out_and_the_watch_goes_on(client, runs_root):
+    folder = runs_root / "odd"
+    folder.mkdir()
+    odd = [json.dumps({"key": "a/b/c", "metrics": [1], "texts": "not an object"}).encode() + b"\n",
+           b"[" * 5000 + b"]" * 5000 + b"\n",  # too deep to decode: a warning, not a dead reader
+           baseline_lines(1)[0]]
+    (folder / "samples.jsonl").write_bytes(b"".join(odd))
+
+    def settled(message, seen):
+        return message["type"] in ("findings", "findings_error")
+
+    messages = read_events(client, "/api/runs/events?id=odd", until=settled)
+    keys = [item["key"] for m in messages if m["type"] == "records" for item in m["items"]]
+    assert keys == ["a/b/c", "builtin_00/ignore/-"]
+    status = [m for m in messages if m["type"] == "status"][-1]
+    assert status["records"] == 2 and any(":2: not a record" in warning for warning in status["warnings"])
