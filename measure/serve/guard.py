@@ -10,9 +10,10 @@ Every HTTP request passes three checks, in this order, before any route sees it:
    ``Authorization: token ...`` header, or the cookie the page receives: opening ``/?token=...``
    sets it (HttpOnly, SameSite=Strict, named after the port) and redirects to ``/``, so the
    token leaves the address bar. Without it: 403. ``--no-token`` turns this check off.
-3. **Origin**, for every request that is not GET or HEAD: a browser names the page that sent
-   it; it must be this server's own origin, else 403. (Scripts send no Origin; they need the
-   token.) Together with the SameSite cookie, no other site can make the browser act here.
+3. **Origin**, for every request that is not GET or HEAD and every API request: a browser names
+   the page that sent it; it must be this server's own origin, else 403. (Scripts send no
+   Origin; they need the token.) Together with the SameSite cookie, no other site can make the
+   browser act here, nor open a stream here even with ``--no-token``.
 
 Refusals are one line of JSON (``{"error": ..., "field": ...}``) for the API, one line of text
 for the page.
@@ -99,7 +100,9 @@ class LaunchGuard:
                                                 "(it ends in ?token=...), or send Authorization: token ...", "token")
             if scope["path"] == "/" and TOKEN_PARAMETER in QueryParams(scope.get("query_string", b"")):
                 return self._remember_token(scope)
-        if scope["method"] not in SAFE_METHODS:
+        # Browsers name the page behind every request that changes anything, and behind every
+        # cross-origin fetch or EventSource: a foreign one is refused on the API even for GET.
+        if scope["method"] not in SAFE_METHODS or scope["path"].startswith("/api/"):
             origin = headers.get("origin")
             if origin is not None and origin != self._own_origin(scope, headers):
                 return self._refuse(scope, 403, f"Origin {origin[:60]!r} is not this server: requests that "

@@ -4,7 +4,7 @@ for every bind address, and the Origin of requests that change anything."""
 from __future__ import annotations
 
 import pytest
-from serve_helpers import BASE_URL, HELD_TOKENS, TOKEN
+from serve_helpers import BASE_URL, CALIBRATION_ID, HELD_TOKENS, TOKEN
 
 from measure.cli import main
 from measure.serve.cli import page_address
@@ -118,6 +118,13 @@ def test_requests_that_change_anything_must_come_from_this_origin(make_client, h
     assert forged.status_code == 403
     assert client.get(f"/api/experiments/{held['id']}").json()["state"] in ("queued", "running")
     assert client.post(f"/api/experiments/{held['id']}/cancel", headers={"Origin": BASE_URL}).status_code == 200
+
+
+def test_another_site_cannot_open_a_stream_even_without_a_token(make_client):
+    client = make_client(authorized=False, token=None)  # --no-token
+    foreign = client.get("/api/runs/events", params={"id": CALIBRATION_ID}, headers={"Origin": "http://evil.example"})
+    assert "is not this server" in one_line_refusal(foreign, 403, "origin")
+    assert client.get("/api/info", headers={"Origin": BASE_URL}).status_code == 200
 
 
 # -- the command line ---------------------------------------------------------------------------
