@@ -30,9 +30,8 @@ def test_every_local_link_resolves(page):
     for target in local_links(page):
         path, _, anchor = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
-        if not linked.exists():
-            broken.append(target)
-        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+        missing_anchor = anchor and linked.suffix == ".md" and linked.exists() and anchor not in anchors(linked)
+        if not linked.exists() or missing_anchor:
             broken.append(target)
     assert broken == []
 
