@@ -40,7 +40,8 @@ from starlette.staticfiles import StaticFiles
 
 from measure.engine.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
 from measure.engine.engine import UPDATE_FORMS
-from measure.records import RUN_FILE, SAMPLES_FILE
+from measure.records import SAMPLES_FILE
+from measure.records.run_folder import run_finished
 from measure.serve import requests as limits
 from measure.serve.catalogue import PairCatalogue, build_pair, generated_update, pair_summary
 from measure.serve.experiments import Experiment, ExperimentQueue, QueueFull
@@ -276,7 +277,7 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
                                      "total": len(tail.records)})
                     dirty = True
                 status = {"type": "status", "records": len(tail.records), "pending_bytes": tail.pending_bytes,
-                          "finished": _finished(folder), "warnings": tail.warnings[-5:]}
+                          "finished": run_finished(folder), "warnings": tail.warnings[-5:]}
                 if status != last_status:
                     yield sse(None, status)
                     last_status = status
@@ -322,11 +323,3 @@ def create_app(loaded, *, data_dir: str | None = None, pair_files: tuple[str, ..
     app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.serve = state
     return app
-
-
-def _finished(folder) -> bool:
-    try:
-        run = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(isinstance(run, dict) and run.get("finished"))

@@ -16,11 +16,11 @@ them at that moment; they are recomputed only when records arrived, at most ever
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
+from measure.records import METRICS_FILE, SAMPLES_FILE
+from measure.records.run_folder import is_run_folder, read_run_info
 from measure.records.store import decode_record, latest_by_key
 from measure.report.findings import findings_text
 from measure.report.summary import build_metrics, saved_provenance
@@ -28,13 +28,6 @@ from measure.report.summary import build_metrics, saved_provenance
 #: Folders below the runs root searched for run folders (reports/<run>, reports/baselines/<run>).
 SEARCH_DEPTH = 2
 CONTINUATION_CHARS = 300
-RUN_MARKERS = (SAMPLES_FILE, RUN_FILE, METRICS_FILE)
-
-
-def _is_run_folder(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in RUN_MARKERS)
-
-
 class RunFolders:
     """The run folders a user may open: those under ``root`` and those named explicitly. The page
     names a folder by its id from :meth:`listing`; no other path is ever opened."""
@@ -53,7 +46,7 @@ class RunFolders:
                 level = sorted(child for folder in level for child in folder.iterdir()
                                if child.is_dir() and not child.name.startswith("."))
                 for folder in level:
-                    if _is_run_folder(folder):
+                    if is_run_folder(folder):
                         found.setdefault(str(folder.relative_to(self.root)), folder)
         return found
 
@@ -72,9 +65,9 @@ def _run_info(path: Path) -> dict:
     """What the folder list shows: model, whether the run finished, whether it has a calibration."""
     model, finished = None, None
     try:
-        run = json.loads((path / RUN_FILE).read_text(encoding="utf-8"))
-        model = ((run.get("model") or {}).get("name")) if isinstance(run, dict) else None
-        finished = bool(isinstance(run, dict) and run.get("finished"))
+        run = read_run_info(path) or {}
+        model = (run.get("model") or {}).get("name")
+        finished = bool(run.get("finished"))
     except (OSError, ValueError):
         pass
     samples = path / SAMPLES_FILE

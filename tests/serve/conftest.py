@@ -34,7 +34,8 @@ def runs_root(tmp_path):
     """A runs folder with one finished run whose metrics.json carries a real calibration (at t6)."""
     root = tmp_path / "runs"
     (root / CALIBRATION_ID).mkdir(parents=True)
-    shutil.copy(BASELINE / "metrics.json", root / CALIBRATION_ID / "metrics.json")
+    for name in ("run.json", "metrics.json"):  # run.json makes it a run folder (measure.records.run_folder)
+        shutil.copy(BASELINE / name, root / CALIBRATION_ID / name)
     return root
 
 
