@@ -56,10 +56,9 @@ def setting(default, help: str, *, minimum: float | None = None, why: str = "", 
 class RunSettings:
     model: str = setting(SMOLLM2.name, "an embedded:... model, a Hugging Face id, a folder, a .gguf file, "
                          "or tiny:<family> for fast checks")
-    # The default run: the 54 built-in pairs the embedded model solves uninterrupted (40 math, 14
-    # story questions; 43 changed, 11 identical), one point, tokens enough to finish (87% end by
-    # themselves). Enough changed problems to calibrate the latencies (63 control runs per fold)
-    # and to detect a paired effect of |dz| 0.44 at 80% power; its time is in README.md.
+    # The default run: the built-in pairs the embedded model solves uninterrupted, one point, tokens
+    # enough to finish; enough changed pairs to calibrate the latencies and to power the paired
+    # comparison. What it measured, and how long it took: README.md.
     dataset: str = setting("builtin-easy", f"{', '.join(DATASETS)}, or a .json/.jsonl file of pairs")
     data_dir: str | None = setting(None, "dataset folder", none="$MEASURE_DATA_DIR")
     limit: int | None = setting(None, "problems to measure, the first N in dataset order ('all' for every one)",
@@ -144,8 +143,8 @@ def flag(name: str, prefix: str = "") -> str:
     return f"--{prefix}{name.replace('_', '-')}"
 
 
-def _csv(text: str) -> list[str] | None:
-    return [item.strip() for item in text.split(",") if item.strip()] or None
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def _limit(text: str) -> int | None:
