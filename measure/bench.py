@@ -19,10 +19,14 @@ import time
 
 import torch
 
+from measure.data import load_pairs
 from measure.engine.conditions import ForkPoint
 from measure.engine.decode import DecodeRow, Timings, decode_rows, prefill
 from measure.engine.engine import Engine, EngineConfig
+from measure.engine.memory import batch_cap, row_bytes
 from measure.engine.scoring import Stream, score_streams
+from measure.model import cpu_linear
+from measure.model.load import load_model
 from measure.prompts import inserted_ids, length_matched_ids
 
 
@@ -82,8 +86,6 @@ def matmul_gflops(seconds: float = 0.5, size: int = 1024, repeats: int = 5) -> d
     product, which the model's linear layers use on CPU: measure.model.cpu_linear). Each the best of
     ``repeats`` measurements, so that a moment of load on a shared machine does not make the
     reference a noisy low (which would flatter the engine's share of it)."""
-    from measure.model import cpu_linear
-
     a, b = torch.randn(size, size), torch.randn(size, size)
     products = {"aten": lambda: torch.mm(a, b)}
     if cpu_linear.available():
@@ -163,7 +165,9 @@ def _rss() -> int:
 
 
 def timed_engine(loaded, problems, points, max_new_tokens, batch_size):
-    engine = Engine(loaded, EngineConfig(max_new_tokens=max_new_tokens, points=points, batch_size=batch_size))
+    # The engine's timings alone: the recompute check is a measurement run's, not the engine's work.
+    engine = Engine(loaded, EngineConfig(max_new_tokens=max_new_tokens, points=points, batch_size=batch_size,
+                                         verify_recompute=False))
     start = time.perf_counter()
     results = engine.run_problems(problems)
     return engine, results, time.perf_counter() - start
@@ -259,10 +263,6 @@ def print_breakdown(engine: Engine, seconds: float) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from measure.data import load_pairs
-    from measure.engine.memory import batch_cap, row_bytes
-    from measure.model.load import load_model
-
     loaded = load_model(args.model, args.device, args.dtype)
     points = tuple(args.points.split(","))
     problems = load_pairs("builtin", limit=args.problems)
@@ -292,7 +292,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if not args.skip_naive:
         start = time.perf_counter()
         mismatches = 0
-        config = EngineConfig(max_new_tokens=args.max_new_tokens, points=points, attention=False)
+        config = EngineConfig(max_new_tokens=args.max_new_tokens, points=points, attention=False,
+                              batch_size=args.batch_size, verify_recompute=False)
         naive_engine = Engine(loaded, config)
         for problem, result in zip(problems, results):
             tokens, _ = naive_problem(naive_engine, problem)
@@ -342,21 +343,7 @@ def run_bench(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def register(subparsers) -> None:
-    bench = subparsers.add_parser("bench", help="time the engine against the naive way, side by side")
-    bench.add_argument("--model", default="embedded:smollm2-135m-instruct")
-    bench.add_argument("--device", default="cpu")
-    bench.add_argument("--dtype", default="float32")
-    bench.add_argument("--problems", type=int, default=8)
-    bench.add_argument("--max-new-tokens", type=int, default=128)
-    bench.add_argument("--points", default="8,0.5")
-    bench.add_argument("--batch-size", type=int, default=128)
-    bench.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive way")
-    bench.add_argument("--skip-long", action="store_true", help="skip the run at twice the tokens")
-    bench.set_defaults(func=run_bench)
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
-    sys.exit(run_bench(parser.parse_args(["bench", *sys.argv[1:]])))
+    from measure.cli import main  # `python -m measure.bench` is `measure bench`
+
+    sys.exit(main(["bench", *sys.argv[1:]]))

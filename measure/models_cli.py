@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import sys
 
+from measure.model.embedded import EMBEDDED_MODELS, describe
+from measure.report.compare_models import CompareModelsError, headline, write_comparison
+
 
 def register(subparsers) -> None:
     models = subparsers.add_parser(
@@ -25,8 +28,6 @@ def register(subparsers) -> None:
 
 
 def models_command(args) -> int:
-    from measure.model.embedded import EMBEDDED_MODELS, describe
-
     rows = [describe(model) for model in EMBEDDED_MODELS.values()]
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -45,8 +46,6 @@ def models_command(args) -> int:
 
 
 def compare_models_command(args) -> int:
-    from measure.report.compare_models import CompareModelsError, headline, write_comparison
-
     try:
         json_path, html_path = write_comparison(args.runs, args.out)
     except CompareModelsError as error:

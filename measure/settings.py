@@ -1,13 +1,21 @@
-"""Settings of a measurement run: defaults, a TOML file, command-line flags, and validation.
+"""Settings of a measurement run: every default, the smaller profiles, their command-line flags,
+a TOML file, and the checks that need no model.
 
-Validation happens before any model is loaded, so a typo costs a second, not a model load.
+This module is the one place a default is stated. ``measure run``'s flags and the pytest plugin's
+``--measure-*`` options are both generated from the fields below (:func:`add_flags`, with a
+prefix for the plugin), the engine's :class:`~measure.engine.engine.EngineConfig` takes its
+defaults from here, and so does the live page. Where a caller deliberately measures less (the
+suite on CI), it names a profile from :data:`PROFILES` instead of stating a second default.
+
+It imports no torch (the pytest plugin builds its options from it on every pytest run); the checks
+that need the engine or the model (:func:`measure.run.preflight.validate`) live with the run.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
-import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -15,90 +23,186 @@ from pathlib import Path
 
 from measure.data import DATASETS
 from measure.data.pairs import VARIATION_TYPES
-from measure.engine.conditions import DEFAULT_CONDITIONS
-from measure.engine.engine import EngineConfig, check_config
-from measure.model.load import DEVICES, DTYPES, EMBEDDED_MODEL
-from measure.prompts import DEFAULT_QA_SYSTEM_PROMPT, DEFAULT_SYSTEM_PROMPT, PROMPT_STYLES, PromptFormat
+from measure.model.embedded import SMOLLM2
+from measure.points import InjectionPoint, merge_duplicate_points, parse_points
+from measure.prompts import DEFAULT_QA_SYSTEM_PROMPT, DEFAULT_SYSTEM_PROMPT
 
 #: How users name an identical-problem pair (``variation_type`` None) when they select variation
 #: types (``--variation-types``, pytest ``-k``); ``measure.data.load_pairs`` maps it back to None.
 CONTROL = "control"
 #: What ``--variation-types`` accepts: the data's variation types, with ``control`` for None.
 VARIATION_TYPE_NAMES = tuple(CONTROL if name is None else name for name in VARIATION_TYPES)
+#: The conditions a run measures unless told otherwise: the references, the seed's conditions and
+#: the controls; the update strategies (multi, multi_retract, gradual, gradual_stream) are opt-in.
+#: measure.engine.conditions defines what each name does (tests/engine checks the names agree).
+DEFAULT_CONDITIONS = ("ignore", "oracle", "injection", "flush", "partial", "noise", "repeat")
 
 
 class SettingsError(ValueError):
     """Bad settings; the message names the setting and what is allowed."""
 
 
+def setting(default, help: str, *, minimum: float | None = None, why: str = "", none: str = ""):
+    """A RunSettings field: its default, its flag's help, and the least value it accepts (checked
+    once, by :func:`check_bounds`, with ``why`` said in the error). ``none`` says in words what
+    an unset (None) value means, for the help."""
+    metadata = {"help": help, "minimum": minimum, "why": why, "none": none}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class RunSettings:
-    model: str = EMBEDDED_MODEL
-    # The default run: the 54 built-in pairs the embedded model solves uninterrupted (40 math, 14
-    # story questions; 43 changed, 11 identical), one point, tokens enough to finish (87% end by
-    # themselves). Enough changed problems to calibrate the latencies (63 control runs per fold)
-    # and to detect a paired effect of |dz| 0.44 at 80% power, in about 6 minutes on 2 CPU cores.
-    dataset: str = "builtin-easy"
-    data_dir: str | None = None
-    limit: int | None = None
-    variation_types: list[str] | None = None
-    conditions: list[str] = field(default_factory=lambda: list(DEFAULT_CONDITIONS))
-    points: list[str] = field(default_factory=lambda: ["8"])
-    max_new_tokens: int = 96
-    seed: int = 0
-    temperature: float = 0.0
-    device: str = "cpu"
-    dtype: str = "float32"
-    out: str | None = None
-    resume: bool = False
-    prompt_style: str = "chat"
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    qa_system_prompt: str = DEFAULT_QA_SYSTEM_PROMPT
-    update_form: str = "erratum"
-    partial_recompute_last: int = 1
-    update_gap: int = 6  # generated tokens between a strategy's updates (multi, multi_retract, gradual)
-    gradual_pieces: int = 3  # pieces the update is split into by the gradual strategy
-    batch_size: int = 64
-    group_size: int = 3  # problems measured together (their rows share decode batches)
-    attention: bool = True
-    hidden_states: bool = True
-    semantic: bool = True
-    verify_recompute: bool = True
-    trust_remote_code: bool = False
-    alpha: float = 0.05  # false-event rate of the calibrated latency events (measure.analysis.calibration)
+    model: str = setting(SMOLLM2.name, "an embedded:... model, a Hugging Face id, a folder, a .gguf file, "
+                         "or tiny:<family> for fast checks")
+    # The default run: the built-in pairs the embedded model solves uninterrupted, one point, tokens
+    # enough to finish; enough changed pairs to calibrate the latencies and to power the paired
+    # comparison. What it measured, and how long it took: README.md.
+    dataset: str = setting("builtin-easy", f"{', '.join(DATASETS)}, or a .json/.jsonl file of pairs")
+    data_dir: str | None = setting(None, "dataset folder", none="$MEASURE_DATA_DIR")
+    limit: int | None = setting(None, "problems to measure, the first N in dataset order ('all' for every one)",
+                                minimum=1, none="all of the dataset")
+    variation_types: list[str] | None = setting(None, f"comma list of {','.join(VARIATION_TYPE_NAMES)}", none="all")
+    conditions: list[str] = setting(list(DEFAULT_CONDITIONS), "comma list of conditions")
+    points: list[str] = setting(["8"], "injection points: token counts (16), fractions of the ignore run (0.3) "
+                                "or content-timed (after:quantity), comma list")
+    max_new_tokens: int = setting(96, "tokens generated per run at most", minimum=2)
+    seed: int = setting(0, "sampling seed (greedy decoding ignores it)")
+    temperature: float = setting(0.0, "sampling temperature; 0 decodes greedily", minimum=0, why="0 is greedy")
+    device: str = setting("cpu", "cpu | cuda | cuda:N | mps")
+    dtype: str = setting("float32", "float32 | bfloat16 | float16; the stated tolerances are for float32")
+    out: str | None = setting(None, "the run folder: samples.jsonl, run.json, metrics.json, report.html",
+                              none="a new one under reports/")
+    resume: bool = setting(False, "complete the interrupted run in --out, with the settings saved in its run.json")
+    prompt_style: str = setting("chat", "chat | raw")
+    system_prompt: str = setting(DEFAULT_SYSTEM_PROMPT, "system prompt of math problems")
+    qa_system_prompt: str = setting(DEFAULT_QA_SYSTEM_PROMPT, "system prompt of reading questions (kind qa)")
+    update_form: str = setting("erratum", "erratum | restatement")
+    partial_recompute_last: int = setting(1, "generated tokens recomputed by 'partial'", minimum=1,
+                                          why="the next distribution needs a query")
+    update_gap: int = setting(6, "generated tokens between the updates of the strategies multi, multi_retract, "
+                              "gradual", minimum=1, why="generated tokens between a strategy's updates")
+    gradual_pieces: int = setting(3, "pieces the update is split into by 'gradual'", minimum=2,
+                                  why="the gradual strategy splits the update")
+    batch_size: int = setting(64, "rows decoded together at most", minimum=1)
+    group_size: int = setting(3, "problems measured together (their rows share decode batches)", minimum=1)
+    attention: bool = setting(True, "capture the attention mass on the update and the problem")
+    hidden_states: bool = setting(True, "compare hidden states with the references")
+    semantic: bool = setting(True, "sentence-embedding similarity metrics (slower)")
+    verify_recompute: bool = setting(True, "check each exact stream against a cache-free recompute")
+    trust_remote_code: bool = setting(False, "let transformers run the model repository's own code")
+    alpha: float = setting(0.05, "false-event rate at which latency events are calibrated on control runs "
+                           "(measure.analysis.calibration)")
     # Where the problem groups are measured (measure.run.executors), not what is measured: --resume may change these.
-    executor: str = "local"  # local (this process) | ray (Ray actors, `pip install measure[ray]`)
-    ray_address: str | None = None  # unset: a new local Ray instance; "auto" or host:port: an existing cluster
-    workers: int | None = None  # Ray actors, each loading the model (default: one per GPU, or per CPU without GPUs)
-    gpus_per_worker: float | None = None  # GPUs per Ray actor (default 1 with --device cuda, else 0)
+    executor: str = setting("local", "local (this process) | ray (Ray actors; pip install 'measure[ray]')")
+    ray_address: str | None = setting(None, "with --executor ray: 'auto' or host:port joins a running cluster",
+                                      none="a new local Ray instance")
+    workers: int | None = setting(None, "with --executor ray: actors, each loading the model", minimum=1,
+                                  none="one per GPU with --device cuda, else one per CPU")
+    gpus_per_worker: float | None = setting(None, "with --executor ray: GPUs per actor, 0 to 1 (0.5 puts two "
+                                            "actors on a GPU)", none="1 with --device cuda, else 0")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            max_new_tokens=self.max_new_tokens, points=tuple(self.points), conditions=tuple(self.conditions),
-            prompt=PromptFormat(self.prompt_style, self.system_prompt, self.qa_system_prompt), update_form=self.update_form,
-            seed=self.seed, temperature=self.temperature, partial_recompute_last=self.partial_recompute_last,
-            update_gap=self.update_gap, gradual_pieces=self.gradual_pieces,
-            batch_size=self.batch_size, hidden_states=self.hidden_states, attention=self.attention,
-            verify_recompute=self.verify_recompute,
-        )
+    def injection_points(self) -> tuple[InjectionPoint, ...]:
+        """The parsed points, parsed once per value of ``points`` (SettingsError names --points)."""
+        key = tuple(self.points)
+        cached = getattr(self, "_parsed_points", None)
+        if cached is None or cached[0] != key:
+            try:
+                cached = (key, parse_points(key))
+            except ValueError as error:
+                raise SettingsError(f"--points: {error}") from None
+            self._parsed_points = cached  # not a field: as_dict (run.json) leaves it out
+        return cached[1]
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunSettings)}
 #: The settings that choose where groups are measured, not what: a run may be resumed with other values.
 EXECUTION_FIELDS = ("executor", "ray_address", "workers", "gpus_per_worker")
 EXECUTORS = ("local", "ray")
+#: The defaults, as values (what EngineConfig and the live page start from).
+DEFAULTS = RunSettings()
+#: Smaller workloads, named, next to the defaults they change. "suite": what ``pytest suites/``
+#: measures unless its --measure-* options say otherwise, sized for CI on two CPU cores (two
+#: problems, one of them an identical control; one early point; few tokens).
+PROFILES: dict[str, dict] = {
+    "suite": {"dataset": "builtin", "limit": 2, "points": ["6"], "max_new_tokens": 24, "semantic": False},
+}
+
+
+def profile(name: str | None = None) -> dict:
+    """Every setting's default under the profile ``name`` (None: the plain defaults)."""
+    return {**DEFAULTS.as_dict(), **(PROFILES[name] if name else {})}
+
+
+# -- flags ----------------------------------------------------------------------------------------
+def flag(name: str, prefix: str = "") -> str:
+    return f"--{prefix}{name.replace('_', '-')}"
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _limit(text: str) -> int | None:
+    if text.strip().lower() in ("all", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number or 'all'") from None
+
+
+#: How a flag's text becomes a value, by the field's annotated type (``limit`` also takes 'all').
+_PARSERS = {"int": int, "float": float, "str": str, "list[str]": _csv}
+
+
+def _shown(value) -> str:
+    return ",".join(value) if isinstance(value, list) else str(value)
+
+
+def add_flags(add, prefix: str = "", names=None, profile_name: str | None = None, suppress: bool = False) -> None:
+    """One flag per setting in ``names`` (all by default), through ``add``: argparse's
+    ``add_argument`` or pytest's ``addoption``, which take the same arguments (as pytest-benchmark
+    shares its options between its plugin and its CLI). The flag is ``--<prefix><name>`` and its
+    dest ``<prefix><name>`` with underscores; a boolean gets ``--<prefix>no-<name>`` too. Defaults
+    and help come from the fields, under ``profile_name``; ``suppress`` leaves unset flags out of
+    the parsed values (``measure run`` lays them over a TOML file or a saved run)."""
+    defaults = profile(profile_name)
+    for name in names or FIELDS:
+        meta = FIELDS[name].metadata
+        base = str(FIELDS[name].type).removesuffix(" | None")
+        default = defaults[name]
+        common = {"dest": prefix.replace("-", "_") + name.replace("-", "_"),
+                  "default": argparse.SUPPRESS if suppress else default}
+        if base == "bool":
+            state = "on" if default else "off"
+            add(flag(name, prefix), action="store_true", help=f"{meta['help']} (default: {state})", **common)
+            add(flag(f"no_{name}", prefix), action="store_false", help=f"turn off {flag(name, prefix)}", **common)
+            continue
+        shown = meta["none"] if default is None else _shown(default)
+        parse = _limit if name == "limit" else _PARSERS[base]
+        add(flag(name, prefix), type=parse, metavar=name.upper(), help=f"{meta['help']} (default: {shown})", **common)
+
+
+def check_bounds(values, name=flag) -> None:
+    """Every setting in ``values`` (RunSettings, EngineConfig: any object with such attributes) is at
+    least its field's minimum; SettingsError names it as ``name(field)`` (the flag by default)."""
+    for key, spec in FIELDS.items():
+        minimum = spec.metadata["minimum"]
+        value = getattr(values, key, None)
+        if minimum is None or not isinstance(value, (int, float)) or isinstance(value, bool) or value >= minimum:
+            continue
+        why = f" ({spec.metadata['why']})" if spec.metadata["why"] else ""
+        raise SettingsError(f"{name(key)} must be at least {minimum:g}{why}")
 
 
 #: What each annotated type of a RunSettings field accepts, in words (for the error message).
 _EXPECTED = {"bool": "true or false", "int": "a whole number", "float": "a finite number", "str": "text",
              "list[str]": 'a list such as ["a", "b"] (or one comma-separated text)'}
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def coerce(name: str, value, where: str | None = None):
@@ -187,8 +291,6 @@ def from_toml(path: str | Path) -> dict:
 def merge_duplicates(settings: RunSettings) -> list[str]:
     """Drop repeated injection points, conditions and variation types (each measured once), in
     place; returns one note per repeat for the user. Raises SettingsError on a bad point."""
-    from measure.points import merge_duplicate_points
-
     notes = []
     try:
         settings.points, point_notes = merge_duplicate_points(settings.points)
@@ -205,109 +307,3 @@ def merge_duplicates(settings: RunSettings) -> list[str]:
             notes.append(f"{flag(name)}: {', '.join(repeated)} given more than once: measured once")
             setattr(settings, name, unique)
     return notes
-
-
-def validate(settings: RunSettings) -> None:
-    """Check everything that can be checked without the model; raise SettingsError."""
-    def fail(message: str):
-        raise SettingsError(message)
-
-    check_types(settings)
-    try:  # conditions, points, --max-new-tokens, --update-form: the engine's own checks
-        check_config(settings.max_new_tokens, settings.points, settings.conditions, settings.update_form,
-                     name=lambda field: "--" + field.replace("_", "-"))
-    except ValueError as error:
-        fail(str(error))
-    if not settings.conditions:
-        fail("no condition selected")
-    if settings.dtype not in DTYPES:
-        fail(f"--dtype {settings.dtype!r}: choose one of {', '.join(DTYPES)}")
-    if settings.device not in DEVICES and not settings.device.startswith("cuda:"):
-        fail(f"--device {settings.device!r}: choose one of {', '.join(DEVICES)}")
-    if settings.prompt_style not in PROMPT_STYLES:
-        fail(f"--prompt-style {settings.prompt_style!r}: choose one of {', '.join(PROMPT_STYLES)}")
-    if not 0 < settings.alpha < 1:
-        fail(f"--alpha {settings.alpha}: the false-event rate must lie strictly between 0 and 1")
-    if settings.temperature < 0:
-        fail("--temperature must be >= 0 (0 is greedy)")
-    if settings.limit is not None and settings.limit < 1:
-        fail("--limit must be at least 1")
-    if settings.variation_types:
-        bad = [v for v in settings.variation_types if v not in VARIATION_TYPE_NAMES]
-        if bad:
-            fail(f"unknown variation type(s) {', '.join(bad)}; choose from {', '.join(VARIATION_TYPE_NAMES)}")
-    if settings.dataset not in DATASETS and not settings.dataset.endswith((".json", ".jsonl")):
-        fail(f"--dataset {settings.dataset!r}: choose one of {', '.join(DATASETS)} or a .json/.jsonl file")
-    if settings.batch_size < 1:
-        fail("--batch-size must be at least 1")
-    if settings.group_size < 1:
-        fail("--group-size must be at least 1")
-    check_executor(settings)
-    if settings.partial_recompute_last < 0:
-        fail("--partial-recompute-last must be 0 or more")
-    if settings.update_gap < 1:
-        fail("--update-gap must be at least 1 (generated tokens between a strategy's updates)")
-    if settings.gradual_pieces < 2:
-        fail("--gradual-pieces must be at least 2 (the gradual strategy splits the update)")
-    check_writable(Path(settings.out) if settings.out else None)
-    check_model_source(settings.model)
-
-
-def check_model_source(model: str) -> None:
-    """A model path that does not exist, or a .gguf that is not one, fails here, before the data
-    loads; the GGUF cache folder must be usable when the model goes through it."""
-    from measure.data import CACHE_DIR_ENV, cache_dir
-    from measure.model.cpu_linear import LinearKernelError, requested
-    from measure.model.load import ModelLoadError, check_model_path
-
-    try:
-        check_model_path(model)
-    except ModelLoadError as error:
-        raise SettingsError(f"--model {model}: {error}") from None
-    try:
-        requested()
-    except LinearKernelError as error:
-        raise SettingsError(str(error)) from None
-    if model.startswith("embedded:") or model.endswith(".gguf"):
-        cache = cache_dir()
-        what = f"${CACHE_DIR_ENV}" if os.environ.get(CACHE_DIR_ENV) else "the cache folder"
-        if cache.exists() and not cache.is_dir():
-            raise SettingsError(f"{what} {cache} is a file, not a folder (the converted GGUF weights are kept there)")
-        if not cache.exists():
-            check_writable(cache, what)
-
-
-def check_writable(out: Path | None, what: str = "--out") -> None:
-    if out is None:
-        return
-    probe = out
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise SettingsError(f"{what} {out}: {probe} is not a writable folder")
-
-
-def check_executor(settings: RunSettings) -> None:
-    """--executor and its options (measure.run.executors): Ray installed, workers and GPUs that make sense."""
-    if settings.executor not in EXECUTORS:
-        raise SettingsError(f"--executor {settings.executor!r}: choose one of {', '.join(EXECUTORS)}")
-    if settings.executor != "ray":  # the Ray options are ignored, so that a Ray run can be resumed locally
-        return
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise SettingsError("--executor ray needs Ray, an optional extra: pip install 'measure[ray]'")
-    if settings.workers is not None and settings.workers < 1:
-        raise SettingsError("--workers must be at least 1")
-    gpus = settings.gpus_per_worker
-    if gpus is not None and not 0 <= gpus <= 1:
-        raise SettingsError(f"--gpus-per-worker {gpus:g}: between 0 and 1 (a worker puts the whole model on one "
-                            "device; 0.5 puts two workers on each GPU)")
-    if settings.device.startswith("cuda:"):
-        raise SettingsError(f"--device {settings.device}: with --executor ray use --device cuda; each worker "
-                            "uses the GPU Ray gives it")
-    if settings.device == "cuda" and gpus == 0:
-        raise SettingsError("--device cuda with --gpus-per-worker 0: the workers would see no GPU")
-    if settings.device != "cuda" and gpus:
-        raise SettingsError(f"--gpus-per-worker {gpus:g} with --device {settings.device}: pass --device cuda "
-                            "to measure on the GPUs")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from measure.data.pairs import ProblemPair
 
 CHROMIUM = "/usr/bin/chromium"
@@ -33,8 +35,6 @@ def example_pair(question_b: str | None = None, pair_id: str = "p1") -> ProblemP
 def chromium_or_fail() -> str:
     """The headless Chromium binary; a failed test naming the install command when there is none
     (a skip only when MEASURE_SKIP_BROWSER=1 asks for one)."""
-    import pytest
-
     if os.environ.get("MEASURE_SKIP_BROWSER") == "1":
         pytest.skip("MEASURE_SKIP_BROWSER=1")
     path = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")

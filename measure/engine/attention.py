@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from measure.model.sdpa import grouped_sdpa_forward
 
@@ -44,9 +46,6 @@ def register_capture_attention(name: str = CAPTURE_ATTENTION) -> str:
     Both registrations are needed: masks are built per implementation name, and a name without a
     registered mask function silently gets no mask (multi-token cached forwards then go wrong).
     """
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(name, capture_attention_forward)
     AttentionMaskInterface.register(name, sdpa_mask)
     return name

@@ -15,6 +15,8 @@ from transformers import DynamicCache
 
 from measure.engine import cache as kv
 from measure.engine.results import REFERENCE_RUNS
+from measure.settings import DEFAULT_CONDITIONS as DEFAULT_RUN_CONDITIONS
+from measure.settings import DEFAULTS
 
 
 class UnsupportedCondition(ValueError):
@@ -112,6 +114,8 @@ class ScheduledStart(ConditionStart):
 class Condition:
     name: ClassVar[str]
     needs_chain: ClassVar[bool] = False  # the fork must carry the problem's chain (ForkPoint.chain)
+    #: The run settings this condition takes, as fields of the same name (measure.settings).
+    settings: ClassVar[tuple[str, ...]] = ()
 
     def check_supported(self, uses_rotary_positions: bool) -> None:
         """Raise UnsupportedCondition when this model cannot run the condition."""
@@ -185,17 +189,14 @@ class Flush(Condition):
 class Partial(Condition):
     """Prompt-region KV replaced by fresh KV of B; KV of y[:t0] kept stale.
 
-    Stale keys are re-rotated when len(B) != len(A). ``recompute_last`` generated tokens are fed
-    again under B (at least one: the next distribution needs a query); recomputing all t0 of
-    them makes this condition equal to ``flush``.
+    Stale keys are re-rotated when len(B) != len(A). ``partial_recompute_last`` generated tokens
+    are fed again under B (at least one, :func:`measure.settings.check_bounds`: the next
+    distribution needs a query); recomputing all t0 of them makes this condition equal to ``flush``.
     """
 
-    recompute_last: int = 1
+    partial_recompute_last: int = DEFAULTS.partial_recompute_last
     name: ClassVar[str] = "partial"
-
-    def __post_init__(self) -> None:
-        if self.recompute_last < 1:
-            raise ValueError("partial: recompute_last must be at least 1 (the next distribution needs a query)")
+    settings: ClassVar[tuple[str, ...]] = ("partial_recompute_last",)
 
     def check_supported(self, uses_rotary_positions: bool) -> None:
         if not uses_rotary_positions:
@@ -206,7 +207,7 @@ class Partial(Condition):
             )
 
     def prepare(self, fork: ForkPoint) -> ConditionStart:
-        recompute = min(self.recompute_last, fork.t0)
+        recompute = min(self.partial_recompute_last, fork.t0)
         stale_end = len(fork.prompt_a) + fork.t0 - recompute
         cache = kv.replace_prompt_region(
             fork.ignore_before_last,
@@ -230,16 +231,14 @@ class Partial(Condition):
 class Scheduled(Condition):
     """An injection strategy: several updates appended to the live cache at successive points.
 
-    The first update goes in at t0 like an injection, each later one ``gap`` generated tokens
-    after the previous. The stream stays a plain token stream (prompt A, generated tokens and
-    updates in the order they arrived), so it is exact: the edited cache equals a fresh prefill.
+    The first update goes in at t0 like an injection, each later one ``update_gap`` generated
+    tokens after the previous (at least 1: :func:`measure.settings.check_bounds`). The stream
+    stays a plain token stream (prompt A, generated tokens and updates in the order they
+    arrived), so it is exact: the edited cache equals a fresh prefill.
     """
 
-    gap: int = 6
-
-    def __post_init__(self) -> None:
-        if self.gap < 1:
-            raise ValueError(f"{self.name}: the gap between updates must be at least 1 generated token")
+    update_gap: int = DEFAULTS.update_gap
+    settings: ClassVar[tuple[str, ...]] = ("update_gap",)
 
     def updates(self, fork: ForkPoint) -> list[list[int]]:
         raise NotImplementedError
@@ -253,7 +252,7 @@ class Scheduled(Condition):
         final, final_prompt, final_before_last = self.final(fork)
         return ScheduledStart(
             **appended(fork, first),
-            later=[Update(self.gap, ids) for ids in later],
+            later=[Update(self.update_gap, ids) for ids in later],
             final=final,
             final_prompt=final_prompt,
             final_before_last=final_before_last,
@@ -289,19 +288,16 @@ class MultiRetract(Scheduled):
 
 @dataclass
 class Gradual(Scheduled):
-    """The update delivered in ``pieces`` parts, one every ``gap`` generated tokens, split at word
-    starts nearest to equal parts (a user sending a correction clause by clause)."""
+    """The update delivered in ``gradual_pieces`` parts (at least 2), one every ``update_gap``
+    generated tokens, split at word starts nearest to equal parts (a user sending a correction
+    clause by clause)."""
 
-    pieces: int = 3
+    gradual_pieces: int = DEFAULTS.gradual_pieces
     name: ClassVar[str] = "gradual"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.pieces < 2:
-            raise ValueError("gradual: an update in pieces needs at least 2 pieces")
+    settings: ClassVar[tuple[str, ...]] = ("update_gap", "gradual_pieces")
 
     def updates(self, fork: ForkPoint) -> list[list[int]]:
-        return split_update(fork.update_ids, fork.update_pieces, self.pieces)
+        return split_update(fork.update_ids, fork.update_pieces, self.gradual_pieces)
 
 
 class GradualStream(Scheduled):
@@ -309,9 +305,10 @@ class GradualStream(Scheduled):
     answers)."""
 
     name: ClassVar[str] = "gradual_stream"
+    settings: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:  # always one token after every generated token
-        super().__init__(gap=1)
+        super().__init__(update_gap=1)
 
     def updates(self, fork: ForkPoint) -> list[list[int]]:
         return [[token] for token in fork.update_ids]
@@ -343,19 +340,18 @@ CONDITIONS.update(STRATEGIES)
 CONDITION_NAMES = (*REFERENCE_RUNS, *CONDITIONS)
 #: Strategies that need the problem's chain A -> B -> C.
 CHAIN_CONDITIONS = tuple(name for name, cls in CONDITIONS.items() if cls.needs_chain)
-#: What `measure run` measures unless --conditions says otherwise: the single-update conditions.
-#: The strategies are opt-in there (they add about as many runs again); the measurement suites
-#: parametrize every condition, so `-k gradual` or `-k multi` selects them.
-DEFAULT_CONDITIONS = tuple(name for name in CONDITION_NAMES if name not in STRATEGIES)
+#: What `measure run` measures unless --conditions says otherwise (stated in measure.settings):
+#: the single-update conditions. The strategies are opt-in there (they add about as many runs
+#: again); the measurement suites parametrize every condition, so `-k gradual` selects them.
+DEFAULT_CONDITIONS = tuple(DEFAULT_RUN_CONDITIONS)
 
 
-def build_conditions(names, partial_recompute_last: int = 1, update_gap: int = 6,
-                     gradual_pieces: int = 3) -> list[Condition]:
-    """Instantiate the forked conditions among ``names`` (reference runs are skipped)."""
+def build_conditions(names, settings=DEFAULTS) -> list[Condition]:
+    """Instantiate the forked conditions among ``names`` (reference runs are skipped), each with the
+    settings it declares (``Condition.settings``, by the flag's name) read from ``settings``
+    (RunSettings, EngineConfig)."""
     unknown = [name for name in names if name not in CONDITION_NAMES]
     if unknown:
         raise ValueError(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(CONDITION_NAMES)}")
-    options = {"partial": {"recompute_last": partial_recompute_last},
-               "multi": {"gap": update_gap}, "multi_retract": {"gap": update_gap},
-               "gradual": {"gap": update_gap, "pieces": gradual_pieces}}
-    return [CONDITIONS[name](**options.get(name, {})) for name in names if name in CONDITIONS]
+    return [CONDITIONS[name](**{option: getattr(settings, option) for option in CONDITIONS[name].settings})
+            for name in names if name in CONDITIONS]

@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -30,7 +31,6 @@ import torch
 from measure.data.updates import retraction_text
 from measure.engine import cache as kv
 from measure.engine.conditions import (
-    DEFAULT_CONDITIONS,
     ChainFork,
     Condition,
     ConditionStart,
@@ -48,6 +48,7 @@ from measure.metrics.divergence import kl_divergence, log_ratio
 from measure.model.load import LoadedModel
 from measure.points import InjectionPoint, PointNotReached, parse_points
 from measure.prompts import PromptFormat, inserted_ids, length_matched_ids
+from measure.settings import DEFAULTS, RunSettings, check_bounds
 
 log = logging.getLogger(__name__)
 UPDATE_FORMS = ("erratum", "restatement")
@@ -55,25 +56,41 @@ UPDATE_FORMS = ("erratum", "restatement")
 
 @dataclass
 class EngineConfig:
-    max_new_tokens: int = 64
-    points: tuple = ("8", "0.5")
-    conditions: tuple[str, ...] = DEFAULT_CONDITIONS
+    """What the engine measures. Every default is the run's (measure.settings, stated once there);
+    :meth:`from_settings` takes a whole RunSettings."""
+
+    max_new_tokens: int = DEFAULTS.max_new_tokens
+    points: tuple = tuple(DEFAULTS.points)
+    conditions: tuple[str, ...] = tuple(DEFAULTS.conditions)
     prompt: PromptFormat = field(default_factory=PromptFormat)
-    update_form: str = "erratum"
-    seed: int = 0
-    temperature: float = 0.0  # 0: greedy (the seed is then irrelevant to the tokens)
-    partial_recompute_last: int = 1
-    update_gap: int = 6  # generated tokens between the updates of a strategy (multi, gradual)
-    gradual_pieces: int = 3  # pieces of the update in the gradual strategy
-    batch_size: int = 16
-    hidden_states: bool = True
-    attention: bool = True
-    verify_recompute: bool = False  # also compare each exact stream with a cache-free recompute
+    update_form: str = DEFAULTS.update_form
+    seed: int = DEFAULTS.seed
+    temperature: float = DEFAULTS.temperature  # 0: greedy (the seed is then irrelevant to the tokens)
+    partial_recompute_last: int = DEFAULTS.partial_recompute_last
+    update_gap: int = DEFAULTS.update_gap
+    gradual_pieces: int = DEFAULTS.gradual_pieces
+    batch_size: int = DEFAULTS.batch_size
+    hidden_states: bool = DEFAULTS.hidden_states
+    attention: bool = DEFAULTS.attention
+    verify_recompute: bool = DEFAULTS.verify_recompute  # also compare each exact stream with a cache-free recompute
     score_positions: int = 4096  # token positions per recompute-check batch (bounds logits memory)
 
     def __post_init__(self) -> None:
+        check_bounds(self, name=str)  # one statement of each least value, the conditions' included
         self.points = check_config(self.max_new_tokens, self.points, self.conditions, self.update_form)
-        build_conditions(self.conditions, self.partial_recompute_last, self.update_gap, self.gradual_pieces)
+
+    @classmethod
+    def from_settings(cls, settings: RunSettings) -> EngineConfig:
+        return cls(
+            max_new_tokens=settings.max_new_tokens, points=settings.injection_points(),
+            conditions=tuple(settings.conditions),
+            prompt=PromptFormat(settings.prompt_style, settings.system_prompt, settings.qa_system_prompt),
+            update_form=settings.update_form, seed=settings.seed, temperature=settings.temperature,
+            partial_recompute_last=settings.partial_recompute_last, update_gap=settings.update_gap,
+            gradual_pieces=settings.gradual_pieces, batch_size=settings.batch_size,
+            hidden_states=settings.hidden_states, attention=settings.attention,
+            verify_recompute=settings.verify_recompute,
+        )
 
 
 def check_config(max_new_tokens: int, points, conditions, update_form: str,
@@ -81,9 +98,10 @@ def check_config(max_new_tokens: int, points, conditions, update_form: str,
     """Check the settings an :class:`EngineConfig` cannot run without; return the parsed points.
 
     Raises ValueError naming each setting as ``name(field)``: the field itself by default, the
-    command-line flag from :func:`measure.settings.validate`, which reuses these checks so a bad
-    setting fails before any model is loaded.
+    command-line flag from :func:`measure.run.preflight.validate`, which reuses these checks so a
+    bad setting fails before any model is loaded.
     """
+    check_bounds(SimpleNamespace(max_new_tokens=max_new_tokens), name)
     build_conditions(conditions)  # validates the names
     try:
         parsed = (tuple(points) if points and all(hasattr(p, "resolve_in") for p in points)
@@ -94,8 +112,6 @@ def check_config(max_new_tokens: int, points, conditions, update_form: str,
         if point.min_tokens > max_new_tokens:
             raise ValueError(f"{name('points')}: injection point {point.label} lies at or beyond the generation "
                              f"length ({name('max_new_tokens')} {max_new_tokens})")
-    if max_new_tokens < 2:
-        raise ValueError(f"{name('max_new_tokens')} must be at least 2")
     if update_form not in UPDATE_FORMS:
         raise ValueError(f"{name('update_form')} {update_form!r}: unknown update form; "
                          f"choose one of {', '.join(UPDATE_FORMS)}")
@@ -132,8 +148,7 @@ class Engine:
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.config = config
-        self.conditions: list[Condition] = build_conditions(config.conditions, config.partial_recompute_last,
-                                                            config.update_gap, config.gradual_pieces)
+        self.conditions: list[Condition] = build_conditions(config.conditions, config)
         for condition in self.conditions:
             condition.check_supported(loaded.uses_rotary_positions)
         self.rotary = kv.rotary_embedding_of(self.model)

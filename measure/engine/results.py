@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from measure.metrics import divergence
+
 #: The reference runs: generated once per problem (point ``"-"``), not per injection point; every
 #: condition is measured against them and they are not interventions themselves.
 REFERENCE_RUNS = ("ignore", "oracle")
@@ -77,6 +79,4 @@ class RunResult:
     def log_ratio(self) -> np.ndarray:
         """r(t) = log P_oracle(y_t) - log P_ignore(y_t) per generated position
         (:func:`measure.metrics.divergence.log_ratio`)."""
-        from measure.metrics.divergence import log_ratio
-
-        return log_ratio(self.logprob_ref["oracle"], self.logprob_ref["ignore"])
+        return divergence.log_ratio(self.logprob_ref["oracle"], self.logprob_ref["ignore"])

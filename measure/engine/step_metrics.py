@@ -28,6 +28,8 @@ import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 
 import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from measure.engine import attention
 from measure.engine.attention import AttentionCapture
@@ -75,9 +77,6 @@ def step_sdpa_forward(module, query, key, value, attention_mask, dropout: float 
 
 
 def _register(name: str) -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(name, step_sdpa_forward)
     AttentionMaskInterface.register(name, sdpa_mask)
 

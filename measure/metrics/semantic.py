@@ -22,6 +22,8 @@ class SentenceEmbedder:
     """Mean-pooled, L2-normalised MiniLM sentence embeddings. ``embed(texts) -> (n, 384)``."""
 
     def __init__(self, path: str | None = None, device: str = "cpu"):
+        # torch, transformers and the embedder's package only when semantic metrics are asked for
+        # (--no-semantic runs without them; the metrics import no torch otherwise).
         import torch
         from transformers import AutoModel, AutoTokenizer
 

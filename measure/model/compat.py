@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 import inspect
 
+from measure.model.sdpa import without_cudnn_attention
+
 
 @functools.cache
 def _cache_argument(model_class: type) -> str:
@@ -21,8 +23,6 @@ def _cache_argument(model_class: type) -> str:
 def forward(model, cache, **inputs):
     """``model(**inputs)`` with ``cache`` passed under the name this transformers uses (and, on
     CUDA, SDPA kept off cuDNN: measure.model.sdpa.without_cudnn_attention says why)."""
-    from measure.model.sdpa import without_cudnn_attention
-
     with without_cudnn_attention(model.device):
         return model(**{_cache_argument(type(model)): cache}, **inputs)
 

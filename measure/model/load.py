@@ -9,20 +9,24 @@ later loads read those in seconds.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from measure.data import cache_dir
 from measure.model.cpu_linear import LinearKernelError, use_onednn_linears
 from measure.model.cpu_linear import requested as requested_linear_kernel
-from measure.model.embedded import EMBEDDED_MODELS, SMOLLM2, EmbeddedModelError, embedded_model, file_sha256, gguf_path
+from measure.model.embedded import EMBEDDED_MODELS, EmbeddedModelError, embedded_model, file_sha256, gguf_path
 from measure.model.sdpa import use_grouped_sdpa
+from measure.model.tiny import tiny_model
+from measure.settings import DEFAULTS
 
-EMBEDDED_MODEL = SMOLLM2.name  # the default
+EMBEDDED_MODEL = DEFAULTS.model  # the run's default model (measure.settings)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -88,10 +92,6 @@ def _load_gguf_cached(gguf: Path):
     The conversion runs under an exclusive file lock: parallel test workers or runs that start
     together must not write the same folder at once; the ones that wait then find it done.
     """
-    import fcntl
-
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     folder = _dequantized_cache_folder(gguf)
     marker = folder / "complete"
     if marker.exists():
@@ -131,8 +131,6 @@ def load_model(
     attn_implementation: str = "sdpa",
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer by embedded name, local folder, GGUF file or HF id."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if dtype not in DTYPES:
         raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     check_device(device)
@@ -141,8 +139,6 @@ def load_model(
     except LinearKernelError as error:
         raise ModelLoadError(str(error)) from None
     if name.startswith("tiny:"):
-        from measure.model.tiny import tiny_model
-
         model, tokenizer = tiny_model(name.split(":", 1)[1], attn_implementation=attn_implementation)
         use_grouped_sdpa(model)
         model.to(device=device, dtype=DTYPES[dtype])

@@ -26,6 +26,10 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 GROUPED_SDPA = "measure_sdpa"
 
@@ -43,8 +47,6 @@ def grouped_sdpa_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """An ``AttentionInterface`` function with the signature of transformers' SDPA one."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if (query.device.type == "cpu" and getattr(module, "num_key_value_groups", 1) > 1
             and attention_mask is not None and position_bias is None and kwargs.get("softcap") is None
             and kwargs.get("s_aux") is None and key.shape[-1] == value.shape[-1]):
@@ -93,16 +95,11 @@ def without_cudnn_attention(device: torch.device | str):
     """A context in which SDPA on ``device`` may use any backend but cuDNN (see the module doc)."""
     if torch.device(device).type != "cuda":
         return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def register_grouped_sdpa() -> str:
     """Register the function and its mask builder (transformers' SDPA masks) under GROUPED_SDPA."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
-
     AttentionInterface.register(GROUPED_SDPA, grouped_sdpa_forward)
     AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)
     return GROUPED_SDPA

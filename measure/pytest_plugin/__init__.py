@@ -41,6 +41,7 @@ imported only when measurement tests are collected or run.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -52,7 +53,12 @@ from pathlib import Path
 
 import pytest
 
-from measure.pytest_plugin.options import SuiteOptions, add_options
+from measure.pytest_plugin.merge import merge_run, write_session_reports
+from measure.pytest_plugin.options import SuiteOptions, add_options, load_problems
+from measure.pytest_plugin.worker_log import WorkerLog
+from measure.records import REPORT_FILE, RUN_MARKERS, SAMPLES_FILE, WORKERS_DIR
+from measure.records.run_folder import is_run_folder, write_run_info
+from measure.records.store import RecordStore, write_records
 
 STATE = pytest.StashKey["MeasureState"]()
 PENDING = pytest.StashKey[list]()
@@ -83,8 +89,6 @@ class MeasureState:
 
     @property
     def run_dir(self) -> Path:
-        from measure.pytest_plugin.worker_log import WORKERS_DIR
-
         return self.out / WORKERS_DIR / self.run_id
 
     @property
@@ -95,9 +99,7 @@ class MeasureState:
     @property
     def log(self):
         if self._log is None:
-            from measure.pytest_plugin.worker_log import WorkerLog
-
-            self._log = WorkerLog(self.run_dir, self.worker_id)
+                self._log = WorkerLog(self.run_dir, self.worker_id)
         return self._log
 
     def settings(self):
@@ -114,24 +116,19 @@ class MeasureState:
         so a crash leaves a folder ``measure report`` can render; the end of the session rewrites
         both from the merged records."""
         if self._live is None:
-            from measure.records import RUN_FILE, SAMPLES_FILE
-            from measure.records.atomic import write_json
-            from measure.records.store import RecordStore, write_records
-            from measure.run.provenance import provenance
+            from measure.run.provenance import provenance  # here, not at the top: keeps the plugin's import cheap (torch)
 
             self.out.mkdir(parents=True, exist_ok=True)
             settings = {**self.settings().as_dict(), "out": str(self.out)}
             info = provenance(settings, {"name": settings["model"]})
             info["pytest"] = {"run_id": self.run_id, "workers": 0, "state": "running (a crash leaves this)"}
-            write_json(self.out / RUN_FILE, info, default=str)
+            write_run_info(self.out, info)
             write_records(self.out / SAMPLES_FILE, [])
             self._live = RecordStore(self.out / SAMPLES_FILE)
         return self._live
 
     def problems(self) -> list:
         if self._problems is None:
-            from measure.pytest_plugin.options import load_problems
-
             self._problems = load_problems(self.settings())
             if not self._problems:
                 raise pytest.UsageError(f"measure: dataset {self.settings().dataset!r} gave no problems "
@@ -140,7 +137,10 @@ class MeasureState:
 
     def suite(self):
         if self._suite is None:
-            from measure.pytest_plugin.suite import Suite, auto_threads
+            from measure.pytest_plugin.suite import (  # here, not at the top: keeps the plugin's import cheap (torch, the engine)
+                Suite,
+                auto_threads,
+            )
 
             self._suite = Suite(self.settings(), self.problems(), list(self.cases.values()),
                                 auto_threads(self.options.threads, self.workers), self.log)
@@ -187,15 +187,11 @@ def pytest_configure(config) -> None:
 
 def _check_out(out: Path) -> None:
     """Refuse a --measure-out that is a file, or a non-empty folder holding no run (the user's)."""
-    from measure.pytest_plugin.worker_log import WORKERS_DIR
-    from measure.records import RUN_FILE, SAMPLES_FILE
-
     if out.exists() and not out.is_dir():
         raise pytest.UsageError(f"measure: --measure-out {out}: a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not any((out / name).exists()
-                                                       for name in (RUN_FILE, SAMPLES_FILE, WORKERS_DIR)):
+    if out.is_dir() and any(out.iterdir()) and not is_run_folder(out):
         raise pytest.UsageError(f"measure: --measure-out {out}: the folder is not empty and holds no measurement "
-                                "run (no run.json, samples.jsonl or workers/); the session would write its "
+                                f"run (none of {', '.join(RUN_MARKERS)}); the session would write its "
                                 "report there. Choose another --measure-out")
 
 
@@ -227,7 +223,7 @@ class _XdistHooks:
     def pytest_xdist_make_scheduler(self, config, log):
         if config.getvalue("dist") != "loadgroup":
             return None
-        from measure.pytest_plugin.scheduling import CrashSafeLoadGroupScheduling
+        from measure.pytest_plugin.scheduling import CrashSafeLoadGroupScheduling  # xdist, an optional dependency
 
         return CrashSafeLoadGroupScheduling(config, log, groups_dir=state_of(config).groups_dir)
 
@@ -242,8 +238,9 @@ class _XdistHooks:
 def pytest_generate_tests(metafunc) -> None:
     if CASE_FIXTURE not in metafunc.fixturenames:
         return
-    from measure.points import parse_points
-    from measure.pytest_plugin.cases import build_cases
+    from measure.pytest_plugin.cases import (
+        build_cases,  # here, not at the top: keeps the plugin's import cheap (numpy, the metrics)
+    )
 
     state = state_of(metafunc.config)
     if state.usage_error is not None:
@@ -256,7 +253,7 @@ def pytest_generate_tests(metafunc) -> None:
         # pytest_collection_finish it is pytest's one-line "ERROR: ..." and exit status 4.
         state.usage_error = error
         return
-    labels = [point.label for point in parse_points(settings.points)]
+    labels = [point.label for point in settings.injection_points()]
     cases = build_cases(problems, settings.conditions, labels, settings.dataset)
     params = [pytest.param(case, id=case.id, marks=[
         pytest.mark.xdist_group(name=case.problem_id),
@@ -299,7 +296,7 @@ def pytest_collection_finish(session) -> None:
     if session.config.getoption("collectonly"):
         return
     if state.is_worker and state.loadgroup:
-        from measure.pytest_plugin.scheduling import write_groups
+        from measure.pytest_plugin.scheduling import write_groups  # xdist, an optional dependency
 
         write_groups(state.groups_dir, state.worker_id, session.items)
     tests = []
@@ -327,8 +324,6 @@ class Measurement:
         self._pending = item.stash.setdefault(PENDING, [])
 
     def record(self, record: dict, invariants=None) -> dict:
-        import json
-
         record = dict(record)
         record.setdefault("key", self.nodeid)
         if invariants is not None:
@@ -422,10 +417,6 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     state = state_of(session.config)
     if state.is_worker or not state.run_dir.is_dir():
         return
-    from measure.pytest_plugin.merge import merge_run, write_session_reports
-    from measure.records import REPORT_FILE, SAMPLES_FILE
-    from measure.records.store import write_records
-
     merged = merge_run(state.run_dir)
     try:
         info = _provenance(session.config, state, merged)
@@ -450,7 +441,7 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 def _provenance(config, state: MeasureState, merged) -> dict:
-    from measure.run.provenance import provenance
+    from measure.run.provenance import provenance  # here, not at the top: keeps the plugin's import cheap (torch)
 
     settings = state.settings().as_dict()
     settings["out"] = str(state.out)

@@ -55,7 +55,7 @@ def dataset_keyword(dataset: str) -> str:
 def build_cases(problems: list, conditions, point_labels, dataset: str) -> list[Case]:
     """Every case, problem-major: a problem's cases are adjacent, references first. A strategy that
     needs a chain (A -> B -> C) has no case on a problem without one: there is nothing to measure."""
-    from measure.engine.conditions import CHAIN_CONDITIONS
+    from measure.engine.conditions import CHAIN_CONDITIONS  # torch: only once measurement tests are collected
 
     cases, dataset = [], dataset_keyword(dataset)
     for problem in problems:

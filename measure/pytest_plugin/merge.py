@@ -11,12 +11,12 @@ list and its warnings, so they are visible in metrics.json and the HTML.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from measure.pytest_plugin.worker_log import read_run
-from measure.records import RUN_FILE, SAMPLES_FILE
+from measure.records import SAMPLES_FILE
+from measure.records.run_folder import write_run_info
 from measure.records.store import write_records
 
 
@@ -90,7 +90,7 @@ def _why(nodeid: str, started: dict, ended: dict) -> str:
 
 def write_session_reports(out: Path, merged: Merged, info: dict) -> dict:
     """samples.jsonl, run.json, metrics.json and report.html; returns the metrics dict."""
-    from measure.report.summary import write_reports
+    from measure.report.summary import write_reports  # keeps the plugin's import cheap (pandas, scipy)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,5 +101,5 @@ def write_session_reports(out: Path, merged: Merged, info: dict) -> dict:
                               "without_record": merged.missing, "workers": merged.workers}}
     # run.json also keeps the skipped list and warnings, so `measure report DIR` re-renders them.
     saved = {**info, "skipped": skipped, "warnings": merged.warnings}
-    (out / RUN_FILE).write_text(json.dumps(saved, indent=2, default=str), encoding="utf-8")
+    write_run_info(out, saved)
     return write_reports(out, merged.records, info, skipped, warnings=merged.warnings)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from xdist.scheduler import LoadGroupScheduling
 
+from measure.records.atomic import write_json
+
 GROUPS_PREFIX = "groups-"
 
 
@@ -44,10 +46,7 @@ def write_groups(folder: Path, worker_id: str, items) -> None:
     if not groups:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{GROUPS_PREFIX}{worker_id}-{os.getpid()}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(groups), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json(folder / f"{GROUPS_PREFIX}{worker_id}-{os.getpid()}.json", groups)
 
 
 def read_groups(folder: Path) -> dict[str, str]:

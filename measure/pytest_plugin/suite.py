@@ -57,6 +57,7 @@ class Suite:
     # -- the model ------------------------------------------------------------------------------
     def model(self):
         if self.loaded is None:
+            # torch and the model loader: only once a measurement test runs (the plugin's import stays cheap)
             import torch
 
             from measure.model.load import ModelLoadError, load_model
@@ -103,7 +104,7 @@ class Suite:
         return done
 
     def _run(self, loaded, problem) -> _ProblemRun:
-        from measure.engine.engine import Engine
+        from measure.engine.engine import Engine, EngineConfig  # torch, as above
 
         wanted = [case for case in self.cases if case.problem_id == problem.id]
         conditions = [c for c in self.settings.conditions if any(case.condition == c for case in wanted)]
@@ -113,7 +114,7 @@ class Suite:
             unsupported["partial"] = (f"partial needs rotary positions; {loaded.name} uses learned absolute "
                                       "positions, whose cached keys cannot be re-rotated")
         labels = {case.point for case in wanted}
-        config = self.settings.engine_config()
+        config = EngineConfig.from_settings(self.settings)
         points = tuple(point for point in config.points if point.label in labels) or config.points[:1]
         config = replace(config, conditions=tuple(dict.fromkeys([*REFERENCE_RUNS, *conditions])),
                          points=points)

@@ -21,7 +21,6 @@ from pathlib import Path
 
 from measure.records.store import RecordStore, read_store
 
-WORKERS_DIR = "workers"
 EVENTS_SUFFIX = ".events.jsonl"
 
 

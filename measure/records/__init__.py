@@ -6,6 +6,9 @@ pytest plugin (:mod:`measure.pytest_plugin`) and the reports (:mod:`measure.repo
 it downward and none of them imports another:
 
 - this module: the names of the files in a run folder;
+- :mod:`measure.records.run_folder`: what a run folder is, its ``run.json`` (written and read
+  there only), its lock, and what ``measure run`` may write into;
+- :mod:`measure.records.atomic`: the one atomic (temporary file, fsync, rename) write;
 - :mod:`measure.records.samples`: the sample-record schema (one JSON object per problem x
   condition x point), its key, and how a problem's engine results become records;
 - :mod:`measure.records.store`: the append-only JSONL store that survives crashes.
@@ -23,3 +26,8 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 #: The self-contained HTML report (:mod:`measure.report.html`).
 REPORT_FILE = "report.html"
+#: A pytest session's per-process records and events (:mod:`measure.pytest_plugin.worker_log`).
+WORKERS_DIR = "workers"
+#: What only this tool writes: a folder holding any of these is a run folder. Not metrics.json or
+#: report.html alone: those names are common, and a folder of the user's holding one is refused.
+RUN_MARKERS = (RUN_FILE, SAMPLES_FILE, WORKERS_DIR)

@@ -31,7 +31,8 @@ def write_atomic(path: str | Path, write) -> None:
             tmp.unlink()
 
 
-def write_json(path: str | Path, obj, **options) -> None:
-    """``obj`` as indented JSON, atomically (see :func:`write_atomic`)."""
-    text = json.dumps(obj, indent=2, **options)
+def write_json(path: str | Path, obj, default=None) -> None:
+    """``obj`` as indented JSON, atomically (see :func:`write_atomic`); NaN is an error, not output.
+    ``default`` turns what JSON cannot hold into something it can (``str``), as in ``json.dumps``."""
+    text = json.dumps(obj, indent=1, allow_nan=False, ensure_ascii=False, default=default) + "\n"
     write_atomic(path, lambda handle: handle.write(text))

@@ -1,10 +1,15 @@
-"""The run folder of ``measure run``: what may be written into it, its lock, and resuming it.
+"""The run folder: what one is, its ``run.json``, its lock, what may be written into it, resuming it.
+
+This module is the run folder's one owner: ``measure run``, the pytest plugin, the reports and the
+live page ask it whether a folder is a run folder (:func:`is_run_folder`) and read and write
+``run.json`` through it (:func:`read_run_info`, :func:`write_run_info`, atomically).
 
 Rules, checked before any model is loaded:
 
-- ``--out`` may be a new or empty folder, or a run folder of this tool (one holding ``run.json``
-  or ``samples.jsonl``). A non-empty folder that is not a run is the user's and is refused, since
-  the run would replace its ``metrics.json`` and ``report.html``; ``--force`` allows it.
+- ``--out`` may be a new or empty folder, or a run folder of this tool (one holding ``run.json``,
+  ``samples.jsonl`` or a pytest session's ``workers/``). A non-empty folder that
+  is not a run is the user's and is refused, since the run would replace its ``metrics.json`` and
+  ``report.html``; ``--force`` allows it.
 - A run folder that holds records is continued only with ``--resume``, and ``--resume`` needs
   the folder's ``run.json``: without the settings the records were measured with, new records
   could not be told apart from old ones.
@@ -23,7 +28,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
+from measure.records import METRICS_FILE, RUN_FILE, RUN_MARKERS, SAMPLES_FILE
+from measure.records.atomic import write_json
 from measure.settings import EXECUTION_FIELDS, FIELDS, RunSettings, SettingsError, coerce, merge_duplicates
 
 LOCK_FILE = ".measure.lock"
@@ -35,11 +41,41 @@ class RunFolderError(SettingsError):
     """The output folder cannot be used as asked; the message says why and what to do."""
 
 
-def is_run_folder(out: Path) -> bool:
-    return (out / RUN_FILE).exists() or (out / SAMPLES_FILE).exists()
+def is_run_folder(run_folder: str | Path) -> bool:
+    """Whether ``run_folder`` is a folder this tool wrote: it holds any of :data:`RUN_MARKERS`."""
+    run_folder = Path(run_folder)
+    return run_folder.is_dir() and any((run_folder / name).exists() for name in RUN_MARKERS)
 
 
-class RunFileError(ValueError):
+def read_json_object(path: Path) -> dict | None:
+    """A JSON object saved in a run folder; None when the file does not exist; RunFileError
+    (a RunFolderError) naming the file and line when it is not UTF-8 JSON or not an object."""
+    try:
+        return _read_json_object(Path(path))
+    except FileNotFoundError:
+        return None
+
+
+def read_run_info(run_folder: str | Path) -> dict | None:
+    """The run's ``run.json`` (provenance, settings, and when it finished); None when it has none."""
+    return read_json_object(Path(run_folder) / RUN_FILE)
+
+
+def write_run_info(run_folder: str | Path, info: dict) -> None:
+    """Write the run's ``run.json`` atomically (what JSON cannot hold is saved as text)."""
+    write_json(Path(run_folder) / RUN_FILE, info, default=str)
+
+
+def run_finished(run_folder: str | Path) -> bool:
+    """Whether the run's ``run.json`` says it finished (False when it is missing or unreadable)."""
+    try:
+        info = read_run_info(run_folder)
+    except (OSError, RunFolderError):
+        return False
+    return bool(info and info.get("finished"))
+
+
+class RunFileError(RunFolderError):
     """A run folder's ``run.json`` or ``metrics.json`` is there but cannot be read as a JSON
     object; the message names the file and what is wrong."""
 
@@ -111,14 +147,13 @@ def saved_settings(out: Path) -> dict:
     """The settings stored in ``out/run.json``, each checked against its type."""
     path = out / RUN_FILE
     try:
-        info = json.loads(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise RunFolderError(f"--resume: {out} has no {RUN_FILE} (the settings of the run to resume)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        where = f"line {error.lineno}: {error.msg}" if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
-        raise RunFolderError(f"--resume: {path} is corrupt ({where}); the run's settings cannot be read back, "
+        info = read_run_info(out)
+    except RunFolderError as error:
+        raise RunFolderError(f"--resume: {error}; the run's settings cannot be read back, "
                              "so it cannot be resumed: start a new run in another --out") from None
-    settings = info.get("settings") if isinstance(info, dict) else None
+    if info is None:
+        raise RunFolderError(f"--resume: {out} has no {RUN_FILE} (the settings of the run to resume)")
+    settings = info.get("settings")
     if not isinstance(settings, dict):
         raise RunFolderError(f"--resume: {path} has no 'settings' object; it cannot be resumed")
     return {name: coerce(name, value, f"{path}: settings") for name, value in settings.items() if name in FIELDS}

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from measure.engine.results import REFERENCE_RUNS, REFERENCES, SPAN_NAMES, RunResult
+from measure.metrics.semantic import get_embedder, semantic_similarity
+from measure.metrics.summarize import summarize_run
 
 if TYPE_CHECKING:  # the engine imports torch; records only read its results
     from measure.engine.engine import ProblemResult
@@ -108,13 +110,8 @@ def scored_pair(problem, final_problem: str | None):
 def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -> list[dict]:
     """Every run of a problem as a record, its metrics computed; ``semantic`` adds the
     sentence-embedding similarities (loads the embedder)."""
-    # The metrics are imported here, not at the top: reading and writing records needs none of them.
-    from measure.metrics.summarize import summarize_run
-
     embedder = None
     if semantic:
-        from measure.metrics.semantic import get_embedder, semantic_similarity
-
         embedder = get_embedder()
     ignore, oracle = result.references["ignore"], result.references["oracle"]
     records = []

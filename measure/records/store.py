@@ -15,7 +15,7 @@ import json
 import os
 from pathlib import Path
 
-from measure.records.atomic import write_atomic, write_json  # noqa: F401  (write_json: for the layers above)
+from measure.records.atomic import write_atomic
 
 
 class StoreError(ValueError):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from measure.report.compare import CompareError
+from measure.records import REPORT_FILE
+from measure.report.compare import CompareError, compare
+from measure.report.summary import render_from_dir
 
 GATE_HELP = """gate METRIC.STAT:TOL, repeatable; e.g. 'adaptation_latency.median:+2' (may rise by at most 2),
 'kl_oracle_short.mean:5%%' (may move by at most 5%% of the base either way), '-0.1' (may fall by at
@@ -38,9 +40,6 @@ def register(subparsers) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from measure.records import REPORT_FILE
-    from measure.report.summary import render_from_dir
-
     options = {} if args.resamples is None else {"n_resamples": args.resamples}
     if args.alpha is not None:
         if not 0 < args.alpha < 1:
@@ -61,8 +60,6 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from measure.report.compare import compare
-
     try:
         result = compare(args.base, args.new, args.fail, per_variation=args.per_variation,
                          check_gates=args.max_check)

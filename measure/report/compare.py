@@ -45,13 +45,14 @@ checked row fails. Missing values:
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from measure.metrics.registry import spec_for
+from measure.metrics.registry import METRICS, spec_for
 from measure.records import METRICS_FILE, SAMPLES_FILE
 from measure.records.store import read_store
 from measure.report.format import condition_sort_key, fmt, point_sort_key
@@ -116,10 +117,6 @@ def parse_gate(text: str) -> Gate:
     metric, stat = match["metric"], match["stat"]
     spec = spec_for(metric)
     if spec is None or spec.aggregation == "none":
-        import difflib
-
-        from measure.metrics.registry import METRICS
-
         names = [name for name, s in METRICS.items() if s.aggregation != "none"]
         close = difflib.get_close_matches(metric, names, n=3)
         raise CompareError(f"gate {text!r}: unknown metric {metric!r} (not an aggregated metric of "

@@ -31,6 +31,7 @@ from measure.analysis import calibration as cal
 from measure.analysis.calibrated import calibrated_records
 from measure.analysis.stats import holm, json_safe, km_median, mean_ci, paired_test
 from measure.records import RUN_FILE, SAMPLES_FILE
+from measure.records.run_folder import RunFolderError, is_run_folder, read_run_info
 from measure.records.store import latest_by_key, read_store
 from measure.report.format import condition_sort_key, point_sort_key
 
@@ -57,14 +58,16 @@ class CompareModelsError(ValueError):
 def load_run(folder: str | Path) -> dict:
     """A run folder's provenance and its latest record per key (calibrated by :func:`calibrate`)."""
     folder = Path(folder)
-    run_file, samples = folder / RUN_FILE, folder / SAMPLES_FILE
-    for path in (run_file, samples):
-        if not path.is_file():
-            raise CompareModelsError(f"{folder}: no {path.name} (is it a folder written by measure run?)")
+    samples = folder / SAMPLES_FILE
+    if not is_run_folder(folder):
+        raise CompareModelsError(f"{folder}: not a run folder (is it a folder written by measure run?)")
     try:
-        provenance = json.loads(run_file.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise CompareModelsError(f"{run_file}: not valid JSON ({error})") from None
+        provenance = read_run_info(folder)
+    except RunFolderError as error:
+        raise CompareModelsError(str(error)) from None
+    for name, present in ((RUN_FILE, provenance is not None), (SAMPLES_FILE, samples.is_file())):
+        if not present:
+            raise CompareModelsError(f"{folder}: no {name} (is it a folder written by measure run?)")
     records, _ = read_store(samples)
     records = list(latest_by_key(records).values())
     if not records:
@@ -254,7 +257,7 @@ def compare_models(folders: list[str | Path], max_positions: int = 40) -> dict:
 
 
 def write_comparison(folders: list[str | Path], out: str | Path) -> tuple[Path, Path]:
-    from measure.report.compare_models_html import render_comparison
+    from measure.report.compare_models_html import render_comparison  # matplotlib: only when rendering
 
     result = compare_models(folders)
     out = Path(out)

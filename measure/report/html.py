@@ -28,6 +28,7 @@ from measure.engine.results import REFERENCE_RUNS
 from measure.metrics.answers import OUTCOMES
 from measure.metrics.attribution import DEFAULT_LIKELY, LABELS, attribute_tokens
 from measure.metrics.latency import DEFAULT_GAP_TOKENS
+from measure.records.atomic import write_atomic
 from measure.report import plots
 from measure.report.format import fmt, fmt_pct, point_sort_key
 from measure.report.strategies import LATENCIES as STRATEGY_LATENCIES
@@ -319,9 +320,8 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
 
 def write_html(path: Path, records: list[dict], metrics: dict) -> Path:
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_html(records, metrics), encoding="utf-8")
-    tmp.replace(path)
+    text = render_html(records, metrics)
+    write_atomic(path, lambda handle: handle.write(text))
     return path
 
 

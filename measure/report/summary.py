@@ -40,9 +40,7 @@ else the previous ``metrics.json``).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -56,9 +54,12 @@ from measure.records import (
     METRICS_FILE,
     REPORT_FILE,
     RUN_FILE,
+    RUN_MARKERS,
     SAMPLES_FILE,
     SKIPPED_FILE,
 )
+from measure.records.atomic import write_json
+from measure.records.run_folder import RunFolderError, is_run_folder, read_json_object
 from measure.records.store import StoreError, latest_by_key, read_store
 from measure.report.findings import build_findings
 from measure.report.strategies import strategies_section
@@ -227,30 +228,22 @@ def build_metrics(
     return metrics
 
 
-def write_json(path: Path, obj) -> None:
-    """Write ``obj`` as JSON atomically (temp file + rename); NaN is an error, not output."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_reports(out_dir: Path, records: list[dict], provenance: dict, skipped: list[dict], **options) -> dict:
-    """Write ``metrics.json`` and ``report.html`` into ``out_dir``; return the metrics dict.
+def write_reports(run_folder: Path, records: list[dict], provenance: dict, skipped: list[dict], **options) -> dict:
+    """Write ``metrics.json`` and ``report.html`` into ``run_folder``; return the metrics dict.
 
     ``options`` go to :func:`build_metrics` (``confidence``, ``n_resamples``, ``seed``,
     ``wilcoxon_method``, ``warnings``, ``alpha``).
     """
     from measure.report.html import write_html  # matplotlib is imported only when rendering
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run_folder = Path(run_folder)
+    run_folder.mkdir(parents=True, exist_ok=True)
     skipped = [normalize_skipped(s) for s in skipped or []]
     calibrated = calibrated_records(list(latest_by_key(records).values()), options.get("alpha", DEFAULT_ALPHA),
                                     options.get("seed", 0))
     metrics = build_metrics(records, provenance, skipped, calibrated=calibrated, **options)
-    write_json(out_dir / METRICS_FILE, metrics)
-    write_html(out_dir / REPORT_FILE, calibrated[0], metrics)
+    write_json(run_folder / METRICS_FILE, metrics)
+    write_html(run_folder / REPORT_FILE, calibrated[0], metrics)
     return metrics
 
 
@@ -266,7 +259,7 @@ def normalize_skipped(item) -> dict:
     return {"item": item}
 
 
-def saved_provenance(out_dir: Path) -> tuple[dict, list[dict], list[str]]:
+def saved_provenance(run_folder: Path) -> tuple[dict, list[dict], list[str]]:
     """Provenance and skipped points saved by the run, and notes on what could not be read.
 
     Provenance: ``run.json`` first, then ``metrics.json``. Skipped points: ``skipped.jsonl`` when
@@ -275,28 +268,25 @@ def saved_provenance(out_dir: Path) -> tuple[dict, list[dict], list[str]]:
     else that of ``metrics.json``. A ``skipped.jsonl`` that reads with warnings (a torn last line)
     gives way to a saved list when there is one.
     """
-    out_dir = Path(out_dir)
+    run_folder = Path(run_folder)
     notes: list[str] = []
     provenance: dict | None = None
     saved_lists: list[tuple[str, list]] = []  # (file, its skipped list), in order of preference
     for name in (RUN_FILE, METRICS_FILE):
-        path = out_dir / name
-        if not path.exists():
-            continue
         try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as error:
-            notes.append(f"{path}: unreadable ({error}); provenance not taken from it")
+            saved = read_json_object(run_folder / name)
+        except RunFolderError as error:
+            notes.append(f"{error}; provenance not taken from it")
             continue
-        if not isinstance(saved, dict):
+        if saved is None:
             continue
         if "skipped" in saved:
             saved_lists.append((name, list(saved.get("skipped") or [])))
         if provenance is None:
             provenance = saved if name == RUN_FILE and "provenance" not in saved else dict(saved.get("provenance") or {})
     if provenance is None:
-        notes.append(f"no {RUN_FILE} or {METRICS_FILE} in {out_dir}: provenance unknown")
-    skipped_path = out_dir / SKIPPED_FILE
+        notes.append(f"no {RUN_FILE} or {METRICS_FILE} in {run_folder}: provenance unknown")
+    skipped_path = run_folder / SKIPPED_FILE
     if skipped_path.exists():
         try:
             entries, warnings = read_store(skipped_path)
@@ -310,19 +300,21 @@ def saved_provenance(out_dir: Path) -> tuple[dict, list[dict], list[str]]:
     return provenance or {}, saved_lists[0][1] if saved_lists else [], notes
 
 
-def render_from_dir(out_dir: Path, **options) -> dict:
+def render_from_dir(run_folder: Path, **options) -> dict:
     """Re-render ``metrics.json`` and ``report.html`` from ``samples.jsonl``, the saved provenance
     and the skipped points (``skipped.jsonl`` of ``measure run``, else the saved lists; see
     :func:`saved_provenance`)."""
-    out_dir = Path(out_dir)
-    samples = out_dir / SAMPLES_FILE
+    run_folder = Path(run_folder)
+    samples = run_folder / SAMPLES_FILE
+    if not is_run_folder(run_folder):
+        raise FileNotFoundError(f"{run_folder}: not a run folder (it holds none of {', '.join(RUN_MARKERS)})")
     if not samples.exists():
         raise FileNotFoundError(f"{samples} not found: `measure report` needs the run's {SAMPLES_FILE}")
     records, store_warnings = read_store(samples)
-    provenance, skipped, notes = saved_provenance(out_dir)
+    provenance, skipped, notes = saved_provenance(run_folder)
     settings = provenance.get("settings") or {}
     for name in ("alpha", "seed"):  # calibrate as the run did, unless told otherwise
         if name not in options and isinstance(settings.get(name), (int, float)):
             options[name] = settings[name]
     options["warnings"] = [*options.get("warnings", []), *store_warnings, *notes]
-    return write_reports(out_dir, records, provenance, skipped, **options)
+    return write_reports(run_folder, records, provenance, skipped, **options)

@@ -1,4 +1,6 @@
-"""Checks that need the loaded model and run before any decoding: do the prompts fit its context?
+"""The checks a run makes before any model work: first the settings (:func:`validate`, everything
+that can be checked without the model), then, with the model loaded and before any decoding, the
+prompts: do they fit its context?
 
 A prompt longer than the model's context does not fail: positions past the trained range give
 meaningless distributions, and on a large model a run can go on for many minutes before anyone
@@ -8,9 +10,25 @@ selected condition inserts, plus ``max_new_tokens``) is checked against the cont
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
+
+from measure.data import CACHE_DIR_ENV, DATASETS, cache_dir
 from measure.data.updates import retraction_text
-from measure.prompts import PromptFormat, inserted_ids
-from measure.settings import SettingsError
+from measure.engine.engine import check_config
+from measure.model.cpu_linear import LinearKernelError, requested
+from measure.model.load import DEVICES, DTYPES, ModelLoadError, check_model_path
+from measure.prompts import PROMPT_STYLES, PromptFormat, inserted_ids
+from measure.settings import (
+    EXECUTORS,
+    VARIATION_TYPE_NAMES,
+    RunSettings,
+    SettingsError,
+    check_bounds,
+    check_types,
+    flag,
+)
 
 #: Tokenizers without a limit report a huge sentinel (1e30) as model_max_length.
 _NO_LIMIT = 10**8
@@ -77,3 +95,88 @@ def check_context_length(loaded, problems, settings) -> None:
         f"problem {problem_id}: prompt {prompt_tokens} tokens + inserted update {inserted} + --max-new-tokens "
         f"{settings.max_new_tokens} = {total} tokens, beyond the {limit}-token context of model {loaded.name}; "
         f"{len(too_long)} of {len(problems)} problems do not fit{others}: lower --max-new-tokens or leave them out")
+
+
+def validate(settings: RunSettings) -> None:
+    """Check everything that can be checked without the model; raise SettingsError."""
+    def fail(message: str):
+        raise SettingsError(message)
+
+    check_types(settings)
+    check_bounds(settings)  # every least value, the conditions' included (measure.settings)
+    try:  # conditions, points, --max-new-tokens, --update-form: the engine's own checks
+        check_config(settings.max_new_tokens, settings.points, settings.conditions, settings.update_form,
+                     name=flag)
+    except ValueError as error:
+        fail(str(error))
+    if not settings.conditions:
+        fail("no condition selected")
+    if settings.dtype not in DTYPES:
+        fail(f"--dtype {settings.dtype!r}: choose one of {', '.join(DTYPES)}")
+    if settings.device not in DEVICES and not settings.device.startswith("cuda:"):
+        fail(f"--device {settings.device!r}: choose one of {', '.join(DEVICES)}")
+    if settings.prompt_style not in PROMPT_STYLES:
+        fail(f"--prompt-style {settings.prompt_style!r}: choose one of {', '.join(PROMPT_STYLES)}")
+    if not 0 < settings.alpha < 1:
+        fail(f"--alpha {settings.alpha}: the false-event rate must lie strictly between 0 and 1")
+    if settings.variation_types:
+        bad = [v for v in settings.variation_types if v not in VARIATION_TYPE_NAMES]
+        if bad:
+            fail(f"unknown variation type(s) {', '.join(bad)}; choose from {', '.join(VARIATION_TYPE_NAMES)}")
+    if settings.dataset not in DATASETS and not settings.dataset.endswith((".json", ".jsonl")):
+        fail(f"--dataset {settings.dataset!r}: choose one of {', '.join(DATASETS)} or a .json/.jsonl file")
+    check_executor(settings)
+    check_writable(Path(settings.out) if settings.out else None)
+    check_model_source(settings.model)
+
+
+def check_model_source(model: str) -> None:
+    """A model path that does not exist, or a .gguf that is not one, fails here, before the data
+    loads; the GGUF cache folder must be usable when the model goes through it."""
+    try:
+        check_model_path(model)
+    except ModelLoadError as error:
+        raise SettingsError(f"--model {model}: {error}") from None
+    try:
+        requested()
+    except LinearKernelError as error:
+        raise SettingsError(str(error)) from None
+    if model.startswith("embedded:") or model.endswith(".gguf"):
+        cache = cache_dir()
+        what = f"${CACHE_DIR_ENV}" if os.environ.get(CACHE_DIR_ENV) else "the cache folder"
+        if cache.exists() and not cache.is_dir():
+            raise SettingsError(f"{what} {cache} is a file, not a folder (the converted GGUF weights are kept there)")
+        if not cache.exists():
+            check_writable(cache, what)
+
+
+def check_writable(out: Path | None, what: str = "--out") -> None:
+    if out is None:
+        return
+    probe = out
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise SettingsError(f"{what} {out}: {probe} is not a writable folder")
+
+
+def check_executor(settings: RunSettings) -> None:
+    """--executor and its options (measure.run.executors): Ray installed, workers and GPUs that make sense."""
+    if settings.executor not in EXECUTORS:
+        raise SettingsError(f"--executor {settings.executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if settings.executor != "ray":  # the Ray options are ignored, so that a Ray run can be resumed locally
+        return
+    if importlib.util.find_spec("ray") is None:
+        raise SettingsError("--executor ray needs Ray, an optional extra: pip install 'measure[ray]'")
+    gpus = settings.gpus_per_worker
+    if gpus is not None and not 0 <= gpus <= 1:
+        raise SettingsError(f"--gpus-per-worker {gpus:g}: between 0 and 1 (a worker puts the whole model on one "
+                            "device; 0.5 puts two workers on each GPU)")
+    if settings.device.startswith("cuda:"):
+        raise SettingsError(f"--device {settings.device}: with --executor ray use --device cuda; each worker "
+                            "uses the GPU Ray gives it")
+    if settings.device == "cuda" and gpus == 0:
+        raise SettingsError("--device cuda with --gpus-per-worker 0: the workers would see no GPU")
+    if settings.device != "cuda" and gpus:
+        raise SettingsError(f"--gpus-per-worker {gpus:g} with --device {settings.device}: pass --device cuda "
+                            "to measure on the GPUs")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -47,8 +48,6 @@ def machine() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
-        import os
-
         info["cpu_count"] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         info["cpu_count"] = None

@@ -20,13 +20,15 @@ from measure.data.errors import DataError
 from measure.engine.engine import Engine
 from measure.engine.results import REFERENCE_RUNS
 from measure.model.load import load_model
-from measure.records import RUN_FILE, SAMPLES_FILE, SKIPPED_FILE
-from measure.records.run_folder import check_out_folder, check_resume_matches, locked
+from measure.records import SAMPLES_FILE, SKIPPED_FILE
+from measure.records.run_folder import check_out_folder, check_resume_matches, locked, write_run_info
 from measure.records.samples import record_key
-from measure.records.store import RecordStore, read_store, write_json
+from measure.records.store import RecordStore, read_store
+from measure.report.summary import write_reports
 from measure.run.executors import WORKER_FIELD, GroupsFailed, make_executor
+from measure.run.preflight import validate
 from measure.run.provenance import now, provenance
-from measure.settings import RunSettings, SettingsError, merge_duplicates, validate
+from measure.settings import RunSettings, SettingsError, merge_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +48,7 @@ def expected_keys(problem_id: str, settings: RunSettings) -> list[str]:
 
 
 def _labels(settings: RunSettings) -> list[str]:
-    from measure.points import parse_points
-
-    return [point.label for point in parse_points(settings.points)]
+    return [point.label for point in settings.injection_points()]
 
 
 def prepare_out(settings: RunSettings, force: bool = False) -> Path:
@@ -113,7 +113,7 @@ def _measure(settings: RunSettings, problems: list, out: Path, show_progress: bo
         info = provenance(settings.as_dict(), model)
         info["settings"]["out"] = str(out)
         info["executor"] = executor.describe()
-        write_json(out / RUN_FILE, info)
+        write_run_info(out, info)
         with tqdm(total=total, unit="record", desc="measuring", disable=not show_progress, dynamic_ncols=True) as bar:
             for outcome in executor.run([[problem for problem, _ in group] for group in groups]):
                 group = groups[outcome.index]
@@ -134,15 +134,13 @@ def _measure(settings: RunSettings, problems: list, out: Path, show_progress: bo
                         bar.update(1)
         info["executor"] = executor.describe()  # now with the workers that replaced dead ones
 
-    from measure.report.summary import write_reports
-
     records, warnings = read_store(out / SAMPLES_FILE)
     info["finished"] = now()
     info["warnings"] = repaired + warnings
     info["executor"]["records_by_worker"] = dict(Counter(record.get(WORKER_FIELD, "unknown") for record in records))
     if failures:
         info["failed_groups"] = failures
-    write_json(out / RUN_FILE, info)
+    write_run_info(out, info)
     write_reports(out, records, info, skipped, alpha=settings.alpha, seed=settings.seed)
     if failures:
         raise GroupsFailed(out, failures)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from measure.engine.conditions import CONDITION_NAMES, DEFAULT_CONDITIONS
 from measure.engine.engine import UPDATE_FORMS, check_config
 from measure.points import InjectionPoint
+from measure.settings import DEFAULTS
 
 #: Bytes of one request body; the largest legitimate one (a story context and two questions) is
 #: far below it.
@@ -22,7 +23,7 @@ MAX_POINTS = 4
 #: Tokens per run at most: a live experiment is for seconds to a minute, not a measurement.
 MAX_NEW_TOKENS = 256
 DEFAULT_NEW_TOKENS = 48
-DEFAULT_POINTS = ("8",)
+DEFAULT_POINTS = tuple(DEFAULTS.points)  # the run's (measure.settings)
 KINDS = ("math", "qa")
 PAIR_ID_CHARS = 100
 POINT_CHARS = 40  # "8", "0.5", or a content-timed point such as "after:quantity"

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from measure.data import DataError, check_pair, load_pairs, read_pairs
-from measure.settings import RunSettings, SettingsError, validate
+from measure.run.preflight import validate
+from measure.settings import RunSettings, SettingsError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "data"
 MATH_FIELDS = ("kind", "variation_type", "question_a", "question_b", "answer_a", "answer_b", "equation_a",

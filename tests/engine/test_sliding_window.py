@@ -99,7 +99,7 @@ def make_fork(model, t0: int = 24) -> ForkPoint:
 @pytest.mark.parametrize("name", ["injection", "noise", "repeat", "flush", "partial-all"])
 def test_each_condition_cache_equals_recompute(model, name):
     fork = make_fork(model)
-    condition = Partial(recompute_last=fork.t0) if name == "partial-all" else CONDITIONS[name]()
+    condition = Partial(partial_recompute_last=fork.t0) if name == "partial-all" else CONDITIONS[name]()
     state = condition.prepare(fork)
     assert state.exact_stream
     after = tokens(16, 9)
@@ -114,7 +114,7 @@ def test_partial_keeps_stale_generated_keys_moved_to_their_new_positions(model):
     """partial with one recomputed token: the prompt region is B's fresh KV and the stale
     generated keys of layer 0 (which depend only on token and position) equal fresh ones."""
     fork = make_fork(model)
-    state = Partial(recompute_last=1).prepare(fork)
+    state = Partial(partial_recompute_last=1).prepare(fork)
     pairs, fresh_b = kv.kv_pairs(state.cache), kv.kv_pairs(fork.oracle_before_last)
     b = len(fork.prompt_b)
     assert kv.kv_length(state.cache) == b + fork.t0 - 1

@@ -58,10 +58,12 @@ def test_split_update_cuts_at_word_starts_nearest_equal_parts():
 
 
 def test_bad_strategy_settings_are_refused():
-    with pytest.raises(ValueError, match="at least 1 generated token"):
+    with pytest.raises(ValueError, match="update_gap must be at least 1"):
         EngineConfig(conditions=("multi",), update_gap=0)
-    with pytest.raises(ValueError, match="at least 2 pieces"):
+    with pytest.raises(ValueError, match="gradual_pieces must be at least 2"):
         EngineConfig(conditions=("gradual",), gradual_pieces=1)
+    with pytest.raises(ValueError, match="partial_recompute_last must be at least 1"):
+        EngineConfig(conditions=("partial",), partial_recompute_last=0)
 
 
 # -- exactness and references -----------------------------------------------------------------------

@@ -21,7 +21,9 @@ import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from measure.engine.engine import EngineConfig
 from measure.records.samples import problem_records, skipped_records
+from measure.run.preflight import check_context_length
 from measure.settings import RunSettings
 
 #: The record field naming the worker that measured it (``<executor>/<host>/<worker id>``). It says
@@ -115,12 +117,10 @@ class LocalExecutor(Executor):
     def start(self, n_groups: int) -> dict:
         s = self.settings
         self.loaded = self.load(s.model, s.device, s.dtype, s.trust_remote_code)
-        self.engine = self.engine_class(self.loaded, s.engine_config())
+        self.engine = self.engine_class(self.loaded, EngineConfig.from_settings(s))
         return self.loaded.info()
 
     def preflight(self, problems: list) -> None:
-        from measure.run.preflight import check_context_length
-
         check_context_length(self.loaded, problems, self.settings)
 
     def run(self, groups: list[list]) -> Iterator[GroupOutcome]:
@@ -135,7 +135,7 @@ class LocalExecutor(Executor):
 def make_executor(settings: RunSettings, load: Callable, engine_class: type) -> Executor:
     """The executor that ``settings.executor`` names; Ray is imported only when asked for."""
     if settings.executor == "ray":
-        from measure.run.executors.ray import RayExecutor
+        from measure.run.executors.ray import RayExecutor  # Ray, an optional dependency: only when asked for
 
         return RayExecutor(settings)
     return LocalExecutor(settings, load, engine_class)

@@ -19,7 +19,13 @@ import os
 from collections import deque
 from collections.abc import Iterator
 
+import torch
+
+from measure.engine.engine import Engine, EngineConfig
+from measure.model.load import load_model
 from measure.run.executors import Executor, ExecutorError, GroupOutcome, measure_group
+from measure.run.preflight import check_context_length
+from measure.run.provenance import machine
 from measure.settings import RunSettings, SettingsError
 
 try:
@@ -41,17 +47,11 @@ class GroupWorker:
     A plain class, made an actor by :data:`GroupActor`, so that tests can subclass it with a fault."""
 
     def __init__(self, settings: dict, cpus: int):
-        import torch
-
-        from measure.engine.engine import Engine
-        from measure.model.load import load_model
-        from measure.run.provenance import machine
-
         torch.set_num_threads(max(1, cpus))  # the CPUs Ray reserved for this actor, no more
         self.settings = RunSettings(**settings)
         s = self.settings
         self.loaded = load_model(s.model, s.device, s.dtype, s.trust_remote_code)
-        self.engine = Engine(self.loaded, s.engine_config())
+        self.engine = Engine(self.loaded, EngineConfig.from_settings(s))
         context = ray.get_runtime_context()
         node_ip = ray.util.get_node_ip_address()
         self.worker = f"ray/{node_ip}/{context.get_actor_id()[:12]}"
@@ -63,8 +63,6 @@ class GroupWorker:
 
     def preflight(self, problems: list) -> str | None:
         """The error of measure.run.preflight's checks on this worker's model, as text (None: all fit)."""
-        from measure.run.preflight import check_context_length
-
         try:
             check_context_length(self.loaded, problems, self.settings)
         except SettingsError as error:
