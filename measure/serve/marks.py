@@ -98,7 +98,8 @@ def read_calibration(folder: Path, source: str) -> Calibration:
         raise CalibrationError(f"{path} has no calibration section (written by an older version?)")
     model = ((metrics.get("provenance") or {}).get("model") or {}).get("name")
     calibration = Calibration(source=source, model=model, alpha=section.get("alpha"))
-    curves = {event.name: event.curve for event in EVENTS}
+    # Marks are window rules (exact while tokens stream); the sequential events are not drawn live.
+    curves = {event.name: event.curve for event in EVENTS if not event.sequential}
     for name, entry in section["events"].items():
         if name not in curves:
             continue
