@@ -40,6 +40,8 @@ MAX_CENSORED_SHARE = 0.5
 #: Conditions described, in this order; references (ignore, oracle) have no point of their own.
 FINDING_CONDITIONS = ("injection", "flush", "partial", "repeat", "noise")
 LATENCY = "lead_latency"
+#: The strategies' latency, from their first and their last update (no lead event is chosen for them).
+STRATEGY_LATENCY = "adaptation_latency"
 GAP = "adaptation_gap"
 #: The cumulative incidence the findings quote: by this many tokens after the change (or by the
 #: largest of INCIDENCE_TOKENS within the horizon when it is shorter).
@@ -278,7 +280,7 @@ def _strategy_sentence(entry: dict) -> dict:
                 "cites": {f"kl_ignore_since_update_{u['index'] + 1}": (u.get("kl_ignore_since") or {}).get("estimate")
                           for u in updates}}
     latencies = entry.get("latencies") or {}
-    first, last = latencies.get(LATENCY) or {}, latencies.get(f"{LATENCY}_since_last") or {}
+    first, last = latencies.get(STRATEGY_LATENCY) or {}, latencies.get(f"{STRATEGY_LATENCY}_since_last") or {}
     gap_first, gap_last = entry.get("gap_first") or {}, entry.get("gap_last") or {}
     text = (f"{entry['condition']} ({entry.get('n_runs')} runs on changed problems, {entry.get('n_all_delivered')} got "
             f"every update): adaptation gap {gap_first.get('text')} from the first update and {gap_last.get('text')} "
