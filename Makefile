@@ -53,11 +53,16 @@ BASELINE_ARGS = --dataset builtin --limit 40 --max-new-tokens 24 --points 6 \
 # share) and fail on what a broken cache edit does (flush's gap, 0 by construction, rising).
 # decode_vs_recompute_max_abs_logprob: since the references decode with the run (issue 19) it compares
 # the decode-time log-probabilities with the recompute check's pass (cache-free; partial: through its cache).
+# The lead event (issue 28): flush's event rate, the positive control's power (changed problems; a
+# problem changing its events moves it by 1/30), may move by 0.1; its held-out false-event rate on
+# controls is bounded absolutely at 2 x alpha (0.1 at the default alpha = 0.05).
 BASELINE_GATES = --fail 'adaptation_latency.share_censored:0.1' --fail 'detection_latency.share_censored:0.1' \
 	--fail 'adaptation_latency.median:+2' --fail 'adaptation_gap.mean:0.01' \
 	--fail 'kl_matched_immediate.mean:0.01' --fail 'flush/adaptation_gap.mean:+1e-6' \
 	--max-check full_recompute_max_kl:1e-5 --max-check full_recompute_max_abs_logprob:5e-4 \
-	--max-check decode_vs_recompute_max_abs_logprob:5e-4
+	--max-check decode_vs_recompute_max_abs_logprob:5e-4 \
+	--fail 'flush/lead_fired.rate:0.1' \
+	--max-value 'calibration.lead.points.*.false_event_rate.controls.estimate:0.1'
 baseline: setup
 	rm -rf reports/baselines/smollm2
 	$(BIN)/measure run $(BASELINE_ARGS) --out reports/baselines/smollm2

@@ -33,10 +33,13 @@ def _curves(record: dict, t0: int | None) -> dict[str, np.ndarray] | None:
     logprob, kl = arrays.get("logprob_ref") or {}, arrays.get("kl") or {}
     if t0 is None or not ({"oracle", "ignore"} <= logprob.keys() and {"oracle", "ignore"} <= kl.keys()):
         return None
-    return {
+    curves = {
         "log_ratio": log_ratio(_array(logprob["oracle"]), _array(logprob["ignore"]))[t0:],
         "kl_gap": (_array(kl["ignore"]) - _array(kl["oracle"]))[t0:],
     }
+    if arrays.get(cal.EXPECTED_GAIN) is not None:  # records written before it was recorded lack it
+        curves[cal.EXPECTED_GAIN] = _array(arrays[cal.EXPECTED_GAIN])[t0:]
+    return curves
 
 
 def run_curves(records: list[dict]) -> dict[str, list[cal.RunCurve]]:
@@ -82,7 +85,7 @@ def _since_last(record: dict, result: cal.PointCalibration, folds: dict[str, int
     if curves is None or not result.calibrated:
         return None
     fit = result.fits[1 - folds[record["problem_id"]]]
-    return cal.event_latency(curves[event.curve], fit.window, fit.threshold)
+    return fit.latency(event, curves[event.curve])
 
 
 def _since_last_false_events(runs, result: cal.PointCalibration, folds: dict[str, int], event: cal.EventSpec,
@@ -98,7 +101,7 @@ def _since_last_false_events(runs, result: cal.PointCalibration, folds: dict[str
             continue
         fit = result.fits[1 - folds[run.problem_id]]
         for offset in offsets:
-            hits.append(not cal.event_latency(run.curves[event.curve][offset:], fit.window, fit.threshold).censored)
+            hits.append(not fit.latency(event, run.curves[event.curve][offset:]).censored)
     return {"offsets": offsets, "controls": rate_ci(hits),
             "note": ("each held-out control run counted once per offset; one run's cuts are correlated, so the "
                      "interval is narrower than for as many independent runs")}
@@ -106,6 +109,50 @@ def _since_last_false_events(runs, result: cal.PointCalibration, folds: dict[str
 
 def _rates(counts: dict[str, tuple[int, int]]) -> dict[str, dict]:
     return {name: rate_ci([True] * k + [False] * (n - k)) for name, (k, n) in sorted(counts.items())}
+
+
+def _share_of_flush(event_rate: dict[str, dict]) -> dict[str, float | None]:
+    """Each change condition's event rate as a share of the positive control's."""
+    flush = (event_rate.get(cal.POSITIVE_CONTROL) or {}).get("estimate")
+    return {condition: (None if not flush or entry.get("estimate") is None else entry["estimate"] / flush)
+            for condition, entry in event_rate.items()}
+
+
+def _point_entry(latencies: dict, observable: dict, runs) -> dict:
+    """Held-out false-event rates (pooled and per control kind), event rates of the change
+    conditions with their share of flush's, and the observability counts."""
+    rates = cal.latency_rates(latencies, runs)
+    event_rate = _rates(rates["true"])
+    return {"false_event_rate": _rates(rates["false"]), "event_rate": event_rate,
+            "share_of_flush": _share_of_flush(event_rate),
+            "observability": cal.observability_counts(latencies, observable, runs)}
+
+
+#: The record columns of the lead event (:func:`lead_latencies` returns them per record).
+LEAD = "lead_latency"
+LEAD_COLUMNS = (LEAD, f"{LEAD}_censored", "lead_fired", "lead_observable", "lead_event")
+OBSERVABILITY = "observability"  # per record: sum over the horizon of KL(P_oracle || P_ignore), nats
+
+LEAD_RULE = ("per injection point and fold, the calibrated event with the largest event rate on the fitting "
+             "fold's flush runs (the positive control; ties: the larger rate on its injection, flush and partial "
+             "runs, then the order of the events), applied to the other fold's runs: chosen on the fitting fold "
+             "only, so the held-out false-event rate measures the choice too")
+
+
+def _observability(record: dict) -> float | None:
+    """Sum over the tokens after the change of KL(P_oracle || P_ignore) on the run's own tokens."""
+    values = (record.get("arrays") or {}).get(cal.EXPECTED_GAIN)
+    t0 = record.get("t0")
+    if values is None or t0 is None:
+        return None
+    return float(np.nansum(_array(values)[int(t0):]))
+
+
+def _lead_columns(latency, observable, event, identical: bool) -> dict:
+    if latency is None:
+        return {name: None for name in LEAD_COLUMNS}
+    return {**latency.as_dict(LEAD), "lead_fired": None if identical else not latency.censored,
+            "lead_observable": None if identical else observable, "lead_event": event}
 
 
 def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0
@@ -120,10 +167,12 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
     for record in records:
         if last_update_t(record) is not None:
             scheduled[record["point"]].append(record)
+    results: dict[str, dict[str, cal.PointCalibration]] = defaultdict(dict)  # point -> event -> calibration
     for event in cal.EVENTS:
         per_point = {}
         for point, runs in by_point.items():
             result = cal.calibrate_point(runs, event, folds, alpha)
+            results[point][event.name] = result
             for (problem_id, condition), latency in result.latencies.items():
                 if condition == "ignore":
                     continue  # the ignore record (point "-") is a control here, not a row of this point
@@ -137,45 +186,86 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
                 name = event.name + SINCE_LAST
                 columns[record["key"]].update({name: None, f"{name}_censored": None} if since is None
                                               else since.as_dict(name))
-            rates = cal.event_rates(result, runs)
             per_point[point] = {
                 "calibrated": result.calibrated,
                 "reason": result.reason,
                 "folds": [{"fit_fold": fit.fit_fold, "scores_fold": 1 - fit.fit_fold, "n_controls": fit.n_controls,
-                           "window": fit.window, "threshold": fit.threshold,
+                           "window": fit.window, "drift": fit.drift, "threshold": fit.threshold,
                            "fit_event_rate": fit.fit_event_rate} for fit in result.fits],
-                "false_event_rate": _rates(rates["false"]),
-                "event_rate": _rates(rates["true"]),
+                **_point_entry(result.latencies, result.observable, runs),
             }
             if scheduled.get(point) and result.calibrated:
                 per_point[point]["false_event_rate_since_last"] = _since_last_false_events(
                     runs, result, folds, event, scheduled[point])
-        events[event.name] = {"curve": event.curve, "windows": list(event.windows),
+        events[event.name] = {"curve": event.curve, "statistic": event.statistic, "windows": list(event.windows),
+                              "drifts": list(event.drifts) if event.statistic == cal.CUSUM else [],
+                              "sequential": event.sequential,
                               "window_alpha": cal.window_alpha(event, alpha),
-                              "min_controls": cal.min_controls(alpha, len(event.windows)),
+                              "min_controls": cal.min_controls(alpha, len(event.candidates)),
                               "description": event.description, "points": per_point}
+    lead_points = {}
+    for point, runs in by_point.items():
+        choices = [cal.choose_lead(results[point], runs, folds, fold) for fold in (0, 1)]
+        latencies, observable, chosen = cal.lead_latencies(results[point], choices, runs, folds)
+        identical = {run.problem_id: run.identical for run in runs}
+        for (problem_id, condition), latency in latencies.items():
+            if condition != "ignore":
+                columns[record_key(problem_id, condition, point)].update(_lead_columns(
+                    latency, observable[(problem_id, condition)], chosen[(problem_id, condition)],
+                    identical[problem_id]))
+        calibrated = all(choice.event is not None for choice in choices)
+        lead_events = sorted({choice.event for choice in choices if choice.event})
+        lead_points[point] = {
+            "calibrated": calibrated,
+            "reason": None if calibrated else "no event is calibrated on both folds at this point",
+            "events": lead_events,
+            "folds": [{"fit_fold": c.fit_fold, "scores_fold": 1 - c.fit_fold, "event": c.event,
+                       "flush_event_rate": c.flush_rates, "change_event_rate": c.change_rates} for c in choices],
+            **_point_entry(latencies, observable, runs),
+        }
     section = {
         "alpha": alpha,
         "seed": seed,
-        "min_controls": max(cal.min_controls(alpha, len(event.windows)) for event in cal.EVENTS),
+        "min_controls": max(cal.min_controls(alpha, len(event.candidates)) for event in cal.EVENTS),
         "control_conditions": list(cal.CONTROL_CONDITIONS),
         "change_conditions": list(cal.CHANGE_CONDITIONS),
-        "method": ("per injection point, the conformal (1 - alpha / windows) quantile of the control runs' "
-                   "largest w-token-in-a-row level of the event curve, never below 0; cross-fitted over two "
-                   "folds of problems"),
+        "positive_control": cal.POSITIVE_CONTROL,
+        "method": ("per injection point, the conformal (1 - alpha / candidates) quantile of the control runs' "
+                   "scores (the largest w-token-in-a-row level of the event curve, or the largest value of its "
+                   "CUSUM or cumulative sum), never below 0; cross-fitted over two folds of problems"),
         "folds": dict(sorted(folds.items())),
         "events": events,
+        "lead": {"name": LEAD, "columns": list(LEAD_COLUMNS), "candidates": list(cal.EVENT_NAMES), "rule": LEAD_RULE,
+                 "observability": ("a run has no observable difference for an event when the event's statistic on "
+                                   "its per-token KL(P_oracle || P_ignore) (a perfect adapter's g(t), the expected "
+                                   "value of its r(t)) stays at or below the threshold it is scored with; for a CUSUM "
+                                   "or cumulative sum: when the sum of KL(P_oracle || P_ignore) over the horizon does"),
+                 "points": lead_points},
     }
     return dict(columns), section
+
+
+def lead_latencies(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0) -> dict[str, dict]:
+    """For each record of an injection point (by record key): the lead event's ``latency`` (tokens
+    after the change, 1-based), ``censored`` (the event never came within the run's tokens),
+    ``event`` (the calibrated event its problem is scored with, chosen on the other fold) and
+    ``observable`` (a perfect adapter could fire it on the run's tokens; None when unknown); all
+    None where the lead is uncalibrated. Calibrated as ``measure report`` does at ``alpha`` and
+    ``seed``; this signature is stable (other analyses build on it)."""
+    columns, _ = calibrate_records(records, alpha, seed)
+    return {key: {"latency": row.get(LEAD), "censored": row.get(f"{LEAD}_censored"), "event": row.get("lead_event"),
+                  "observable": row.get("lead_observable")}
+            for key, row in columns.items() if LEAD in row}
 
 
 def calibrated_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0
                        ) -> tuple[list[dict], dict]:
     """Copies of ``records`` whose metrics carry the calibrated latencies (replacing any a record
-    brought itself: records written before calibration existed carried fixed-threshold ones), and
-    the calibration section."""
+    brought itself: records written before calibration existed carried fixed-threshold ones), the
+    lead event's columns and the run's observability, and the calibration section."""
     columns, section = calibrate_records(records, alpha, seed)
     blank = {name: None for event in cal.EVENT_NAMES for name in (event, f"{event}_censored")}
+    blank.update({name: None for name in (*LEAD_COLUMNS, OBSERVABILITY)})
     blank_since = {name: None for event in cal.EVENT_NAMES
                    for name in (event + SINCE_LAST, f"{event}{SINCE_LAST}_censored")}
     out = []
@@ -183,6 +273,7 @@ def calibrated_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, se
         metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k not in blank and k not in blank_since}
         if record.get("point") not in (None, "-"):
             metrics.update(blank)
+            metrics[OBSERVABILITY] = _observability(record)
             if last_update_t(record) is not None:
                 metrics.update(blank_since)
             metrics.update(columns.get(record.get("key"), {}))

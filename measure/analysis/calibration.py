@@ -72,14 +72,36 @@ CHANGE_CONDITIONS = ("injection", "flush", "partial")
 IDENTICAL = "identical"  # the control kind of runs on identical-problem pairs
 
 
+WINDOW, CUSUM, CUMULATIVE = "window", "cusum", "cumulative"  # the statistics an event reads its curve with
+
+
 @dataclass(frozen=True)
 class EventSpec:
-    """A calibrated event: which curve, which candidate windows, what it means."""
+    """A calibrated event: which curve, which statistic of it, which candidate parameters, what it
+    means.
+
+    ``statistic``: ``"window"`` (the curve above the threshold for w tokens in a row; candidates:
+    ``windows``), ``"cusum"`` (Page's CUSUM C_k = max(0, C_{k-1} + x_k - d); candidates: ``drifts``
+    d) or ``"cumulative"`` (the running sum S_k = x_1 + ... + x_k, no reset; one candidate). The
+    candidates of an event are what its fitting fold chooses among, and alpha is split over them.
+    """
 
     name: str
     curve: str  # "log_ratio" | "kl_gap"
     windows: tuple[int, ...]
     description: str
+    statistic: str = WINDOW
+    drifts: tuple[float, ...] = (0.0,)
+
+    @property
+    def candidates(self) -> tuple:
+        """The parameters the fitting fold chooses among: windows, or CUSUM drifts."""
+        return {WINDOW: self.windows, CUSUM: self.drifts}.get(self.statistic, (None,))
+
+    @property
+    def sequential(self) -> bool:
+        """An evidence-accumulating statistic (CUSUM or cumulative sum) rather than a window."""
+        return self.statistic != WINDOW
 
 
 EVENTS = (
@@ -90,17 +112,25 @@ EVENTS = (
     EventSpec("adaptation_latency_kl", "kl_gap", ADAPTATION_WINDOWS,
               "first token from which KL(run||P_ignore) - KL(run||P_oracle) stays above the calibrated "
               "margin for w tokens in a row"),
+    EventSpec("cusum_latency", "log_ratio", (), "first token at which Page's CUSUM of r(t), "
+              "C_k = max(0, C_(k-1) + r_k), exceeds what (1 - alpha) of control runs ever reach", CUSUM),
+    EventSpec("cusum_latency_kl", "kl_gap", (), "first token at which Page's CUSUM of "
+              "KL(run||P_ignore) - KL(run||P_oracle) exceeds what (1 - alpha) of control runs ever reach", CUSUM),
+    EventSpec("cumulative_llr_latency", "log_ratio", (), "first token at which the cumulative log-likelihood ratio "
+              "of the run's tokens since the change, r_1 + ... + r_k, exceeds what (1 - alpha) of control runs ever "
+              "reach", CUMULATIVE),
 )
 EVENT_NAMES = tuple(event.name for event in EVENTS)
+EVENTS_BY_NAME = {event.name: event for event in EVENTS}
 
 
 def window_alpha(event: EventSpec, alpha: float) -> float:
-    """The false-event rate each candidate window is fitted at: alpha split evenly over the windows
-    (Bonferroni), so that whichever window the fitting fold picks, a control run fires at any of
-    them with probability at most alpha. Without the split, picking the window with the most events
-    on the fitting fold picks the one whose threshold came out low by chance: on the embedded model
-    that gave 15 false events in 126 held-out controls at alpha = 0.05."""
-    return alpha / len(event.windows)
+    """The false-event rate each candidate (window or drift) is fitted at: alpha split evenly over
+    the candidates (Bonferroni), so that whichever the fitting fold picks, a control run fires at
+    any of them with probability at most alpha. Without the split, picking the window with the most
+    events on the fitting fold picks the one whose threshold came out low by chance: on the embedded
+    model that gave 15 false events in 126 held-out controls at alpha = 0.05."""
+    return alpha / len(event.candidates)
 
 
 def min_controls(alpha: float, n_windows: int = 1) -> int:
@@ -153,6 +183,41 @@ def run_score(curve, w: int) -> float:
     return float(minima.max()) if minima.size else -math.inf
 
 
+def statistic_path(event: EventSpec, curve, parameter) -> np.ndarray:
+    """The event's statistic at each position after the change; the event is the first position
+    where it exceeds the threshold, the run's score its largest value.
+
+    - window (``parameter`` = w): the windowed minima, position k = the window's first token;
+    - cusum (``parameter`` = drift d): Page's C_k = max(0, C_{k-1} + x_k - d), C_0 = 0;
+    - cumulative: S_k = x_1 + ... + x_k.
+
+    A missing value (NaN: a missing reference) supports nothing: -inf in a window, a zero
+    increment in a sum.
+    """
+    if event.statistic == WINDOW:
+        return windowed_minima(curve, parameter)
+    x = np.nan_to_num(np.asarray(curve, dtype=np.float64), nan=0.0, posinf=np.inf, neginf=-np.inf)
+    if event.statistic == CUMULATIVE:
+        return np.cumsum(x)
+    # Page's recursion unrolled: C_k = S_k - min(0, S_1, ..., S_k) for S the running sum of x - d.
+    running = np.cumsum(x - (parameter or 0.0))
+    return running - np.minimum(np.minimum.accumulate(running), 0.0) if running.size else running
+
+
+def event_score(event: EventSpec, curve, parameter) -> float:
+    """The largest value of the event's statistic over the run (-inf when it has none)."""
+    path = statistic_path(event, curve, parameter)
+    return float(path.max()) if path.size else -math.inf
+
+
+def event_latency_of(event: EventSpec, curve, parameter, threshold: float) -> Latency:
+    """First 1-based position at which the event's statistic exceeds ``threshold``; censored at
+    len(curve) when it never does."""
+    hits = np.flatnonzero(statistic_path(event, curve, parameter) > threshold)
+    n = int(np.asarray(curve).size)
+    return Latency(int(hits[0]) + 1, False) if hits.size else Latency(n, True)
+
+
 def conformal_threshold(scores: Sequence[float], alpha: float) -> float | None:
     """The ceil((n+1)(1-alpha))-th smallest score; None when n is too small for it to exist."""
     x = np.sort(np.asarray(list(scores), dtype=np.float64))
@@ -190,14 +255,24 @@ class FoldFit:
 
     fit_fold: int
     n_controls: int
-    window: int | None = None
+    window: int | None = None  # the chosen window (window events)
     threshold: float | None = None
+    drift: float | None = None  # the chosen drift (CUSUM events)
     fit_event_rate: float | None = None  # share of the fitting fold's change runs with an event
     reason: str | None = None  # why no threshold (too few controls)
 
     @property
     def calibrated(self) -> bool:
         return self.threshold is not None
+
+    @property
+    def parameter(self):
+        """The chosen candidate: the window of a window event, the drift of a CUSUM."""
+        return self.window if self.window is not None else self.drift
+
+    def latency(self, event: EventSpec, curve) -> Latency:
+        """The event's latency on ``curve`` with this fold's parameter and threshold."""
+        return event_latency_of(event, curve, self.parameter, self.threshold)
 
 
 def fit_fold(runs: Sequence[RunCurve], event: EventSpec, alpha: float, fold: int, n_min: int) -> FoldFit:
@@ -210,19 +285,24 @@ def fit_fold(runs: Sequence[RunCurve], event: EventSpec, alpha: float, fold: int
         fit.reason = f"{len(controls)} control runs in fold {fold}"
         return fit
     best = None
-    for w in event.windows:
-        threshold = conformal_threshold([run_score(run.curves[event.curve], w) for run in controls], level)
+    for candidate in event.candidates:
+        threshold = conformal_threshold([event_score(event, run.curves[event.curve], candidate) for run in controls],
+                                        level)
         if threshold is None or not math.isfinite(threshold):
             continue
         threshold = max(threshold, 0.0)  # an event favours B: never below 0, whatever the controls do
-        rate = (float(np.mean([run_score(run.curves[event.curve], w) > threshold for run in changes]))
-                if changes else 0.0)
+        rate = (float(np.mean([event_score(event, run.curves[event.curve], candidate) > threshold
+                               for run in changes])) if changes else 0.0)
         if best is None or rate > best[2]:
-            best = (w, threshold, rate)
+            best = (candidate, threshold, rate)
     if best is None:
         fit.reason = f"no finite threshold from the {len(controls)} control runs of fold {fold}"
         return fit
-    fit.window, fit.threshold, fit.fit_event_rate = best
+    candidate, fit.threshold, fit.fit_event_rate = best
+    if event.statistic == WINDOW:
+        fit.window = candidate
+    elif event.statistic == CUSUM:
+        fit.drift = candidate
     return fit
 
 
@@ -237,6 +317,8 @@ class PointCalibration:
     fits: list[FoldFit]
     latencies: dict[tuple[str, str], Latency | None] = field(default_factory=dict)  # (problem, condition)
     scored_with: dict[str, int] = field(default_factory=dict)  # problem id -> fold its threshold came from
+    # (problem, condition) -> whether a perfect adapter could fire on the run (observable); None: unknown
+    observable: dict[tuple[str, str], bool | None] = field(default_factory=dict)
 
     @property
     def calibrated(self) -> bool:
@@ -251,7 +333,7 @@ class PointCalibration:
         if all(fit.n_controls >= needed for fit in self.fits):
             return "; ".join(fit.reason for fit in self.fits if fit.reason)
         counts = " and ".join(str(fit.n_controls) for fit in self.fits)
-        windows = f" over {self.n_windows} candidate windows" if self.n_windows > 1 else ""
+        windows = f" over {self.n_windows} candidates" if self.n_windows > 1 else ""
         return (f"too few control runs (noise, repeat and ignore on changed problems): {counts} in the two "
                 f"folds, at least {needed} per fold are needed at alpha = {self.alpha}{windows}")
 
@@ -262,15 +344,38 @@ def calibrate_point(runs: Sequence[RunCurve], event: EventSpec, folds: dict[str,
     for every run when either fold is uncalibrated (a latency from one fold only would be scored
     on half the problems and read as the whole)."""
     point = runs[0].point if runs else "-"
-    n_min = min_controls(alpha, len(event.windows))
+    n_min = min_controls(alpha, len(event.candidates))
     fits = [fit_fold([r for r in runs if folds[r.problem_id] == fold], event, alpha, fold, n_min) for fold in (0, 1)]
-    result = PointCalibration(event.name, point, alpha, len(event.windows), fits)
+    result = PointCalibration(event.name, point, alpha, len(event.candidates), fits)
     for run in runs:
         fit = fits[1 - folds[run.problem_id]]
         result.scored_with[run.problem_id] = fit.fit_fold
-        result.latencies[(run.problem_id, run.condition)] = (
-            event_latency(run.curves[event.curve], fit.window, fit.threshold) if result.calibrated else None)
+        key = (run.problem_id, run.condition)
+        result.latencies[key] = fit.latency(event, run.curves[event.curve]) if result.calibrated else None
+        result.observable[key] = observable(run, event, fit) if result.calibrated else None
     return result
+
+
+#: The run's curve of KL(P_oracle || P_ignore) on its own tokens (``RunCurve.curves``, when recorded).
+EXPECTED_GAIN = "kl_oracle_ignore"
+
+
+def observable(run: RunCurve, event: EventSpec, fit: FoldFit) -> bool | None:
+    """Could a perfect adapter fire this event on this run's tokens? None when unknown (records
+    written before ``kl_oracle_ignore`` was recorded).
+
+    A perfect adapter is P_oracle itself: its g(t) is exactly KL(P_oracle || P_ignore) at each
+    token, and that is the expected value of its r(t) (the expected log-likelihood ratio). The
+    event's statistic applied to that curve, with the run's own threshold and parameter, must
+    exceed the threshold; for a CUSUM or cumulative sum (increments >= 0) that is: the sum over
+    the horizon of KL(P_oracle || P_ignore) exceeds the threshold. Otherwise the run leaves "no
+    observable difference": given its tokens, B versus A does not change the predictions enough
+    for any run to show adaptation, and a censored latency there does not mean "did not adapt".
+    """
+    gain = run.curves.get(EXPECTED_GAIN)
+    if gain is None:
+        return None
+    return not fit.latency(event, gain).censored
 
 
 def event_rates(calibration: PointCalibration, runs: Sequence[RunCurve]) -> dict:
@@ -279,10 +384,15 @@ def event_rates(calibration: PointCalibration, runs: Sequence[RunCurve]) -> dict
     A run has an event when its latency is not censored. ``false`` pools the fitted control kinds
     under ``"controls"`` and lists each kind (identical-problem runs included) on its own.
     """
+    return latency_rates(calibration.latencies, runs)
+
+
+def latency_rates(latencies: dict[tuple[str, str], Latency | None], runs: Sequence[RunCurve]) -> dict:
+    """:func:`event_rates` of any (problem, condition) -> latency map (the lead event's too)."""
     false: dict[str, list[int]] = {}
     true: dict[str, list[int]] = {}
     for run in runs:
-        latency = calibration.latencies.get((run.problem_id, run.condition))
+        latency = latencies.get((run.problem_id, run.condition))
         if latency is None:
             continue
         hit = int(not latency.censored)
@@ -297,3 +407,88 @@ def event_rates(calibration: PointCalibration, runs: Sequence[RunCurve]) -> dict
             entry[0] += hit
             entry[1] += 1
     return {"false": {k: tuple(v) for k, v in false.items()}, "true": {k: tuple(v) for k, v in true.items()}}
+
+
+def observability_counts(latencies: dict[tuple[str, str], Latency | None],
+                         observable: dict[tuple[str, str], bool | None], runs: Sequence[RunCurve]) -> dict:
+    """Per change condition: how many runs could show the event at all (``observable``) and how many
+    of those did (``observable_events``), how many had no observable difference and how many of
+    those fired anyway (``unobservable_events``: a run's r(t) exceeded its expectation), and how
+    many are unknown (records without ``kl_oracle_ignore``)."""
+    out: dict[str, dict[str, int]] = {}
+    for run in runs:
+        key = (run.problem_id, run.condition)
+        latency = latencies.get(key)
+        if not run.is_change or latency is None:
+            continue
+        entry = out.setdefault(run.condition, {"n": 0, "observable": 0, "observable_events": 0, "unobservable": 0,
+                                               "unobservable_events": 0, "unknown": 0})
+        entry["n"] += 1
+        seen = observable.get(key)
+        if seen is None:
+            entry["unknown"] += 1
+        elif seen:
+            entry["observable"] += 1
+            entry["observable_events"] += int(not latency.censored)
+        else:
+            entry["unobservable"] += 1
+            entry["unobservable_events"] += int(not latency.censored)
+    return dict(sorted(out.items()))
+
+
+# ------------------------------------------------------------------------ the lead event
+
+#: The positive control: flush recomputes B from t0 exactly, so after the change the run *is*
+#: P_oracle; an event that rarely fires on it cannot say that another condition did not adapt.
+POSITIVE_CONTROL = "flush"
+
+
+@dataclass
+class LeadChoice:
+    """The lead event chosen on one fold (for the runs of the other fold): the calibrated event with
+    the largest event rate on the fitting fold's positive-control runs; ties: the larger rate on
+    its change runs, then the order of :data:`EVENTS`."""
+
+    fit_fold: int
+    event: str | None
+    flush_rates: dict[str, float]  # event -> event rate on the fitting fold's flush runs
+    change_rates: dict[str, float]  # event -> event rate on the fitting fold's change runs
+
+
+def choose_lead(results: dict[str, PointCalibration], runs: Sequence[RunCurve], folds: dict[str, int],
+                fit_fold_index: int) -> LeadChoice:
+    """The lead event of one fold at one point, from that fold's runs only (its controls set each
+    event's threshold; its flush runs measure the power): the held-out fold never influences
+    which event it is scored with."""
+    own = [run for run in runs if folds[run.problem_id] == fit_fold_index and run.is_change]
+    flush_rates, change_rates = {}, {}
+    for event in EVENTS:
+        result = results.get(event.name)
+        if result is None or not result.calibrated:
+            continue
+        fit = result.fits[fit_fold_index]
+        fired = {(run.problem_id, run.condition): not fit.latency(event, run.curves[event.curve]).censored
+                 for run in own}
+        flush = [hit for (_, condition), hit in fired.items() if condition == POSITIVE_CONTROL]
+        flush_rates[event.name] = float(np.mean(flush)) if flush else 0.0
+        change_rates[event.name] = float(np.mean(list(fired.values()))) if fired else 0.0
+    order = {event.name: index for index, event in enumerate(EVENTS)}
+    best = max(flush_rates, key=lambda name: (flush_rates[name], change_rates[name], -order[name]), default=None)
+    return LeadChoice(fit_fold_index, best, flush_rates, change_rates)
+
+
+def lead_latencies(results: dict[str, PointCalibration], choices: Sequence[LeadChoice], runs: Sequence[RunCurve],
+                   folds: dict[str, int]) -> tuple[dict, dict, dict]:
+    """Each run's latency and observability under the lead event its problem is scored with (the
+    one chosen by the other fold), and the event's name: three maps keyed (problem, condition)."""
+    latencies, observable, events = {}, {}, {}
+    for run in runs:
+        choice = choices[1 - folds[run.problem_id]]
+        key = (run.problem_id, run.condition)
+        if choice.event is None or any(c.event is None for c in choices):
+            latencies[key] = observable[key] = events[key] = None
+            continue
+        result = results[choice.event]
+        latencies[key], observable[key], events[key] = (result.latencies.get(key), result.observable.get(key),
+                                                        choice.event)
+    return latencies, observable, events

@@ -15,6 +15,8 @@ Everything here is built on scipy.stats:
   is open (not reached within follow-up).
 - :func:`paired_test`: paired t-test (``ttest_rel``) and Wilcoxon signed-rank (``wilcoxon``)
   with Cohen's dz and the matched-pairs rank-biserial correlation.
+- :func:`mcnemar_exact`: exact McNemar test of paired event indicators (``binomtest`` on the
+  discordant pairs).
 - :func:`holm`, :func:`benjamini_hochberg` (``false_discovery_control``) multiple-testing
   corrections; None p-values pass through as None.
 - :func:`calibrate_threshold`: a quantile of control values (e.g. the 95th percentile of KL(run
@@ -212,6 +214,26 @@ def paired_test(x, y, wilcoxon_method: str = "auto") -> dict:
     out["cohen_dz"] = cohen_dz(d)
     out["rank_biserial"] = rank_biserial(d)
     return json_safe(out)
+
+
+def mcnemar_exact(x, y) -> dict:
+    """Exact McNemar test of paired event indicators (``x``: the condition, ``y``: the baseline,
+    same problems, same order; pairs with a missing side are dropped): the two-sided binomial test
+    of the discordant pairs against 1/2 (``scipy.stats.binomtest``). Returns ``{n, both,
+    only_condition, only_baseline, neither, rate_condition, rate_baseline, p_exact}``; p is 1 when
+    no pair is discordant."""
+    pairs = [(bool(a), bool(b)) for a, b in zip(x, y)
+             if not (a is None or b is None or (isinstance(a, float) and math.isnan(a))
+                     or (isinstance(b, float) and math.isnan(b)))]
+    n = len(pairs)
+    only_x = sum(a and not b for a, b in pairs)
+    only_y = sum(b and not a for a, b in pairs)
+    both = sum(a and b for a, b in pairs)
+    discordant = only_x + only_y
+    return {"n": n, "both": both, "only_condition": only_x, "only_baseline": only_y,
+            "neither": n - both - discordant,
+            "rate_condition": (both + only_x) / n if n else None, "rate_baseline": (both + only_y) / n if n else None,
+            "p_exact": float(stats.binomtest(only_x, discordant, 0.5).pvalue) if discordant else (1.0 if n else None)}
 
 
 def detectable_effect(n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:

@@ -76,6 +76,15 @@ class DecodeRow:
     # Spans (start, end) of the row's own token positions: the attention mass of each step's query
     # on each span is recorded per layer and head.
     attention_spans: dict[str, tuple[int, int]] | None = None
+    # Pairs (p, q) of reference names compared with each other at each step, e.g. ("oracle", "ignore"):
+    # KL(p || q) over the run's own tokens (how much the problem still matters given them), kept in
+    # Decoded.references under cross_name(p, q). Both are rows of the same forward: one more pair.
+    cross_references: tuple[tuple[str, str], ...] = ()
+
+
+def cross_name(p: str, q: str) -> str:
+    """The key of a comparison between two references in :attr:`Decoded.references`."""
+    return f"{p}||{q}"
 
 
 @dataclass
@@ -88,7 +97,8 @@ class Decoded:
     reference_caches: dict[str, DynamicCache] = field(default_factory=dict)  # with keep_cache
     positions_evaluated: int = 0  # token positions run through the model for this row and its followers
     # Per reference name: "logprob", "kl", "js" (n_new,) and with hidden states "hidden_cosine"
-    # (layers + 1, n_new), position i comparing the distributions that chose token i.
+    # (layers + 1, n_new), position i comparing the distributions that chose token i; per
+    # cross_name(p, q) of the row's cross_references: "kl" and "js" of reference p against q.
     references: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     attention: np.ndarray | None = None  # (layers, heads, n_new, n_spans) with attention_spans
 
@@ -111,6 +121,17 @@ class _Group:
     @property
     def width(self) -> int:
         return len(self.streams)
+
+    @property
+    def cross(self) -> list[tuple[int, int]]:
+        """(stream of p, stream of q) for each of the row's cross_references whose two references it has."""
+        return [(self.pair_of[p], self.pair_of[q]) for p, q in self.row.cross_references
+                if p in self.pair_of and q in self.pair_of]
+
+    def step_pairs(self) -> list[tuple[int, int]]:
+        """The (stream, stream) pairs compared at each step: the leader with each distinct reference
+        stream (sorted), then the cross pairs."""
+        return [(0, s) for s in sorted(set(self.pair_of.values()))] + self.cross
 
 
 def _stream_key(cache: DynamicCache | None, feed: list[int]) -> tuple:
@@ -561,17 +582,17 @@ def _step(live: list[_Group], logits, states, eos_ids, temperature, timings: Tim
               for g, token in zip(stepping, greedy)]
     own = logprobs[leader_rows, torch.tensor(chosen, dtype=torch.long, device=logits.device)].tolist()
     # The step's comparisons: one pair (leader row, reference row) per distinct stream its references use.
-    paired = [(g, token, sorted(set(g.pair_of.values()))) for g, token in zip(stepping, chosen) if g.pair_of]
+    paired = [(g, token, g.step_pairs()) for g, token in zip(stepping, chosen) if g.pair_of]
     values, columns = {}, {}
     if paired:
         at = 0
-        for group, _, streams in paired:
-            columns[id(group)] = (at, streams)
-            at += len(streams)
+        for group, _, pairs in paired:
+            columns[id(group)] = (at, pairs)
+            at += len(pairs)
         device = logits.device
-        leaders = torch.tensor([g.rows[0] for g, _, streams in paired for _ in streams], device=device)
-        references = torch.tensor([g.rows[s] for g, _, streams in paired for s in streams], device=device)
-        tokens = torch.tensor([token for _, token, streams in paired for _ in streams], device=device)
+        leaders = torch.tensor([g.rows[a] for g, _, pairs in paired for a, _ in pairs], device=device)
+        references = torch.tensor([g.rows[b] for g, _, pairs in paired for _, b in pairs], device=device)
+        tokens = torch.tensor([token for _, token, pairs in paired for _ in pairs], device=device)
         values = {name: value.float().cpu().numpy()  # float: numpy has no bfloat16
                   for name, value in pair_metrics(logprobs, states, leaders, references, tokens).items()}
     started = timings.add("step metrics", started)
@@ -582,8 +603,8 @@ def _step(live: list[_Group], logits, states, eos_ids, temperature, timings: Tim
         decoded.token_logprobs.append(logprob)
         step = None
         if id(group) in columns:
-            first, streams = columns[id(group)]
-            step = {name: value[..., first:first + len(streams)] for name, value in values.items()}
+            first, pairs = columns[id(group)]
+            step = {name: value[..., first:first + len(pairs)] for name, value in values.items()}
             group.step_values.append(step)
         if group.row.on_token is not None:
             group.row.on_token(len(decoded.tokens) - 1, token, None if step is None else _step_values(group, step, logprob))
@@ -620,5 +641,9 @@ def _finish(group: _Group, batch_cache, mask, config) -> None:
         for name, stream in group.pair_of.items():
             column = streams.index(stream)
             decoded.references[name] = {key: value[..., column, :] for key, value in stacked.items()}
+        crossed = [(p, q) for p, q in group.row.cross_references if p in group.pair_of and q in group.pair_of]
+        for offset, (p, q) in enumerate(crossed):
+            column = len(streams) + offset
+            decoded.references[cross_name(p, q)] = {key: stacked[key][column, :] for key in ("kl", "js")}
     if group.attention:
         decoded.attention = np.stack(group.attention, axis=2)  # (layers, heads, n_new, n_spans)

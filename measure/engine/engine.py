@@ -40,7 +40,17 @@ from measure.engine.conditions import (
     ScheduledStart,
     build_conditions,
 )
-from measure.engine.decode import Decoded, DecodeRow, Follower, StepValues, Timings, decode_rows, merge_stages, prefill
+from measure.engine.decode import (
+    Decoded,
+    DecodeRow,
+    Follower,
+    StepValues,
+    Timings,
+    cross_name,
+    decode_rows,
+    merge_stages,
+    prefill,
+)
 from measure.engine.events import Listener, RunEvent, TokenEvent
 from measure.engine.results import REFERENCES, RunResult
 from measure.engine.scoring import Stream, chosen_logprobs, score_streams
@@ -118,6 +128,17 @@ def check_config(max_new_tokens: int, points, conditions, update_form: str,
     return parsed
 
 
+#: P_oracle against P_ignore on a run's own tokens: KL(P_oracle || P_ignore) per token is how much
+#: the problem (B vs A) still matters given them, the expected increment of r(t) under P_oracle.
+ORACLE_IGNORE = ("oracle", "ignore")
+
+
+def _kl_oracle_ignore(references: dict) -> np.ndarray | None:
+    """KL(P_oracle || P_ignore) per decoded token, or None when the row did not compare them."""
+    pair = references.get(cross_name(*ORACLE_IGNORE))
+    return None if pair is None else np.asarray(pair["kl"], dtype=np.float32)
+
+
 @dataclass
 class ProblemResult:
     problem_id: str
@@ -181,6 +202,8 @@ class Engine:
                 listener(TokenEvent(problem_id, name, label, offset + index, token, self.tokenizer.decode([token]),
                                     log_ratio=ratio, kl=kl))
 
+        if {"oracle", "ignore"} <= set(options.get("references") or {}):
+            options.setdefault("cross_references", (ORACLE_IGNORE,))
         return DecodeRow(cache, feed, budget, generator, on_token=on_token, hidden_states=self.config.hidden_states,
                          **options)
 
@@ -492,6 +515,7 @@ class Engine:
             js={ref: refs[ref]["js"] for ref in REFERENCES},
             hidden_cosine={ref: refs[ref]["hidden_cosine"] for ref in REFERENCES if "hidden_cosine" in refs[ref]},
             attention_mass=decoded.attention,
+            kl_oracle_ignore=_kl_oracle_ignore(refs),
         )
 
     def _forked_run(self, problem, name, fork: ForkPoint, state: ConditionStart, decoded: Decoded,
@@ -524,6 +548,9 @@ class Engine:
                            for ref in REFERENCES if "hidden_cosine" in refs[ref]},
             attention_mass=decoded.attention,
         )
+        after_kl = _kl_oracle_ignore(refs)
+        if after_kl is not None and ignore_run.kl_oracle_ignore is not None:
+            run.kl_oracle_ignore = joined(ignore_run.kl_oracle_ignore, after_kl)
         if schedule:
             run.schedule = [{"index": i, "t": u.t, "stream_start": u.stream_start, "n_tokens": len(u.ids),
                              "text": self._text(u.ids), "delivered": u.delivered} for i, u in enumerate(schedule)]

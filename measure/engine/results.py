@@ -66,6 +66,10 @@ class RunResult:
     # ("a", "b" or "c"), which P_oracle and P_matched use. None for single-update conditions.
     schedule: list[dict] | None = None
     final_problem: str | None = None
+    # Per generated position: KL(P_oracle || P_ignore) on the run's own tokens, how much B vs A
+    # still matters given them (the expected increment of r(t) were the run P_oracle). None when
+    # the engine did not compare the two references.
+    kl_oracle_ignore: np.ndarray | None = None
 
     @property
     def n_generated(self) -> int:

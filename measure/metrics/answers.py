@@ -227,35 +227,56 @@ def extract_qa_answer(text: str) -> str:
     return _qa_span(text)[0]
 
 
-def _qa_span(text: str) -> tuple[str, str]:
-    """(answer span, method): method "answer_is" or "first_line" (see :func:`extract_qa_answer`)."""
+def _qa_span(text: str) -> tuple[str, str, bool]:
+    """(answer span, method, complete): method "answer_is" or "first_line" (see
+    :func:`extract_qa_answer`); complete: the statement ends within the text (see
+    :func:`_statement_complete`)."""
     text = (text or "").replace("**", "").replace("__", "")
     hits = list(_ANSWER_IS.finditer(text))
     rest = text[hits[-1].end() :] if hits else next((ln for ln in text.splitlines() if ln.strip()), "")
+    complete = _statement_complete(rest)
     rest = rest.strip().split("\n", 1)[0]
     rest = _SENTENCE_END.split(rest, maxsplit=1)[0]
-    return rest.strip().rstrip(".!?").strip(), ("answer_is" if hits else "first_line")
+    return rest.strip().rstrip(".!?").strip(), ("answer_is" if hits else "first_line"), complete
+
+
+# The end of a statement: a line break after some text, or ., ! or ? followed by a space or the end of the text.
+_STATEMENT_END = re.compile(r"\S[^\n]*?(?:\n|[.!?](?=\s|$))")
+# A number run into a word just before that end ("fire1."): a word cut off and a numbered list begun.
+_GLUED_NUMBER = re.compile(r"[^\W\d_]\d+[.!?]$")
+
+
+def _statement_complete(rest: str) -> bool:
+    """Does the statement at the start of ``rest`` end within it? Only then was an answer stated in
+    answer form when the token limit stopped the run: a statement the limit cut mid-sentence
+    ("The answer is: The story takes place in a kingdom where ...") is narration in progress, and
+    one broken off by a numbered list ("The jar of fire1. The jar of fireflies is ...") was never
+    finished."""
+    match = _STATEMENT_END.search(rest)
+    return bool(match) and not _GLUED_NUMBER.search(match.group().rstrip("\n"))
 
 
 def classify_qa(text: str, answers_a, answers_b, f1_threshold: float = QA_F1_THRESHOLD,
                 finished: bool = True) -> dict:
     """Outcome of a QA run from the extracted answer's token F1 against A's and B's answer lists.
 
-    unfinished: no "answer is" statement and the run was stopped by the token limit (its first
-    line is then a sentence in progress, not an answer), or nothing was extracted; adapted:
+    unfinished: the run was stopped by the token limit and stated no complete answer: no "answer
+    is" statement (its first line is then a sentence in progress, not an answer), or one that the
+    limit cut before its sentence ended or that broke off into a numbered list (a phrase of an
+    answer inside narration in progress is not an answer); or nothing was extracted; adapted:
     F1_B >= threshold and F1_B >= F1_A, or the answer span contains one of B's answers and none of
     A's; stale: the same with A and B swapped; other otherwise. Also reports EM/F1 against both
     lists and whether the whole normalized text
     contains a gold answer.
     """
-    pred, method = _qa_span(text)
+    pred, method, complete = _qa_span(text)
     f1_a, f1_b = token_f1(pred, answers_a), token_f1(pred, answers_b)
     # A sentence answer ("The lost boat was the Marigold") has a low F1 against a short gold answer;
     # it still names one answer and not the other when exactly one list appears in it.
     span = f" {normalize_answer(pred)} "
     names_a = any(g and f" {g} " in span for g in (normalize_answer(x) for x in answers_a))
     names_b = any(g and f" {g} " in span for g in (normalize_answer(x) for x in answers_b))
-    if not pred or (method == "first_line" and not finished):
+    if not pred or (not finished and (method == "first_line" or not complete)):
         outcome = "unfinished"
     elif (f1_b >= f1_threshold and f1_b >= f1_a) or (names_b and not names_a):
         outcome = "adapted"

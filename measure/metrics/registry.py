@@ -78,6 +78,20 @@ register("adaptation_latency", "lower", "km_median",
          "tokens until the w-token mean of r(t) exceeds the control-calibrated margin (calibrated)")
 register("adaptation_latency_kl", "lower", "km_median",
          "tokens until the w-token mean of KL(run||ignore) - KL(run||oracle) exceeds the control-calibrated margin")
+register("cusum_latency", "lower", "km_median",
+         "tokens until Page's CUSUM of r(t) exceeds what (1 - alpha) of control runs ever reach (calibrated)")
+register("cusum_latency_kl", "lower", "km_median",
+         "tokens until Page's CUSUM of KL(run||ignore) - KL(run||oracle) exceeds the control-calibrated level")
+register("cumulative_llr_latency", "lower", "km_median",
+         "tokens until the cumulative log-likelihood ratio r_1 + ... + r_k exceeds the control-calibrated level")
+register("lead_latency", "lower", "km_median",
+         "tokens until the lead event (the calibrated event chosen on the other fold's positive control) fires")
+register("lead_fired", "higher", "rate", "the lead event fired within the run's tokens (changed problems)")
+register("lead_observable", "neutral", "rate",
+         "a perfect adapter could fire the lead event on the run's tokens (changed problems)")
+register("lead_event", "neutral", "none", "the calibrated event the run's lead latency comes from")
+register("observability", "neutral", "mean",
+         "sum over the tokens after the change of KL(P_oracle || P_ignore) on the run's own tokens, nats")
 register("stabilization_latency", "lower", "km_median",
          "tokens until the rolling variance of r(t) stays below eps (fixed eps: descriptive, not calibrated)")
 register("adaptation_gap", "lower", "mean", "mean KL(run || P_matched) over the first 20 tokens after the change, nats")

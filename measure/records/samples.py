@@ -61,6 +61,8 @@ def run_record(run: RunResult, problem, metrics: dict) -> dict:
                                  if cos.shape[1] > run.t0},
         "hidden_cosine": {ref: _floats(cos.mean(axis=0)) for ref, cos in run.hidden_cosine.items()},
     }
+    if run.kl_oracle_ignore is not None:  # records written before it existed lack it
+        arrays["kl_oracle_ignore"] = _floats(run.kl_oracle_ignore)
     if run.attention_mass is not None:
         mass = np.asarray(run.attention_mass)  # (layers, heads, n_after, spans)
         arrays["attention_layers_tokens"] = {  # (layers, n_after) per span, heads averaged

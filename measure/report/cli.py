@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     comp.add_argument("--changed", action="store_true", help="show only rows whose value changed")
     comp.add_argument("--max-check", action="append", default=[], metavar="CHECK:MAX",
                       help="bound on an invariant check of the new run, e.g. 'full_recompute_max_kl:1e-5'")
+    comp.add_argument("--max-value", action="append", default=[], metavar="PATH:MAX",
+                      help="bound on values of the new run's metrics.json at a dotted path, '*' matching every key "
+                           "of a level, e.g. 'calibration.lead.points.*.false_event_rate.controls.estimate:0.1'")
     comp.set_defaults(func=run_compare)
 
 
@@ -62,7 +65,7 @@ def run_report(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     try:
         result = compare(args.base, args.new, args.fail, per_variation=args.per_variation,
-                         check_gates=args.max_check)
+                         check_gates=args.max_check, value_gates=args.max_value)
     except CompareError as error:
         print(f"measure compare: error: {error}", file=sys.stderr)
         return 2

@@ -31,6 +31,12 @@ Check gates (``--max-check CHECK:MAX``) bound the new run's invariant checks abs
 ``full_recompute_max_kl:1e-5``: the largest value recorded over its records (``checks`` in
 ``metrics.json``) must not exceed MAX, and a check the run did not record fails.
 
+Value gates (``--max-value PATH:MAX``) bound values of the new run's ``metrics.json`` absolutely:
+PATH is a dotted path of keys, ``*`` matching every key at its level, e.g.
+``calibration.lead.points.*.false_event_rate.controls.estimate:0.1`` (the lead event's held-out
+false-event rate at every injection point at most 0.1). It fails when a matched value exceeds MAX
+or is missing (null), and when the path matches nothing.
+
 A gate is checked on every condition x point row of the pooled table (variation types pooled;
 per variation type too with ``per_variation=True`` / ``--per-variation``). It fails when any
 checked row fails. Missing values:
@@ -244,6 +250,49 @@ def parse_check_gate(text: str) -> CheckGate:
 
 
 @dataclass
+class ValueGate:
+    """An absolute bound on the values at a dotted path of the new run's ``metrics.json``
+    (``*`` matches every key of a level): ``PATH:MAX``."""
+
+    text: str
+    path: str
+    bound: float
+    values: list[tuple[str, float | None]] = field(default_factory=list)  # (matched path, value)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.values) and all(value is not None and value <= self.bound for _, value in self.values)
+
+
+def parse_value_gate(text: str) -> ValueGate:
+    path, _, bound = text.rpartition(":")
+    try:
+        value = float(bound)
+    except ValueError:
+        value = math.nan
+    if not path or not math.isfinite(value):
+        raise CompareError(f"bad value gate {text!r}: expected PATH:MAX such as "
+                           "'calibration.lead.points.*.false_event_rate.controls.estimate:0.1'")
+    return ValueGate(text, path, value)
+
+
+def values_at(obj, path: str) -> list[tuple[str, float | None]]:
+    """The values at a dotted ``path`` of ``obj`` (``*``: every key of a dict level), with their
+    concrete paths; a value that is not a number is None."""
+    found = [("", obj)]
+    for part in path.split("."):
+        nxt = []
+        for where, node in found:
+            if not isinstance(node, dict):
+                continue
+            keys = list(node) if part == "*" else [part] if part in node else []
+            nxt.extend((f"{where}.{key}" if where else str(key), node[key]) for key in keys)
+        found = nxt
+    return [(where, float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None)
+            for where, value in found]
+
+
+@dataclass
 class CompareResult:
     base_dir: str
     new_dir: str
@@ -252,10 +301,12 @@ class CompareResult:
     provenance_diff: list[tuple[str, object, object]]
     notes: list[str]
     check_gates: list[CheckGate] = field(default_factory=list)
+    value_gates: list[ValueGate] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return any(not g.passed for g in self.gates) or any(not c.passed for c in self.check_gates)
+        return (any(not g.passed for g in self.gates) or any(not c.passed for c in self.check_gates)
+                or any(not v.passed for v in self.value_gates))
 
     @property
     def exit_code(self) -> int:
@@ -288,6 +339,10 @@ class CompareResult:
         for c in self.check_gates:
             state = "PASS" if c.passed else "FAIL"
             out.append(f"check {c.text}: {state} (largest recorded {_show(c.value)}, bound {fmt(c.bound)})")
+        for v in self.value_gates:
+            state = "PASS" if v.passed else "FAIL"
+            found = ", ".join(f"{where} = {_show(value)}" for where, value in v.values) or "no value at this path"
+            out.append(f"value {v.text}: {state} ({found}; bound {fmt(v.bound)})")
         return "\n".join(out)
 
     def __str__(self) -> str:
@@ -317,11 +372,14 @@ def _sort_key(key: tuple) -> tuple:
 
 
 def compare(base_dir, new_dir, gates: list[str] | None = None, *, per_variation: bool = False,
-            metrics: list[str] | None = None, check_gates: list[str] | None = None) -> CompareResult:
+            metrics: list[str] | None = None, check_gates: list[str] | None = None,
+            value_gates: list[str] | None = None) -> CompareResult:
     """Compare two runs; ``gates`` as in the module docstring, ``check_gates`` as ``CHECK:MAX``
-    bounds on the new run's invariant checks. Raises CompareError on bad input."""
+    bounds on the new run's invariant checks, ``value_gates`` as ``PATH:MAX`` bounds on values of
+    its metrics.json. Raises CompareError on bad input."""
     parsed = [parse_gate(g) for g in gates or []]
     checks = [parse_check_gate(c) for c in check_gates or []]
+    bounds = [parse_value_gate(v) for v in value_gates or []]
     base, notes_b = load_metrics(base_dir)
     new, notes_n = load_metrics(new_dir)
     notes = notes_b + notes_n
@@ -385,7 +443,9 @@ def compare(base_dir, new_dir, gates: list[str] | None = None, *, per_variation:
             raise CompareError(f"check gate {c.text!r}: no check {c.name!r} in the new run; it has "
                                f"{', '.join(sorted(recorded)) or 'none'}")
         c.value = recorded[c.name].get("max")
+    for v in bounds:
+        v.values = values_at(new, v.path)
 
     pb, pn = _flat(base.get("provenance") or {}), _flat(new.get("provenance") or {})
     prov = [(k, pb.get(k), pn.get(k)) for k in sorted(set(pb) | set(pn)) if pb.get(k) != pn.get(k)]
-    return CompareResult(str(base_dir), str(new_dir), rows, list(results.values()), prov, notes, checks)
+    return CompareResult(str(base_dir), str(new_dir), rows, list(results.values()), prov, notes, checks, bounds)

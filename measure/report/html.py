@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from measure.analysis.calibration import CHANGE_CONDITIONS, IDENTICAL
+from measure.analysis.survival import INCIDENCE_TOKENS
 from measure.engine.results import REFERENCE_RUNS
 from measure.metrics.answers import OUTCOMES
 from measure.metrics.attribution import DEFAULT_LIKELY, LABELS, attribute_tokens
@@ -250,12 +251,60 @@ def calibration_rows(calibration: dict) -> list[dict]:
             rows.append({
                 "event": event, "point": point, "calibrated": fmt(bool(entry.get("calibrated"))),
                 "reason": entry.get("reason") or "",
-                "windows": " / ".join(fmt(f.get("window")) for f in folds),
+                "windows": " / ".join(fmt(f.get("window")) if f.get("window") is not None
+                                      else ("drift " + fmt(f.get("drift")) if f.get("drift") is not None else "–")
+                                      for f in folds),
                 "thresholds": " / ".join(fmt(f.get("threshold")) for f in folds),
                 "controls": " / ".join(fmt(f.get("n_controls")) for f in folds),
                 "false": _rate(entry.get("false_event_rate", {}).get("controls")),
                 "changes": [_rate(entry.get("event_rate", {}).get(c)) for c in CHANGE_CONDITIONS],
                 "identical": _rate(entry.get("false_event_rate", {}).get(IDENTICAL)),
+            })
+    return rows
+
+
+def _mcnemar(rows: list[dict], condition: str, baseline: str, point: str) -> str:
+    row = next((r for r in rows if (r.get("condition"), r.get("baseline"), r.get("point")) == (condition, baseline, point)),
+               None)
+    if row is None or row.get("p_exact") is None:
+        return "–"
+    return f"{row['only_condition']} vs {row['only_baseline']} discordant, p {fmt(row['p_exact'])} (Holm {fmt(row['p_holm'])})"
+
+
+def lead_rows(metrics: dict) -> list[dict]:
+    """One display row per injection point x condition of the lead event: its rate (beside the
+    positive control's), observability, survival summaries and paired event tests."""
+    lead = (metrics.get("calibration") or {}).get("lead") or {}
+    survival = (metrics.get("survival") or {}).get("points") or {}
+    paired = metrics.get("paired_events") or []
+    rows = []
+    for point, entry in sorted((lead.get("points") or {}).items(), key=lambda kv: point_sort_key(kv[0])):
+        if not entry.get("calibrated"):
+            continue
+        conditions = (survival.get(point) or {}).get("conditions") or {}
+        horizon = (survival.get(point) or {}).get("horizon")
+        for condition, summary in conditions.items():
+            is_change = condition in CHANGE_CONDITIONS
+            rate = ((entry.get("event_rate") if is_change else entry.get("false_event_rate")) or {}).get(condition)
+            counts = (entry.get("observability") or {}).get(condition) or {}
+            share = (entry.get("share_of_flush") or {}).get(condition)
+            rmst = summary.get("rmst") or {}
+            median = summary.get("median") or {}
+            rows.append({
+                "point": point, "condition": condition,
+                "events": " / ".join(str(fold.get("event")) for fold in entry.get("folds") or []),
+                "rate": _rate(rate), "share": "–" if share is None else f"{share:.2f}",
+                "observable": (f"{counts['observable_events']} of {counts['observable']}" if counts.get("n")
+                               and counts.get("unknown") != counts.get("n") else "–"),
+                "unobservable": (str(counts["unobservable"]) if counts.get("n") and counts.get("unknown") != counts.get("n")
+                                 else "–"),
+                "incidence": [fmt_pct(summary["incidence"].get(str(k))) for k in INCIDENCE_TOKENS],
+                "rmst": ("–" if rmst.get("estimate") is None else
+                         f"{rmst['estimate']:.1f} of {horizon:.0f}" + (f" ({rmst['ci_low']:.1f}–{rmst['ci_high']:.1f})"
+                                                                        if rmst.get("ci_low") is not None else "")),
+                "median": fmt(median.get("estimate")) if median.get("estimate") is not None else "not reached",
+                "vs_noise": _mcnemar(paired, condition, "noise", point),
+                "vs_flush": _mcnemar(paired, condition, "flush", point),
             })
     return rows
 
@@ -279,8 +328,8 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
         # Strategies have their own figures, aligned at each update (the Strategies section).
         "findings": _inline(plots.findings_curves_svg([r for r in records if not r.get("schedule")])),
         "curves": _inline(plots.adaptation_curves_svg(records)),
-        "survival": _inline(plots.survival_svg(records, "adaptation_latency")),
-        "survival_detection": _inline(plots.survival_svg(records, "detection_latency")),
+        "survival": _inline(plots.survival_svg(records, "lead_latency")),
+        "survival_detection": _inline(plots.survival_svg(records, "adaptation_latency")),
         "attention": _inline(plots.attention_heatmap_svg(records)),
     }
     provenance = metrics.get("provenance") or {}
@@ -309,6 +358,9 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
         "calibration": metrics.get("calibration") or {},
         "calibration_method": (metrics.get("calibration") or {}).get("method", "no calibration in these metrics"),
         "calibration_rows": calibration_rows(metrics.get("calibration") or {}),
+        "lead_rows": lead_rows(metrics),
+        "lead": (metrics.get("calibration") or {}).get("lead") or {},
+        "incidence_tokens": INCIDENCE_TOKENS,
         "change_conditions": CHANGE_CONDITIONS,
         "outcomes": metrics.get("outcomes") or {"informative": False, "reasons": ["no outcomes in these metrics"]},
         "outcome_names": OUTCOMES,

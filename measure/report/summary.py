@@ -13,8 +13,11 @@
   x metric (mean with bootstrap CI, Kaplan-Meier median for censored latencies, rates);
   ``aggregate_pooled``: the same per condition x point, variation types pooled;
 - ``calibration``: the control-calibrated latency events (:mod:`measure.analysis.calibrated`):
-  thresholds, windows, the control runs they rest on, held-out false-event rates, sensitivity;
-  the calibrated latencies themselves are columns of ``aggregate`` like every other metric;
+  thresholds, windows, the control runs they rest on, held-out false-event rates, sensitivity
+  beside the positive control (``positive_control``: flush) and the runs with no observable
+  difference; ``calibration["lead"]``: the lead event (chosen per fold on the fitting fold's
+  flush runs), its rule and its held-out rates; the calibrated latencies themselves are columns
+  of ``aggregate`` like every other metric;
 - ``outcomes``: oracle and ignore accuracy and outcome rates over the problems solved
   uninterrupted, or why they are uninformative (:mod:`measure.analysis.outcomes`);
 - ``paired``: :func:`measure.analysis.stats.paired_comparisons` for each (condition, baseline) of
@@ -24,6 +27,11 @@
 - ``aggregate_changed`` and ``paired_changed``: the same per condition x point over the changed
   problems only (identical-problem controls left out), for :data:`FINDINGS_METRICS`: what the
   findings cite;
+- ``survival``: per point and condition (changed problems), the lead event's cumulative incidence
+  by 4, 8, 16 and 32 tokens, restricted mean time to it up to the horizon with a bootstrap CI
+  resampled by problem, and its Kaplan-Meier median (:func:`measure.analysis.lead.lead_survival`);
+- ``paired_events``: exact McNemar tests of the lead event's indicators, injection vs noise and
+  injection vs flush per point, Holm-adjusted over the rows (:func:`measure.analysis.lead.paired_event_tests`);
 - ``strategies``: per injection strategy with several updates (records with a ``schedule``), the
   updates delivered, curves aligned at each update, gaps and calibrated latencies from the first
   and the last update (:mod:`measure.report.strategies`); empty when the run has none;
@@ -49,6 +57,7 @@ import pandas as pd
 from measure.analysis import stats
 from measure.analysis.calibrated import calibrated_records
 from measure.analysis.calibration import DEFAULT_ALPHA
+from measure.analysis.lead import lead_survival, paired_event_tests
 from measure.analysis.outcomes import outcome_summary
 from measure.records import (
     METRICS_FILE,
@@ -77,7 +86,9 @@ PAIRED_COMPARISONS = (
 #: one metric (one family per metric and table).
 PAIRED_METRICS = ("adaptation_gap", "adaptation_latency", "detection_latency", "kl_matched_short")
 #: Metrics aggregated over the changed problems only (``aggregate_changed``), for the findings.
-FINDINGS_METRICS = ("adaptation_latency", "detection_latency", "adaptation_latency_kl", "adaptation_gap")
+FINDINGS_METRICS = ("adaptation_latency", "detection_latency", "adaptation_latency_kl", "cusum_latency",
+                    "cusum_latency_kl", "cumulative_llr_latency", "lead_latency", "lead_fired", "lead_observable",
+                    "observability", "adaptation_gap")
 #: ``scipy.stats.wilcoxon`` method for the paired tests. "auto" runs an exact permutation test
 #: for n <= 13 with ties (about a second per test on a slow CPU; a report holds hundreds of
 #: tests), so the report uses the normal approximation; pass ``wilcoxon_method="auto"`` for
@@ -220,6 +231,8 @@ def build_metrics(
         "paired_pooled": paired_tables(df, wilcoxon_method=wilcoxon_method, by=("point",)),
         "aggregate_changed": stats.to_records(changed_table),
         "paired_changed": paired_tables(changed, wilcoxon_method=wilcoxon_method, by=("point",)),
+        "survival": lead_survival(changed, **kw),
+        "paired_events": paired_event_tests(changed),
         "strategies": strategies_section(unique, calibration, **kw),
         "warnings": list(warnings or []),
     }

@@ -103,7 +103,8 @@ def read_calibration(folder: Path, source: str) -> Calibration:
     alpha = section.get("alpha")
     calibration = Calibration(source=source, model=name if isinstance(name, str) else None,
                               alpha=alpha if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else None)
-    curves = {event.name: event.curve for event in EVENTS}
+    # Marks are window rules (exact while tokens stream); the sequential events are not drawn live.
+    curves = {event.name: event.curve for event in EVENTS if not event.sequential}
     for event, entry in section["events"].items():
         if event not in curves:
             continue

@@ -65,9 +65,13 @@ def test_planted_adaptation_is_recovered_at_its_token():
         assert result.calibrated, result.reason
         planted = [lat for (pid, cond), lat in result.latencies.items() if cond == "injection"]
         assert len(planted) == 40
-        assert all(lat == (switch, False) for lat in planted), planted
+        if event.sequential:  # a sum crosses once enough evidence has come: at the switch or within 2 tokens of it
+            assert all(switch <= lat.value <= switch + 2 and not lat.censored for lat in planted), (event.name, planted)
+        else:
+            assert all(lat == (switch, False) for lat in planted), planted
         for fit in result.fits:
-            assert fit.window in event.windows and fit.threshold < 3.0
+            assert fit.parameter in event.candidates
+            assert fit.threshold < (3.0 if not event.sequential else 3.0 * 3)
 
 
 def test_planted_nulls_fire_at_about_alpha_on_held_out_controls():

@@ -243,6 +243,12 @@ def test_references_decoded_with_the_run_equal_teacher_forced_passes(loaded):
             np.testing.assert_allclose(r.kl[ref][t0:], expected["kl"], atol=1e-5, err_msg=f"{r.condition} {ref}")
             np.testing.assert_allclose(r.js[ref][t0:], expected["js"], atol=1e-5)
             np.testing.assert_allclose(r.hidden_cosine[ref][:, t0:], expected["hidden_cosine"], atol=1e-5)
+        # KL(P_oracle || P_ignore) on the run's own tokens: the two references compared with each other
+        np.testing.assert_allclose(r.kl_oracle_ignore[t0:], compare(outputs["oracle"], outputs["ignore"], after)["kl"],
+                                   atol=1e-5, err_msg=r.condition)
+        assert r.kl_oracle_ignore.shape == (r.n_generated,)
+        if r.condition == "flush":  # flush is P_oracle after the change: the same KL, twice
+            np.testing.assert_allclose(r.kl_oracle_ignore[t0:], r.kl["ignore"][t0:], atol=1e-5)
 
 
 def test_long_feeds_prefilled_apart_equal_one_padded_prefill(loaded, monkeypatch):

@@ -113,6 +113,38 @@ def test_extract_qa_answer_and_classify():
     assert classify_qa("It was green, like the Marigold.", ["green"], ["Marigold"])["outcome"] == "other"
 
 
+# Runs of the default problems stopped by the token limit (`measure run --points 8 --max-new-tokens 32`),
+# their generated text exactly as measured: each mentions a phrase of A's answer while retelling the
+# story or explaining, and none states an answer in answer form before the limit.
+CUT_STORY_RUNS = [
+    # builtin_story_21, flush and partial at t8 (the same text): the limit cuts the retelling
+    ("The answer is: The story takes place in a kingdom where it never rained, but where a girl named Lio found a "
+     "cloud caught in a thorn bush", ["caught in a thorn bush", "in a thorn bush"], ["a fishing net", "fishing net"]),
+    # builtin_story_37, flush at t8
+    ("The answer is: The fox Rusk hid in the reeds to watch the moon's reflection shiver, and when the moon rose "
+     "again, the lake was full", ["a fox named Rusk", "Rusk"], ["tiny silver fish", "silver fish"]),
+    # builtin_story_47, injection at t8: the answer line broke off at the change ("fire" + "1."), a list began
+    ("The answer is: The jar of fire1. The jar of fireflies is a type of insect, not a sword.\n\n2. The troll was",
+     ["a jar of fireflies", "fireflies"], ["a troll", "troll"]),
+]
+
+
+@pytest.mark.parametrize(("text", "answers_a", "answers_b"), CUT_STORY_RUNS)
+def test_a_phrase_of_an_answer_inside_narration_cut_by_the_limit_is_no_answer(text, answers_a, answers_b):
+    assert classify_qa(text, answers_a, answers_b, finished=False)["outcome"] == "unfinished"
+    # the same text, had the run ended by itself, states its answer after "The answer is:"
+    assert classify_qa(text, answers_a, answers_b, finished=True)["outcome"] == "stale"
+
+
+def test_a_complete_answer_line_counts_when_the_limit_stops_the_run_later():
+    # builtin_story_47's flush run ended by itself with this line; cut by the limit after more text, it still counts
+    text = "The answer is: The jar of fireflies.\nThen the knight"
+    assert classify_qa(text, ["a jar of fireflies", "fireflies"], ["a troll", "troll"], finished=False)["outcome"] == "stale"
+    assert classify_qa("The answer is: a troll.", ["fireflies"], ["a troll"], finished=False)["outcome"] == "adapted"
+    assert classify_qa("The answer is: the troll from the", ["fireflies"], ["troll"], finished=False)["outcome"] == \
+        "unfinished"
+
+
 @dataclass(frozen=True)
 class Pair:
     kind: str

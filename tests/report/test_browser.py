@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from measure import testing
+from measure.analysis.calibration import EVENTS
 from measure.testing import chromium_or_fail
 
 pytestmark = pytest.mark.browser
@@ -144,9 +145,11 @@ def test_findings_come_first_above_the_fold(chromium, calibrated_report_dir, tmp
     assert probe["provenance"] > probe["findings"] + probe["height"], probe  # provenance is far below
     dom = result.stdout
     assert re.search(r'<div[^>]*id="fig-survival"[^>]*>\s*<svg', dom), "calibrated latencies draw survival curves"
-    assert "adapts after a median of 6 tokens" in dom
+    assert "median 6 tokens" in dom  # the lead event's Kaplan-Meier median of the planted switch
     match = re.search(r'<table[^>]*id="calibration-table"[^>]*>(.*?)</table>', dom, re.DOTALL)
-    assert match and match.group(1).count("<tr") == 1 + 3, "one row per calibrated event at the one point"
+    assert match and match.group(1).count("<tr") == 1 + len(EVENTS), "one row per calibrated event at the one point"
+    match = re.search(r'<table[^>]*id="lead-table"[^>]*>(.*?)</table>', dom, re.DOTALL)
+    assert match and match.group(1).count("<tr") == 1 + 5, "one row per condition of the lead event at the one point"
 
 
 def test_strategies_section_renders(chromium, tmp_path, helpers):

@@ -10,7 +10,7 @@ from report_synthetic import SWITCH, synthetic_records
 from measure.analysis.calibrated import calibrated_records
 from measure.analysis.outcomes import outcome_summary
 from measure.report.findings import MIN_PROBLEMS, findings_text
-from measure.report.format import fmt
+from measure.report.format import fmt, fmt_pct
 from measure.report.summary import build_metrics, records_frame
 
 
@@ -40,15 +40,28 @@ def test_every_sentence_cites_the_numbers_of_the_tables(metrics):
     pooled, paired = metrics["aggregate_changed"], metrics["paired_changed"]
     sentences = {s["condition"]: s for s in findings["points"][0]["sentences"]}
     assert set(sentences) == {"injection", "flush", "partial", "repeat", "noise"}
+    survival = metrics["survival"]["points"]["t8"]
+    lead = metrics["calibration"]["lead"]["points"]["t8"]
     for condition, sentence in sentences.items():
-        lat = next(r for r in pooled if r["metric"] == "adaptation_latency" and r["condition"] == condition)
+        lat = next(r for r in pooled if r["metric"] == "lead_latency" and r["condition"] == condition)
         gap = next(r for r in pooled if r["metric"] == "adaptation_gap" and r["condition"] == condition)
         cites = sentence["cites"]
         assert cites["latency_median"] == lat["estimate"] and cites["latency_n_censored"] == lat["n_censored"]
         assert cites["gap_mean"] == gap["estimate"] and cites["gap_ci_low"] == gap["ci_low"]
         assert fmt(gap["estimate"]) in sentence["text"]
         if lat["estimate"] is not None:
-            assert f"median of {fmt(lat['estimate'])} tokens" in sentence["text"]
+            assert f"median {fmt(lat['estimate'])} tokens" in sentence["text"]
+        summary = survival["conditions"][condition]
+        assert cites["incidence"] == summary["incidence"]["16"] and cites["rmst"] == summary["rmst"]["estimate"]
+        assert f"within 16 tokens in {fmt_pct(summary['incidence']['16'])} of runs" in sentence["text"]
+        assert f"restricted mean time to the event {summary['rmst']['estimate']:.0f} of 32 tokens" in sentence["text"]
+        rates = lead["event_rate"] if condition in ("injection", "flush", "partial") else lead["false_event_rate"]
+        assert cites["event_k"] == rates[condition]["k"] and f"{rates[condition]['k']} of 40 runs" in sentence["text"]
+        if condition in ("injection", "partial"):
+            assert cites["share_of_flush"] == lead["share_of_flush"][condition]
+            # every tenth problem has no observable difference (report_synthetic): 36 of 40 could show it
+            assert "36 of 40 runs could show adaptation at all and 36 of those did; 4 had no observable difference" \
+                in sentence["text"]
         for baseline in ("flush", "noise"):
             if baseline == condition:
                 continue
@@ -102,9 +115,10 @@ def test_too_few_problems_and_uncalibrated_appear_exactly_then():
 def test_censored_share_high_appears_exactly_when_most_runs_never_adapt():
     records = synthetic_records()
     for r in records:
-        if r["condition"] == "partial":  # partial never favours B
-            lp = r["arrays"]["logprob_ref"]
+        if r["condition"] == "partial":  # partial never favours B, token or distribution
+            lp, kl = r["arrays"]["logprob_ref"], r["arrays"]["kl"]
             lp["oracle"] = [v - 1.0 for v in lp["ignore"]]
+            kl["oracle"], kl["ignore"] = [1.0] * len(kl["oracle"]), [0.0] * len(kl["ignore"])
     findings = build_metrics(records, n_resamples=100)["findings"]
     flagged = [i for i in findings["cannot_say"] if i["code"] == "censored_share_high"]
     assert [i["condition"] for i in flagged] == ["partial"]

@@ -181,3 +181,21 @@ def test_check_gates_bound_the_new_runs_invariants(two_runs):
         compare(base, new, check_gates=["nope:1"])
     with pytest.raises(CompareError, match="bad check gate"):
         compare(base, new, check_gates=["full_recompute_max_kl:abc"])
+
+
+def test_value_gates_bound_values_of_the_new_metrics_at_a_path(two_runs):
+    base, new = two_runs
+    path = Path(new) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics["calibration"]["lead"]["points"] = {"t4": {"false_event_rate": {"controls": {"estimate": 0.04}}},
+                                                "f0.5": {"false_event_rate": {"controls": {"estimate": 0.08}}}}
+    path.write_text(json.dumps(metrics))
+    gate = "calibration.lead.points.*.false_event_rate.controls.estimate"
+    passing = compare(base, new, value_gates=[f"{gate}:0.1"])
+    assert passing.exit_code == 0 and len(passing.value_gates[0].values) == 2
+    failing = compare(base, new, value_gates=[f"{gate}:0.05"])  # f0.5's 0.08 is above
+    assert failing.exit_code == 1 and "calibration.lead.points.f0.5.false_event_rate.controls.estimate = 0.08" \
+        in failing.summary()
+    assert compare(base, new, value_gates=["calibration.nothing.*:1"]).exit_code == 1  # matches nothing: fails
+    with pytest.raises(CompareError, match="bad value gate"):
+        compare(base, new, value_gates=[f"{gate}:abc"])
