@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = {"measure.settings": "SettingsError", "measure.data.errors": "DataError",
                "measure.model.load": "ModelLoadError", "measure.engine.conditions": "UnsupportedCondition",
                "measure.report.compare": "CompareError", "measure.records.store": "StoreError",
-               "measure.run.executors": "ExecutorError"}
+               "measure.run.executors": "ExecutorError", "measure.records.record": "RecordError"}
 
 
 def is_user_error(error: BaseException) -> bool:
