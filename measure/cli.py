@@ -1,4 +1,4 @@
-"""Command line: measure run | report | compare | augment | data | bench | serve."""
+"""Command line: measure run | report | compare | augment | data | bench | serve | upgrade."""
 
 from __future__ import annotations
 
@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     from measure.serve.cli import register as register_serve
 
     register_serve(subparsers)
+    from measure.records.upgrade import register as register_upgrade
+
+    register_upgrade(subparsers)  # measure upgrade RUN: layout 1 -> 2
     return parser
 
 

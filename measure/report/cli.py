@@ -39,6 +39,7 @@ def register(subparsers) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     from measure.records import REPORT_FILE
+    from measure.records.columnar import layout_note
     from measure.report.summary import render_from_dir
 
     options = {} if args.resamples is None else {"n_resamples": args.resamples}
@@ -57,6 +58,9 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     counts = metrics.get("counts") or {}
     print(f"{args.run_dir}/{REPORT_FILE}: {counts.get('records', 0)} records, {counts.get('problems', 0)} problems")
+    note = layout_note(args.run_dir)  # a run in layout 1 opens; upgrading it makes it smaller
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -31,7 +31,8 @@ from measure.analysis import calibration as cal
 from measure.analysis.calibrated import calibrated_records
 from measure.analysis.stats import holm, json_safe, km_median, mean_ci, paired_test
 from measure.records import RUN_FILE, SAMPLES_FILE
-from measure.records.store import latest_by_key, read_store
+from measure.records.columnar import read_samples
+from measure.records.store import latest_by_key
 from measure.report.format import condition_sort_key, point_sort_key
 
 JSON_FILE = "compare-models.json"
@@ -65,7 +66,7 @@ def load_run(folder: str | Path) -> dict:
         provenance = json.loads(run_file.read_text(encoding="utf-8"))
     except ValueError as error:
         raise CompareModelsError(f"{run_file}: not valid JSON ({error})") from None
-    records, _ = read_store(samples)
+    records, _ = read_samples(samples)
     records = list(latest_by_key(records).values())
     if not records:
         raise CompareModelsError(f"{samples}: no records")

@@ -59,6 +59,7 @@ from measure.records import (
     SAMPLES_FILE,
     SKIPPED_FILE,
 )
+from measure.records.columnar import read_samples
 from measure.records.store import StoreError, latest_by_key, read_store
 from measure.report.findings import build_findings
 from measure.report.strategies import strategies_section
@@ -318,7 +319,7 @@ def render_from_dir(out_dir: Path, **options) -> dict:
     samples = out_dir / SAMPLES_FILE
     if not samples.exists():
         raise FileNotFoundError(f"{samples} not found: `measure report` needs the run's {SAMPLES_FILE}")
-    records, store_warnings = read_store(samples)
+    records, store_warnings = read_samples(samples)  # arrays attached, from either layout
     provenance, skipped, notes = saved_provenance(out_dir)
     settings = provenance.get("settings") or {}
     for name in ("alpha", "seed"):  # calibrate as the run did, unless told otherwise

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
+from measure.records.columnar import attach_arrays
 from measure.records.store import decode_record, latest_by_key
 from measure.report.findings import findings_text
 from measure.report.summary import build_metrics, saved_provenance
@@ -128,6 +129,7 @@ class SamplesTail:
                 self.warnings.append(f"{self.path}:{self._line}: not a record, left out ({error})")
                 continue
             new.append(record)
+        new = attach_arrays(self.path.parent, new, str(self.path))  # layout 2: arrays from the columnar files
         self.records.extend(new)
         return new, reset
 
