@@ -49,7 +49,7 @@ _GRID = pa.list_(pa.list_(pa.float32()))
 
 def array_columns(arrays: dict) -> dict[str, list]:
     """A record's arrays as ``{column: values}`` (see the module docstring for the names)."""
-    columns = {"logprob_run": arrays["logprob_run"]}
+    columns = {"logprob_run": arrays.get("logprob_run")}
     for group, named in arrays.items():
         if group != "logprob_run" and named is not None:
             columns.update({f"{group}{SEPARATOR}{name}": values for name, values in named.items()})

@@ -66,15 +66,16 @@ class Texts(_Model):
 
 
 class Arrays(_Model):
-    """Per-token curves of a run, over its generated positions (``n_generated``) unless said otherwise."""
+    """Per-token curves of a run, over its generated positions (``n_generated``) unless said otherwise.
+    ``measure run`` writes every group; a record made elsewhere (a test) may carry only some."""
 
-    logprob_run: list[Value]
+    logprob_run: list[Value] | None = None
     """Log-probability of each generated token under the run itself."""
-    logprob_ref: dict[str, list[Value]]
+    logprob_ref: dict[str, list[Value]] = Field(default_factory=dict)
     """Per reference (ignore, oracle, matched): log-probability of each generated token under it."""
-    kl: dict[str, list[Value]]
+    kl: dict[str, list[Value]] = Field(default_factory=dict)
     """Per reference: KL(run || reference) of the next-token distributions at each position."""
-    js: dict[str, list[Value]]
+    js: dict[str, list[Value]] = Field(default_factory=dict)
     """Per reference: Jensen-Shannon divergence of the next-token distributions at each position."""
     hidden_cosine_layers: dict[str, list[Value]] = Field(default_factory=dict)
     """Per reference: hidden-state cosine to the reference per layer (embeddings first), averaged after t0."""
