@@ -12,9 +12,10 @@ file in ``arrays_file`` (layout 2, :mod:`measure.records.record`), to samples.js
   rename and its records rewrites the same file, and no record ever names a missing or partial file.
 
 Columns: ``key``, ``problem_id``, ``condition``, ``point``, ``t0``, then one per array, named
-``<group>:<name>`` (``kl:oracle``, ``attention_layers_tokens:inserted``) or ``logprob_run``: a list of
-float32 per record (a list of lists for the attention grids); a missing value (NaN, infinity in
-the measurement) is null. pandas reads the files natively (``pandas.read_parquet``).
+``<group>:<name>`` (``kl:oracle``, ``attention_layers_tokens:inserted``) or by its own name
+(``logprob_run``, or an array a newer metric adds): a list of float32 per record (a list of lists
+for the attention grids); a missing value (NaN, infinity in the measurement) is null. pandas
+reads the files natively (``pandas.read_parquet``).
 
 :func:`read_samples` (and :func:`iter_samples`, one group's arrays in memory at a time) is the one
 reader of records with their arrays attached, whichever layout they were written in.
@@ -38,9 +39,8 @@ from measure.records.store import iter_store
 ARRAYS_DIR = "arrays"
 #: Columns that say which record a row is (the rest are arrays).
 ID_COLUMNS = ("key", "problem_id", "condition", "point", "t0")
-#: Array groups every record has (empty when not measured); the attention grids exist only with attention.
+#: Array groups every record of ``measure run`` has (empty when not measured).
 ALWAYS = ("logprob_ref", "kl", "js", "hidden_cosine_layers", "hidden_cosine")
-GRIDS = ("attention_layers_tokens", "attention_layers_heads")
 SEPARATOR = ":"
 
 _CURVE = pa.list_(pa.float32())
@@ -48,11 +48,14 @@ _GRID = pa.list_(pa.list_(pa.float32()))
 
 
 def array_columns(arrays: dict) -> dict[str, list]:
-    """A record's arrays as ``{column: values}`` (see the module docstring for the names)."""
+    """A record's arrays as ``{column: values}``: a named group's arrays as ``<group>:<name>``, an
+    array of its own (``logprob_run``) under its name (see the module docstring)."""
     columns = {"logprob_run": arrays.get("logprob_run")}
-    for group, named in arrays.items():
-        if group != "logprob_run" and named is not None:
-            columns.update({f"{group}{SEPARATOR}{name}": values for name, values in named.items()})
+    for group, value in arrays.items():
+        if isinstance(value, dict):
+            columns.update({f"{group}{SEPARATOR}{name}": values for name, values in value.items()})
+        elif value is not None:
+            columns[group] = value
     return columns
 
 
@@ -61,11 +64,21 @@ def arrays_from_columns(row: dict) -> dict:
     arrays: dict = {"logprob_run": row.get("logprob_run")}
     arrays.update({group: {} for group in ALWAYS})
     for column, values in row.items():
-        if SEPARATOR not in column or values is None:
+        if column in ID_COLUMNS or values is None:
             continue
-        group, name = column.split(SEPARATOR, 1)
-        arrays.setdefault(group, {})[name] = values
+        if SEPARATOR in column:
+            group, name = column.split(SEPARATOR, 1)
+            arrays.setdefault(group, {})[name] = values
+        else:
+            arrays[column] = values
     return arrays
+
+
+def _column_type(values: list) -> pa.DataType:
+    """float32 lists, or lists of them (a grid such as layers x tokens), by the first value present."""
+    first = next((value for value in values if value), None)
+    inner = next((item for item in first if item is not None), None) if first else None
+    return _GRID if isinstance(inner, list) else _CURVE
 
 
 def group_table(records: list[dict]) -> pa.Table:
@@ -78,8 +91,8 @@ def group_table(records: list[dict]) -> pa.Table:
                "point": pa.array([r["point"] for r in records], pa.string()),
                "t0": pa.array([r.get("t0") for r in records], pa.int32())}
     for name in names:
-        kind = _GRID if name.split(SEPARATOR)[0] in GRIDS else _CURVE
-        columns[name] = pa.array([row.get(name) for row in rows], kind)
+        values = [row.get(name) for row in rows]
+        columns[name] = pa.array(values, _column_type(values))
     return pa.table(columns)
 
 

@@ -65,9 +65,12 @@ class Texts(_Model):
     """Each generated token decoded on its own, in order."""
 
 
-class Arrays(_Model):
+class Arrays(BaseModel):
     """Per-token curves of a run, over its generated positions (``n_generated``) unless said otherwise.
-    ``measure run`` writes every group; a record made elsewhere (a test) may carry only some."""
+    ``measure run`` writes every group; a record made elsewhere (a test) may carry only some. An
+    array not declared here is kept unchecked (a metric added since: declare it here)."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="allow")
 
     logprob_run: list[Value] | None = None
     """Log-probability of each generated token under the run itself."""

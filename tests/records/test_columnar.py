@@ -53,6 +53,7 @@ def test_arrays_written_by_group_read_back_equal_at_float32(tmp_path):
     records[0]["arrays"]["kl"]["oracle"][0] = 0.1  # not a float32: kept to float32 precision
     records[1]["arrays"]["attention_layers_tokens"] = {"inserted": [[0.25, None], [1 / 3, 0.5]]}
     records[1]["arrays"]["attention_layers_heads"] = {"inserted": [[0.5]]}
+    records[3]["arrays"]["kl_oracle_ignore"] = [0.5, None, 0.25]  # an array a newer metric adds, of its own name
     store = RecordStore(tmp_path / "samples.jsonl")
     for start in range(0, len(records), 21):
         for record in write_group_arrays(tmp_path, [dict(r) for r in records[start:start + 21]]):
