@@ -221,4 +221,4 @@ def layout_note(folder: str | Path) -> str | None:
     if first is None or first.get("schema", 1) != 1 or first.get("arrays") is None:
         return None
     return (f"note: {folder} is in layout 1 (schema 1: per-token arrays inline in {SAMPLES_FILE}); "
-            f"`measure upgrade {folder}` stores them in columnar files, about a quarter of the size")
+            f"`measure upgrade {folder}` stores them in columnar files, about a third of the size")

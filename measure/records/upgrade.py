@@ -1,7 +1,7 @@
 """``measure upgrade RUN``: a run folder in layout 1 (arrays inline) converted to layout 2.
 
 Every reader opens both layouts (:func:`measure.records.columnar.read_samples`); upgrading makes
-the folder about a quarter of its size and lets :mod:`measure.api` read curves column by column.
+the folder about a third of its size (docs/records.md) and lets :mod:`measure.api` read curves column by column.
 The arrays of each problem group (``group_size`` problems, as the run measured them) go to one
 columnar file, written and fsynced first; samples.jsonl is then replaced atomically by the same
 lines without their arrays. A kill at any moment leaves the old samples.jsonl, which still
