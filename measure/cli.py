@@ -13,6 +13,7 @@ from measure.data.cli import register as register_data
 from measure.models_cli import register as register_models
 from measure.records import METRICS_FILE, REPORT_FILE
 from measure.records.run_folder import resume_settings
+from measure.records.upgrade import register as register_upgrade
 from measure.report.cli import register as register_report
 from measure.report.findings import findings_text
 from measure.serve.cli import register as register_serve
@@ -107,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(subparsers)
     register_models(subparsers)  # measure models, measure compare-models
     register_serve(subparsers)
+    register_upgrade(subparsers)  # measure upgrade RUN: layout 1 -> 2
     return parser
 
 
@@ -116,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 USER_ERRORS = {"measure.settings": "SettingsError", "measure.data.errors": "DataError",
                "measure.model.load": "ModelLoadError", "measure.engine.conditions": "UnsupportedCondition",
                "measure.report.compare": "CompareError", "measure.records.store": "StoreError",
-               "measure.run.executors": "ExecutorError"}
+               "measure.run.executors": "ExecutorError", "measure.records.record": "RecordError"}
 
 
 def is_user_error(error: BaseException) -> bool:

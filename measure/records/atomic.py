@@ -11,17 +11,21 @@ import json
 import os
 from pathlib import Path
 
+#: How a temporary file of :func:`write_atomic` ends; one left behind was cut short by a crash.
+TEMPORARY_SUFFIX = ".tmp"
 
-def write_atomic(path: str | Path, write) -> None:
+
+def write_atomic(path: str | Path, write, binary: bool = False) -> None:
     """Replace ``path`` with what ``write(handle)`` writes, or leave it as it was.
 
-    The text goes to a temporary file beside it (same folder, so the rename stays on one file
-    system), is fsynced, and is renamed over ``path`` only once complete: a crash, a full disk or
-    an exception in ``write`` leaves the old file whole (the temporary one is removed)."""
+    The text (bytes when ``binary``) goes to a temporary file beside it (same folder, so the rename
+    stays on one file system), is fsynced, and is renamed over ``path`` only once complete: a crash,
+    a full disk or an exception in ``write`` leaves the old file whole (the temporary one is
+    removed; one a kill -9 leaves is named ``.<name>.<pid>.tmp``)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -29,6 +33,15 @@ def write_atomic(path: str | Path, write) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def sync_folder(folder: str | Path) -> None:
+    """Make the renames in ``folder`` durable (a power cut after the rename keeps the new name)."""
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
 
 
 def write_json(path: str | Path, obj, default=None) -> None:

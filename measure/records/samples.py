@@ -2,7 +2,8 @@
 
 A record holds everything the reports need, so ``measure report DIR`` can re-render from the
 files alone: identifiers, tokens and texts, spans, per-token curves, attention summaries, the
-flat per-run metrics, and the invariant checks made while producing the run.
+flat per-run metrics, and the invariant checks made while producing the run. Every field is
+defined, with its meaning, in :mod:`measure.records.record`.
 
 :func:`problem_records` turns one problem's engine results into its records, metrics computed;
 ``measure run`` and the pytest plugin both make their records with it.
@@ -18,11 +19,10 @@ import numpy as np
 from measure.engine.results import REFERENCE_RUNS, REFERENCES, SPAN_NAMES, RunResult
 from measure.metrics.semantic import get_embedder, semantic_similarity
 from measure.metrics.summarize import summarize_run
+from measure.records.record import SCHEMA_VERSION
 
 if TYPE_CHECKING:  # the engine imports torch; records only read its results
     from measure.engine.engine import ProblemResult
-
-SCHEMA_VERSION = 1
 
 
 def record_key(problem_id: str, condition: str, point: str) -> str:

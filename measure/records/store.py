@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal, overload
 
 from measure.records.atomic import write_atomic
+from measure.records.record import Record, validate_record
 
 
 class StoreError(ValueError):
@@ -63,29 +66,53 @@ def decode_record(line: bytes) -> dict:
     return record
 
 
-def read_store(path: str | Path) -> tuple[list[dict], list[str]]:
-    """The records of a store file in file order, and warnings about what was dropped
-    (nothing when the file does not exist)."""
+def iter_store(path: str | Path, warnings: list[str]) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` of a store file in file order, one line in memory at a time;
+    what was dropped is appended to ``warnings`` (nothing when the file does not exist)."""
     path = Path(path)
     if not path.exists():
-        return [], []
-    lines = path.read_bytes().split(b"\n")  # bytes: a crash can cut a UTF-8 character in two
-    records, warnings = [], []
-    last_content = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = decode_record(line)
-        except ValueError as error:
-            if number - 1 == last_content:  # only the last line can be torn by a crash
-                warnings.append(f"{path}:{number}: dropped a truncated last record (a crash mid-write): {error}")
+        return
+    with open(path, "rb") as handle:  # bytes: a crash can cut a UTF-8 character in two
+        pending: tuple[int, bytes] | None = None  # held back until a later line shows it is not the last
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
                 continue
-            raise StoreError(f"{path}:{number}: corrupt record: {error}") from None
-        records.append(record)
+            if pending is not None:
+                yield pending[0], _decoded(path, *pending, last=False, warnings=warnings)
+            pending = (number, line)
+        if pending is not None:
+            record = _decoded(path, *pending, last=True, warnings=warnings)
+            if record is not None:
+                yield pending[0], record
+
+
+def _decoded(path: Path, number: int, line: bytes, last: bool, warnings: list[str]) -> dict | None:
+    try:
+        return decode_record(line)
+    except ValueError as error:
+        if last:  # only the last line can be torn by a crash
+            warnings.append(f"{path}:{number}: dropped a truncated last record (a crash mid-write): {error}")
+            return None
+        raise StoreError(f"{path}:{number}: corrupt record: {error}") from None
+
+
+@overload
+def read_store(path: str | Path, typed: Literal[False] = False) -> tuple[list[dict], list[str]]: ...
+@overload
+def read_store(path: str | Path, typed: Literal[True]) -> tuple[list[Record], list[str]]: ...
+def read_store(path, typed=False):
+    """The records of a store file in file order, and warnings about what was dropped
+    (nothing when the file does not exist). ``typed``: each validated as a sample
+    :class:`~measure.records.record.Record` (RecordError names file, line and field); the arrays
+    of a record in layout 2 are not attached (see :func:`measure.records.columnar.read_samples`)."""
+    warnings: list[str] = []
+    if typed:
+        records = [validate_record(record, f"{path}:{number}") for number, record in iter_store(path, warnings)]
+    else:
+        records = [record for _, record in iter_store(path, warnings)]
     return records, warnings
 
 
-def latest_by_key(records: list[dict]) -> dict[str, dict]:
-    """One record per key, the last written winning (a resumed run may rewrite one)."""
-    return {record["key"]: record for record in records}
+def latest_by_key(records: list) -> dict[str, dict]:
+    """One record per key, the last written winning (a resumed run may rewrite one); dicts or Records."""
+    return {(record["key"] if isinstance(record, dict) else record.key): record for record in records}

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from measure.records import REPORT_FILE
+from measure.records.columnar import layout_note
 from measure.report.compare import CompareError, compare
 from measure.report.summary import render_from_dir
 
@@ -59,6 +60,9 @@ def run_report(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     counts = metrics.get("counts") or {}
     print(f"{args.run_dir}/{REPORT_FILE}: {counts.get('records', 0)} records, {counts.get('problems', 0)} problems")
+    note = layout_note(args.run_dir)  # a run in layout 1 opens; upgrading it makes it smaller
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 

@@ -31,8 +31,9 @@ from measure.analysis import calibration as cal
 from measure.analysis.calibrated import calibrated_records
 from measure.analysis.stats import holm, json_safe, km_median, mean_ci, paired_test
 from measure.records import RUN_FILE, SAMPLES_FILE
+from measure.records.columnar import read_samples
 from measure.records.run_folder import RunFolderError, is_run_folder, read_run_info
-from measure.records.store import latest_by_key, read_store
+from measure.records.store import latest_by_key
 from measure.report.format import condition_sort_key, point_sort_key
 
 JSON_FILE = "compare-models.json"
@@ -68,7 +69,7 @@ def load_run(folder: str | Path) -> dict:
     for name, present in ((RUN_FILE, provenance is not None), (SAMPLES_FILE, samples.is_file())):
         if not present:
             raise CompareModelsError(f"{folder}: no {name} (is it a folder written by measure run?)")
-    records, _ = read_store(samples)
+    records, _ = read_samples(samples)
     records = list(latest_by_key(records).values())
     if not records:
         raise CompareModelsError(f"{samples}: no records")

@@ -5,4 +5,6 @@ work (preflight), the provenance every result carries, and the executors (local,
 - :mod:`measure.run.preflight`: context-length and settings checks before loading anything big;
 - :mod:`measure.run.provenance`: versions, git hash, seed, model and device;
 - :mod:`measure.run.executors`: where problem groups are measured (this process or Ray actors).
+
+- :mod:`measure.run.experiment`: ``measure.Experiment(settings).run()``, the same from Python.
 """

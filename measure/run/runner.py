@@ -21,6 +21,7 @@ from measure.engine.engine import Engine
 from measure.engine.results import REFERENCE_RUNS
 from measure.model.load import load_model
 from measure.records import SAMPLES_FILE, SKIPPED_FILE
+from measure.records.columnar import read_samples, remove_partial_writes, write_group_arrays
 from measure.records.run_folder import check_out_folder, check_resume_matches, locked, write_run_info
 from measure.records.samples import record_key
 from measure.records.store import RecordStore, read_store
@@ -86,6 +87,7 @@ def _measure(settings: RunSettings, problems: list, out: Path, show_progress: bo
     repaired = store.repair()
     for warning in repaired:
         log.warning(warning)
+    remove_partial_writes(out)  # a columnar file a kill cut short; its group is measured again
     done = {record["key"] for record in read_store(out / SAMPLES_FILE)[0]}
     skipped_store = RecordStore(out / SKIPPED_FILE)
     for warning in skipped_store.repair():  # a torn last line, so appends start on a fresh line
@@ -128,13 +130,13 @@ def _measure(settings: RunSettings, problems: list, out: Path, show_progress: bo
                         skipped_store.append(entry)
                         skipped.append(entry)
                         bar.update(len([k for k in entry["keys"] if k in missing]))
-                for record in outcome.records:
-                    if record["key"] in missing:
-                        store.append(record)
-                        bar.update(1)
+                # The group's arrays are on disk, complete, before any of its records names them.
+                for record in write_group_arrays(out, [r for r in outcome.records if r["key"] in missing]):
+                    store.append(record)
+                    bar.update(1)
         info["executor"] = executor.describe()  # now with the workers that replaced dead ones
 
-    records, warnings = read_store(out / SAMPLES_FILE)
+    records, warnings = read_samples(out / SAMPLES_FILE)
     info["finished"] = now()
     info["warnings"] = repaired + warnings
     info["executor"]["records_by_worker"] = dict(Counter(record.get(WORKER_FIELD, "unknown") for record in records))

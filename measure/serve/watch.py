@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
+from measure.records.columnar import attach_arrays
 from measure.records.run_folder import RunFileError, is_run_folder, read_metrics_json, read_run_json
 from measure.records.store import decode_record, latest_by_key
 from measure.report.findings import findings_text
@@ -181,6 +182,7 @@ class SamplesTail:
                 self.warnings.append(f"{self.path}:{self._line}: not a record, left out ({error})")
                 continue
             new.append(record)
+        new = attach_arrays(self.path.parent, new, str(self.path))  # layout 2: arrays from the columnar files
         self.records.extend(new)
         return new, reset
 

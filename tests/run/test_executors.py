@@ -23,8 +23,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the Ray executor needs the optional extra: pip install 'measure[ray]'")
 
+from measure.records.columnar import read_samples  # noqa: E402
 from measure.records.run_folder import resume_settings  # noqa: E402
-from measure.records.store import read_store  # noqa: E402
 from measure.run import runner  # noqa: E402  (after the skip: these tests need Ray)
 from measure.run.executors import WORKER_FIELD, GroupsFailed, LocalExecutor  # noqa: E402
 from measure.settings import EXECUTION_FIELDS, RunSettings, SettingsError  # noqa: E402
@@ -75,7 +75,7 @@ def local_run(tmp_path_factory, one_thread) -> Path:
 
 
 def by_key(folder: Path) -> dict[str, dict]:
-    records, warnings = read_store(folder / "samples.jsonl")
+    records, warnings = read_samples(folder / "samples.jsonl")
     assert warnings == []
     return {record["key"]: record for record in records}
 

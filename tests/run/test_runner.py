@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from measure.records import SKIPPED_FILE
+from measure.records.columnar import read_samples
 from measure.records.store import read_store
 from measure.report.summary import render_from_dir
 from measure.run import runner
@@ -29,7 +30,7 @@ def measure(*args: str, env=None) -> subprocess.CompletedProcess:
 
 
 def by_key(folder: Path) -> dict[str, dict]:
-    records, _ = read_store(folder / "samples.jsonl")
+    records, _ = read_samples(folder / "samples.jsonl")  # arrays attached from the columnar files
     return {r["key"]: r for r in records}
 
 
