@@ -165,3 +165,27 @@ def test_power_of_the_main_comparison_is_stated(metrics):
     # 40 pairs: (1.960 + 0.842) / sqrt(40 * 3 / pi) = 0.4534 (hand-computed)
     assert power["detectable_dz"] == pytest.approx(0.4534, abs=1e-3) == detectable_effect(40)
     assert detectable_effect(1) is None and detectable_effect(160) == pytest.approx(0.4534 / 2, abs=1e-3)
+
+
+def test_lead_latencies_give_each_records_lead_event_and_observability():
+    from measure.analysis.calibrated import lead_latencies
+
+    records = synthetic_records()
+    lead = lead_latencies(records)
+    unique, section = calibrated_records(records)
+    by_key = {r["key"]: r for r in unique}
+    point_keys = {r["key"] for r in records if r["point"] != "-"}
+    assert set(lead) == point_keys
+    chosen = {fold["fit_fold"]: fold["event"] for fold in section["lead"]["points"]["t8"]["folds"]}
+    folds = section["folds"]
+    for key, entry in lead.items():
+        metrics = by_key[key]["metrics"]
+        assert (entry["latency"], entry["censored"]) == (metrics["lead_latency"], metrics["lead_latency_censored"])
+        problem = by_key[key]["problem_id"]
+        assert entry["event"] == chosen[1 - folds[problem]]  # the other fold's choice
+        # report_synthetic: KL(P_oracle || P_ignore) is 3 nats a token, 0 on every tenth and identical problem
+        no_difference = int(problem[1:]) % 10 == 9 or by_key[key]["variation_type"] is None
+        assert metrics["observability"] == (0.0 if no_difference else 3.0 * 32)
+        if by_key[key]["variation_type"] is not None:
+            assert entry["observable"] is (not no_difference)
+    assert section["positive_control"] == "flush" and section["lead"]["name"] == "lead_latency"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from measure.records.store import RecordStore
 from measure.report.summary import build_metrics, render_from_dir, write_reports
 
@@ -121,3 +123,17 @@ def test_render_from_dir_without_provenance_says_so(session_records, tmp_path, h
     metrics = render_from_dir(tmp_path, n_resamples=helpers.RESAMPLES)
     assert metrics["provenance"] == {}
     assert any("provenance unknown" in w for w in metrics["warnings"])
+
+
+def test_records_carry_kl_oracle_ignore_and_their_observability(session_records):
+    """Every record of a real (tiny) model carries KL(P_oracle || P_ignore) per generated token; a
+    run's observability is its sum after the change; identical-problem runs have none to observe."""
+    from measure.analysis.calibrated import calibrated_records
+
+    unique, _ = calibrated_records(session_records)
+    for record in unique:
+        values = record["arrays"]["kl_oracle_ignore"]
+        assert len(values) == len(record["tokens"]["generated"])
+        assert all(v is not None and v >= -1e-6 for v in values)
+        if record["point"] != "-":
+            assert record["metrics"]["observability"] == pytest.approx(sum(values[record["t0"]:]), abs=1e-9)
