@@ -46,8 +46,9 @@ def _floats(array) -> list:
     return clean(values)
 
 
-def run_record(run: RunResult, problem, metrics: dict) -> dict:
-    """Serialise a run with its problem's identity and its flat metrics row."""
+def run_record(run: RunResult, problem, metrics: dict, notes: bool | None = None) -> dict:
+    """Serialise a run with its problem's identity and its flat metrics row; ``notes`` is the
+    notes flag (:mod:`measure.metrics.notes`; None for a reference run, or unknown)."""
     arrays = {
         "logprob_run": _floats(run.logprob_run),
         "logprob_ref": {ref: _floats(run.logprob_ref[ref]) for ref in REFERENCES},
@@ -89,6 +90,9 @@ def run_record(run: RunResult, problem, metrics: dict) -> dict:
         "schedule": run.schedule,
         "final_problem": run.final_problem,
         "answer_final": final_answer(problem, run.final_problem),
+        # Did the text generated before the change already hold a quantity the change affects (a
+        # story: an answer to A)? Records written before this field lack it: read as unknown.
+        "notes_before_change": notes,
     }
 
 
@@ -109,6 +113,7 @@ def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -
     """Every run of a problem as a record, its metrics computed; ``semantic`` adds the
     sentence-embedding similarities (loads the embedder)."""
     # The metrics are imported here, not at the top: reading and writing records needs none of them.
+    from measure.metrics.notes import notes_before_change
     from measure.metrics.summarize import summarize_run
 
     embedder = None
@@ -125,7 +130,9 @@ def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -
             oracle_text, ignore_text = (tokenizer.decode(reference.generated_ids[run.t0:], skip_special_tokens=True)
                                         for reference in (oracle, ignore))
             metrics.update(semantic_similarity(run.continuation_text, oracle_text, ignore_text, embedder=embedder))
-        records.append(run_record(run, problem, metrics))
+        notes = None if run.condition in REFERENCE_RUNS else notes_before_change(
+            problem, tokenizer.decode(run.generated_ids[:run.t0], skip_special_tokens=True))
+        records.append(run_record(run, problem, metrics, notes))
     return records
 
 
