@@ -10,9 +10,9 @@ token counts ``t16``) gets the ``by_position`` section of ``metrics.json``
 
 - the outcome shares (adapted / stale / other / unfinished) over the problems solved
   uninterrupted (oracle right on B, ignore right on A: :mod:`measure.analysis.outcomes`);
-- the lead event (:data:`LEAD_EVENT`, a calibrated latency column of the records): its rate by a
-  common horizon ``tau`` and its restricted mean latency up to ``tau`` (Kaplan-Meier, lifelines),
-  over the changed problems;
+- the lead event (:data:`LEAD_EVENT`, a calibrated latency column of the records): its rate within
+  ``tau`` tokens of the change and its restricted mean latency up to ``tau`` (Kaplan-Meier,
+  lifelines), over the changed problems;
 - the adaptation gap (mean, bootstrap CI), over the changed problems;
 
 and per condition a trend test across points, clustered by problem (the same problem appears at
@@ -21,12 +21,13 @@ bias-reduced sandwich covariance for few clusters) of "stale" and of "event by t
 position, Holm-adjusted over the section's tests, and the same regression with the notes flag as a
 covariate. Problems measured at only some points stay in and are listed with the reasons.
 
-Why a common horizon ``tau``: a late change leaves fewer tokens to adapt in, so "an event anywhere
-in the run" would fall with position by construction. ``tau`` is the smallest, over points, of the
-median tokens generated after the change; a run that stops before ``tau`` with no event has an
-unknown "event by tau" and is left out of that rate (counted as ``n_unknown``), not counted as no
-event. The restricted mean latency is the expected min(latency, tau): the Kaplan-Meier curve's area
-up to ``tau``.
+Why one horizon ``tau`` (:data:`HORIZON`, the adaptation gap's 20 tokens): a late change leaves
+fewer tokens of the budget, so "an event anywhere in the run" would fall with position by
+construction. A run that ended by itself (end of sequence) with no event has no event, ever: it
+counts as none by ``tau`` and stays at risk to ``tau`` in the Kaplan-Meier curve. Only a run cut by
+the token limit before ``tau`` with no event is unknown: it is left out of the rate (counted as
+``n_unknown``) and censored where it was cut. The restricted mean latency is the expected
+min(latency, tau): the Kaplan-Meier curve's area up to ``tau``.
 
 :func:`notes_split` gives, for any run (one point or many), the outcomes and event rates split by
 the notes flag per condition and point, with Fisher exact tests. The flag is a covariate, never a
@@ -51,12 +52,14 @@ from measure.analysis.outcomes import outcome_summary
 from measure.analysis.stats import holm, json_safe, mean_ci, rate_ci
 from measure.engine.results import REFERENCE_RUNS
 from measure.metrics.answers import OUTCOMES
+from measure.metrics.latency import DEFAULT_GAP_TOKENS
 
 #: The lead calibrated event of the section: the one place its name is chosen. A record's metrics
 #: carry ``<event>`` (1-based tokens after the change) and ``<event>_censored``.
 LEAD_EVENT = "adaptation_latency"
 GAP = "adaptation_gap"
 MIN_POINTS = 3  # a trend needs three points at least
+HORIZON = DEFAULT_GAP_TOKENS  # tau: the tokens after the change the event is looked for in
 CONFIDENCE = 0.95
 _POINT_LABEL = re.compile(r"([tf])([0-9.]+)")
 
@@ -74,7 +77,8 @@ def _known(value) -> bool:
 def position_frame(records: list[dict], event: str = LEAD_EVENT) -> pd.DataFrame:
     """One row per non-reference run on a changed problem at a numeric point: ``problem_id``,
     ``condition``, ``point``, ``kind`` (``f``/``t``), ``position``, ``outcome``, ``latency``,
-    ``censored``, ``n_after``, ``gap``, ``notes`` (True / False / None: unknown)."""
+    ``censored``, ``ended`` (the run stopped by itself, not by the token limit), ``gap``, ``notes``
+    (True / False / None: unknown)."""
     rows = []
     for record in records:
         located = point_position(record.get("point"))
@@ -86,11 +90,11 @@ def position_frame(records: list[dict], event: str = LEAD_EVENT) -> pd.DataFrame
             "problem_id": record["problem_id"], "condition": record["condition"], "point": record["point"],
             "kind": located[0], "position": located[1], "outcome": metrics.get("outcome"),
             "latency": metrics.get(event), "censored": metrics.get(f"{event}_censored"),
-            "n_after": metrics.get("n_after"), "gap": metrics.get(GAP),
+            "ended": (metrics.get("stop_reason") or record.get("stop_reason")) == "eos", "gap": metrics.get(GAP),
             "notes": record.get("notes_before_change"),
         })
     columns = ["problem_id", "condition", "point", "kind", "position", "outcome", "latency", "censored",
-               "n_after", "gap", "notes"]
+               "ended", "gap", "notes"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -104,31 +108,28 @@ def solved_problems(records: list[dict]) -> tuple[list[str], dict]:
     return list(summary.get("solved_problems", [])), summary
 
 
-def common_horizon(frame: pd.DataFrame) -> int | None:
-    """``tau``: the smallest, over points, of the median tokens generated after the change."""
-    medians = frame.dropna(subset=["n_after"]).groupby("point")["n_after"].median()
-    return max(1, int(medians.min())) if len(medians) else None
-
-
-def event_by(latency, censored, tau: int):
-    """True (event at or before ``tau``), False (none by ``tau``, the run observed that long) or
-    None (no event, but the run stopped before ``tau``, or the event is unknown)."""
+def event_by(latency, censored, tau: int, ended: bool = False):
+    """True (an event at or before ``tau``), False (none by ``tau``: the run went on that long, or
+    ended by itself) or None (no event, cut by the token limit before ``tau``; or unknown)."""
     if not (_known(latency) and _known(censored)):
         return None
     if not censored:
         return bool(latency <= tau)
-    return False if latency >= tau else None
+    return False if ended or latency >= tau else None
 
 
-def restricted_mean(latencies, censored, tau: int, confidence: float = CONFIDENCE) -> dict:
+def restricted_mean(latencies, censored, tau: int, ended=None, confidence: float = CONFIDENCE) -> dict:
     """Restricted mean latency up to ``tau`` (the area under lifelines' Kaplan-Meier curve) with a
-    normal CI: ``{estimate, ci_low, ci_high, n, n_events, tau}``.
+    normal CI: ``{estimate, ci_low, ci_high, n, n_events, tau}``. A run with no event that ``ended``
+    by itself never adapts: it stays at risk up to ``tau`` (censored at ``tau``, not where it stopped).
 
     The variance is the Greenwood-type sum sum_j A_j^2 d_j / (n_j (n_j - d_j)) over event times
     t_j <= tau, A_j the curve's area from t_j to tau (Klein & Moeschberger, section 4.5). Not
     lifelines' ``return_variance=True``: that is the variance of min(latency, tau) itself (a spread
     of the runs, not the estimate's uncertainty), and takes about ten seconds by quadrature."""
-    pairs = [(float(v), bool(c)) for v, c in zip(latencies, censored) if _known(v) and _known(c)]
+    ended = [False] * len(list(latencies)) if ended is None else list(ended)
+    pairs = [(max(float(v), float(tau)) if c and stopped else float(v), bool(c))
+             for v, c, stopped in zip(latencies, censored, ended) if _known(v) and _known(c)]
     out = {"estimate": None, "ci_low": None, "ci_high": None, "n": len(pairs),
            "n_events": sum(not c for _, c in pairs), "tau": tau}
     if not pairs or tau is None:
@@ -207,15 +208,14 @@ def _outcome_shares(part: pd.DataFrame) -> dict:
     return {outcome: rate_ci(list(part["outcome"] == outcome)) for outcome in OUTCOMES}
 
 
-def _event_rate(part: pd.DataFrame, tau: int | None) -> dict:
-    known = part["by_tau"].dropna() if tau is not None else pd.Series([], dtype=object)
+def _event_rate(part: pd.DataFrame, tau: int) -> dict:
+    known = part["by_tau"].dropna()
     return {**rate_ci(list(known)), "n_unknown": int(len(part) - len(known)), "tau": tau}
 
 
-def _with_event_column(frame: pd.DataFrame, tau: int | None) -> pd.DataFrame:
+def _with_event_column(frame: pd.DataFrame, tau: int) -> pd.DataFrame:
     frame = frame.copy()
-    frame["by_tau"] = [event_by(v, c, tau) if tau is not None else None
-                       for v, c in zip(frame["latency"], frame["censored"])]
+    frame["by_tau"] = [event_by(v, c, tau, e) for v, c, e in zip(frame["latency"], frame["censored"], frame["ended"])]
     frame["stale"] = (frame["outcome"] == "stale").astype(float).where(frame["outcome"].notna())
     frame["event"] = frame["by_tau"].map(lambda v: None if v is None else float(v))
     frame["notes_known"] = frame["notes"].map(lambda v: None if v is None else float(bool(v)))
@@ -229,9 +229,10 @@ def coverage(frame: pd.DataFrame, points: list[str], skipped: list[dict]) -> lis
     for entry in skipped or []:
         if entry.get("problem_id") is not None and entry.get("point") is not None:
             reasons.setdefault((entry["problem_id"], entry["point"]), entry.get("reason") or "")
+    measured = {problem_id: set(part["point"]) for problem_id, part in frame.groupby("problem_id")}
     out = []
-    for problem_id, part in frame.groupby("problem_id", sort=True):
-        missing = [p for p in points if p not in set(part["point"])]
+    for problem_id in sorted(set(measured) | {pid for pid, point in reasons if point in points}):
+        missing = [p for p in points if p not in measured.get(problem_id, set())]
         if missing:
             out.append({"problem_id": problem_id, "missing_points": missing,
                         "reasons": {p: reasons.get((problem_id, p), "no record") for p in missing}})
@@ -250,7 +251,7 @@ def _section_points(frame: pd.DataFrame) -> tuple[str | None, list[str]]:
 
 
 def position_section(records: list[dict], skipped: list[dict] | None = None, event: str = LEAD_EVENT,
-                     seed: int = 0, n_resamples: int = 2000) -> dict:
+                     seed: int = 0, n_resamples: int = 2000, horizon: int = HORIZON) -> dict:
     """The ``by_position`` section of ``metrics.json`` from calibrated records (see the module
     docstring); ``{"available": False, "reason": ...}`` for a run with fewer than
     :data:`MIN_POINTS` numeric points of one kind."""
@@ -260,7 +261,7 @@ def position_section(records: list[dict], skipped: list[dict] | None = None, eve
         return {"available": False, "event": event,
                 "reason": f"{len(points)} numeric injection point(s) of one kind; a trend needs {MIN_POINTS} or more"}
     frame = frame[frame["kind"] == kind]
-    tau = common_horizon(frame)
+    tau = horizon
     frame = _with_event_column(frame, tau)
     solved, outcomes = solved_problems(records)
     on_solved = frame[frame["problem_id"].isin(solved)]
@@ -274,7 +275,7 @@ def position_section(records: list[dict], skipped: list[dict] | None = None, eve
                 "condition": condition, "point": point, "position": point_position(point)[1],
                 "n_changed": int(len(part)), "n_solved": int(len(solved_part)),
                 "outcomes": _outcome_shares(solved_part), "event": _event_rate(part, tau),
-                "restricted_mean_latency": restricted_mean(part["latency"], part["censored"], tau),
+                "restricted_mean_latency": restricted_mean(part["latency"], part["censored"], tau, part["ended"]),
                 "gap": mean_ci(pd.to_numeric(part["gap"], errors="coerce"), CONFIDENCE, n_resamples, seed),
                 "notes_share": rate_ci(list(part["notes"])),
             })

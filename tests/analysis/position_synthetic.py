@@ -43,7 +43,7 @@ def sweep_records(n_problems=30, seed=0, stale_slope=0.0, event_slope=0.0, notes
                 notes = bool(rng.random() < position)
                 stale = rng.random() < 1 / (1 + np.exp(-(-0.5 + stale_slope * position + notes_effect * notes + effect)))
                 event = rng.random() < 1 / (1 + np.exp(-(0.5 + event_slope * position - effect)))
-                latency = int(rng.integers(1, N_AFTER)) if event else N_AFTER
+                latency = int(rng.integers(1, 20)) if event else N_AFTER  # events within the horizon
                 records.append(_record(problem_id, condition, point, "stale" if stale else "adapted", latency,
                                        not event, notes, gap=float(rng.normal(0.2, 0.05))))
     return records

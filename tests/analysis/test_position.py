@@ -1,7 +1,7 @@
 """The position sweep's analysis on synthetic records (measure.analysis.position)."""
 
 import numpy as np
-from position_synthetic import N_AFTER, POINTS, _record, sweep_records
+from position_synthetic import POINTS, _record, sweep_records
 from scipy import stats
 
 from measure.analysis.position import (
@@ -84,16 +84,17 @@ def test_shares_and_rates_count_the_runs():
     row = next(r for r in section["rows"] if r["condition"] == "flush" and r["point"] == "f0.5")
     assert row["outcomes"]["stale"]["k"] == sum(r["metrics"]["outcome"] == "stale" for r in runs)
     assert row["outcomes"]["stale"]["n"] == 20
-    assert section["tau"] == N_AFTER
+    assert section["tau"] == 20
     events = sum(not r["metrics"]["adaptation_latency_censored"] for r in runs)
     assert row["event"]["k"] == events and row["event"]["n"] == 20
 
 
-def test_event_by_tau_leaves_runs_too_short_unknown():
+def test_event_by_tau_leaves_only_runs_cut_short_unknown():
     assert event_by(3, False, 10) is True
     assert event_by(12, False, 10) is False
     assert event_by(10, True, 10) is False
-    assert event_by(6, True, 10) is None
+    assert event_by(6, True, 10) is None  # cut by the token limit after 6 tokens
+    assert event_by(6, True, 10, ended=True) is False  # ended by itself: never adapts
     assert event_by(None, None, 10) is None
 
 
@@ -102,6 +103,15 @@ def test_restricted_mean_is_the_mean_of_min_latency_tau_without_censoring():
     out = restricted_mean(latencies, [False] * 4, tau=10)
     assert abs(out["estimate"] - np.mean(np.minimum(latencies, 10))) < 1e-9
     assert out["ci_low"] <= out["estimate"] <= out["ci_high"]
+
+
+def test_a_run_that_ended_without_an_event_counts_as_never_adapting():
+    """Stopped by itself after 3 tokens with no event: min(latency, tau) is tau, not unknown."""
+    out = restricted_mean([2, 3, 5], [False, True, False], tau=10, ended=[False, True, False])
+    assert abs(out["estimate"] - (2 + 10 + 5) / 3) < 1e-9
+    # Cut by the token limit instead: censored at 3, the Kaplan-Meier curve falls to 0 at 5.
+    cut = restricted_mean([2, 3, 5], [False, True, False], tau=10, ended=[False, False, False])
+    assert abs(cut["estimate"] - (2 + 3 * 2 / 3)) < 1e-9
 
 
 def test_notes_split_counts_and_tests_by_flag():

@@ -136,3 +136,24 @@ def test_compare_models_without_a_sweep_has_no_section(tmp_path, metrics_and_rec
     result = compare_models([_run_folder(tmp_path / "a", "model-a", one_point),
                              _run_folder(tmp_path / "b", "model-b", one_point)])
     assert result["by_position"] is None and 'id="by-position"' not in render_comparison(result)
+
+
+def test_real_records_carry_the_notes_flag(session_records):
+    """problem_records (tiny model, real engine) writes the flag: None for the references, for every
+    other run the flag of the text it generated before the change."""
+    from measure.data import load_pairs
+    from measure.metrics.notes import notes_before_change
+    from measure.model.load import load_model
+
+    tokenizer = load_model("tiny:llama").tokenizer
+    pairs = {pair.id: pair for pair in load_pairs("builtin", limit=3)}
+    checked = 0
+    for record in session_records:
+        flag = record["notes_before_change"]
+        if record["condition"] in ("ignore", "oracle"):
+            assert flag is None
+            continue
+        before = tokenizer.decode(record["tokens"]["generated"][:record["t0"]], skip_special_tokens=True)
+        assert flag is notes_before_change(pairs[record["problem_id"]], before)
+        checked += 1
+    assert checked > 0
