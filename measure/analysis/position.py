@@ -15,11 +15,13 @@ token counts ``t16``) gets the ``by_position`` section of ``metrics.json``
   lifelines), over the changed problems;
 - the adaptation gap (mean, bootstrap CI), over the changed problems;
 
-and per condition a trend test across points, clustered by problem (the same problem appears at
-every point): a GEE logistic regression (statsmodels, exchangeable working correlation,
-bias-reduced sandwich covariance for few clusters) of "stale" and of "event by tau" on the
-position, Holm-adjusted over the section's tests, and the same regression with the notes flag as a
-covariate. Problems measured at only some points stay in and are listed with the reasons.
+and per condition a trend test across points of "stale" and of "event within tau" that respects
+the clustering by problem (the same problem appears at every point): a within-problem permutation
+test (exact whatever the number of problems; Holm-adjusted over the section's tests; it decides
+the direction), and for the size of the effect a GEE logistic regression (statsmodels,
+exchangeable working correlation, bias-reduced sandwich covariance for few clusters) on the
+position, alone and with the notes flag as a covariate. Problems measured at only some points stay
+in and are listed with the reasons.
 
 Why one horizon ``tau`` (:data:`HORIZON`, the adaptation gap's 20 tokens): a late change leaves
 fewer tokens of the budget, so "an event anywhere in the run" would fall with position by
@@ -61,6 +63,11 @@ GAP = "adaptation_gap"
 MIN_POINTS = 3  # a trend needs three points at least
 HORIZON = DEFAULT_GAP_TOKENS  # tau: the tokens after the change the event is looked for in
 CONFIDENCE = 0.95
+#: A fitted log-odds change across a covariate's range beyond this is separation (an estimate
+#: running off to infinity), not an effect: the fit is reported as having no estimate.
+MAX_LOG_ODDS = 10.0
+MIN_EACH = 3  # runs with and without the response a GEE fit needs at least (else: no estimate)
+N_PERMUTATIONS = 4999
 _POINT_LABEL = re.compile(r"([tf])([0-9.]+)")
 
 
@@ -172,10 +179,13 @@ def gee_logistic(frame: pd.DataFrame, response: str, covariates: tuple[str, ...]
            "n_problems": int(data["problem_id"].nunique()), "n_positive": int(y.sum()) if len(y) else 0,
            "method": "GEE logistic, exchangeable working correlation, clustered by problem, bias-reduced sandwich SE",
            "terms": {}, "reason": None}
-    if out["n_problems"] < 2:
+    if not len(data):
+        out["reason"] = f"no run with a known {response}"
+    elif out["n_problems"] < 2:
         out["reason"] = "fewer than two problems"
-    elif y.min(initial=1) == y.max(initial=0):
-        out["reason"] = f"no variation: every run is {'1' if len(y) and y[0] else '0'}"
+    elif min(y.sum(), len(y) - y.sum()) < MIN_EACH:
+        out["reason"] = (f"too few runs on one side: {int(y.sum())} with {response} and {int(len(y) - y.sum())} "
+                         f"without (a fit needs {MIN_EACH} of each)")
     elif constant := [c for c in covariates if data[c].astype(float).nunique() < 2]:
         out["reason"] = f"no variation in {', '.join(constant)}"
     if out["reason"]:
@@ -195,12 +205,44 @@ def gee_logistic(frame: pd.DataFrame, response: str, covariates: tuple[str, ...]
     if not (np.all(np.isfinite(params)) and np.all(np.isfinite(bse))):
         out["reason"] = "the fit did not converge (infinite or undefined estimates: separation)"
         return out
+    spans = [float(np.ptp(data[c].astype(float).to_numpy())) for c in covariates]
+    if any(abs(coef) * span > MAX_LOG_ODDS for coef, span in zip(params[1:], spans)):
+        out["reason"] = ("separation: an odds ratio across a covariate's range beyond e^"
+                         f"{MAX_LOG_ODDS} (one side of it is all 0 or all 1)")
+        return out
     z = scipy_stats.norm.ppf(0.5 + confidence / 2)
     for index, name in enumerate(covariates, start=1):
         coef, se = float(params[index]), float(bse[index])
         out["terms"][name] = {"coef": coef, "se": se, "ci_low": coef - z * se, "ci_high": coef + z * se,
                               "p": float(2 * scipy_stats.norm.sf(abs(coef / se))) if se > 0 else None}
     out["fit_warnings"] = notes
+    return out
+
+
+def permutation_trend(frame: pd.DataFrame, response: str, seed: int = 0,
+                      n_permutations: int = N_PERMUTATIONS) -> dict:
+    """Within-problem permutation test of a trend of the 0/1 ``response`` in ``position``: the
+    statistic is sum(position x response) centred on its expectation under permutation; each
+    problem's positions are shuffled among its own runs (the problem is the unit that repeats, so
+    problem effects cancel). Two-sided p = (1 + #|T_perm| >= |T_obs|) / (1 + permutations); the
+    sign of ``statistic`` gives the direction (positive: more of ``response`` later). Exact under
+    the null of no position effect within problems, whatever the number of problems."""
+    data = frame.dropna(subset=[response, "position"])
+    out = {"response": response, "statistic": None, "p": None, "n_permutations": n_permutations,
+           "n_runs": int(len(data)), "n_problems": int(data["problem_id"].nunique())}
+    groups = [(part["position"].astype(float).to_numpy(), part[response].astype(float).to_numpy())
+              for _, part in data.groupby("problem_id") if len(part) > 1]
+    if not groups:
+        return out
+    rng = np.random.default_rng(seed)
+    observed, permuted = 0.0, np.zeros(n_permutations)
+    for positions, values in groups:
+        centred = positions - positions.mean()
+        observed += float(centred @ values)
+        shuffled = rng.permuted(np.tile(values, (n_permutations, 1)), axis=1)
+        permuted += shuffled @ centred
+    extreme = np.sum(np.abs(permuted) >= abs(observed) - 1e-12)
+    out.update(statistic=observed, p=float((1 + extreme) / (1 + n_permutations)))
     return out
 
 
@@ -280,10 +322,10 @@ def position_section(records: list[dict], skipped: list[dict] | None = None, eve
                 "notes_share": rate_ci(list(part["notes"])),
             })
         for response, data in (("stale", solved_runs), ("event", runs)):
-            plain = gee_logistic(data, response)
-            with_notes = gee_logistic(data, response, ("position", "notes_known"))
             trends.append({"condition": condition, "response": response, "position_range": _range(points),
-                           "trend": plain, "with_notes": with_notes})
+                           "permutation": permutation_trend(data, response, seed),
+                           "trend": gee_logistic(data, response),
+                           "with_notes": gee_logistic(data, response, ("position", "notes_known"))})
     _adjust(trends)
     return json_safe({
         "available": True, "event": event, "point_kind": "fraction of the ignore run" if kind == "f" else "tokens",
@@ -302,12 +344,10 @@ def _range(points: list[str]) -> float:
 
 
 def _adjust(trends: list[dict]) -> None:
-    """Holm over every position slope of the section (conditions x responses), plain fits."""
-    terms = [entry["trend"]["terms"].get("position") for entry in trends]
-    adjusted = holm([term["p"] if term else None for term in terms])
-    for term, p_holm in zip(terms, adjusted):
-        if term is not None:
-            term["p_holm"] = p_holm
+    """Holm over the section's permutation tests (conditions x responses)."""
+    adjusted = holm([entry["permutation"]["p"] for entry in trends])
+    for entry, p_holm in zip(trends, adjusted):
+        entry["permutation"]["p_holm"] = p_holm
 
 
 def _condition_order(name: str) -> tuple:

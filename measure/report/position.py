@@ -32,7 +32,7 @@ def odds_ratio(term: dict | None, span: float) -> dict | None:
     """A GEE slope as the odds ratio from the first point to the last (``span`` apart)."""
     if not term:
         return None
-    return {name: math.exp(term[key] * span) for name, key in
+    return {name: math.exp(min(term[key] * span, 700.0)) for name, key in  # 700: exp() overflows past ~709
             (("estimate", "coef"), ("ci_low", "ci_low"), ("ci_high", "ci_high"))}
 
 
@@ -41,24 +41,24 @@ def _or_text(ratio: dict | None) -> str:
 
 
 def direction(entry: dict) -> str:
-    """``later worse``, ``earlier worse`` or ``none detected`` for a trend entry (Holm p < ALPHA):
-    worse is more stale, or fewer events."""
-    term = entry["trend"]["terms"].get("position")
-    if not term or term.get("p_holm") is None or term["p_holm"] >= ALPHA:
+    """``later worse``, ``earlier worse`` or ``none detected`` for a trend entry: the within-problem
+    permutation test's Holm p below ALPHA decides; worse is more stale, or fewer events."""
+    test = entry.get("permutation") or {}
+    if test.get("p_holm") is None or test["p_holm"] >= ALPHA or not test.get("statistic"):
         return "none detected"
-    rising = term["coef"] > 0
+    rising = test["statistic"] > 0
     return "later worse" if rising == (entry["response"] == "stale") else "earlier worse"
 
 
 def _trend_clause(entry: dict, first: str, last: str) -> tuple[str, dict]:
-    trend = entry["trend"]
+    test, trend = entry["permutation"], entry["trend"]
     term = trend["terms"].get("position")
-    if term is None:
-        return f"no trend test ({trend['reason']})", {"p": None}
-    ratio = odds_ratio(term, entry["position_range"])
-    text = (f"odds ratio {first} to {last} {_or_text(ratio)}, GEE p {_p(term['p'])}, Holm p {_p(term.get('p_holm'))}"
-            f" ({trend['n_runs']} runs, {trend['n_problems']} problems): {direction(entry)}")
-    return text, {"odds_ratio": ratio["estimate"], "p": term["p"], "p_holm": term.get("p_holm")}
+    size = (f"GEE odds ratio {first} to {last} {_or_text(odds_ratio(term, entry['position_range']))}"
+            if term else f"no GEE estimate ({trend['reason']})")
+    text = (f"{size}; within-problem permutation p {_p(test['p'])}, Holm p {_p(test.get('p_holm'))} "
+            f"({test['n_runs']} runs, {test['n_problems']} problems): {direction(entry)}")
+    return text, {"odds_ratio": odds_ratio(term, entry["position_range"])["estimate"] if term else None,
+                  "p": test["p"], "p_holm": test.get("p_holm")}
 
 
 def _notes_clause(entry: dict, first: str, last: str) -> str:
@@ -228,8 +228,8 @@ def compare_position(sections: dict[str, dict]) -> dict | None:
                           if (e["condition"], e["response"]) == (entry["condition"], entry["response"])), None)
             term = (other or {}).get("trend", {}).get("terms", {}).get("position")
             cells[label] = None if other is None else {
-                "odds_ratio": odds_ratio(term, other["position_range"]), "p": (term or {}).get("p"),
-                "p_holm": (term or {}).get("p_holm"), "direction": direction(other),
+                "odds_ratio": odds_ratio(term, other["position_range"]), "p": other["permutation"]["p"],
+                "p_holm": other["permutation"].get("p_holm"), "direction": direction(other),
                 "reason": other["trend"].get("reason")}
         trends.append({"condition": entry["condition"], "response": entry["response"], "models": cells})
     return {"models": labels, "tau": {label: s["tau"] for label, s in sections.items()},

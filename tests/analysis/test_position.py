@@ -8,6 +8,7 @@ from measure.analysis.position import (
     event_by,
     gee_logistic,
     notes_split,
+    permutation_trend,
     point_position,
     position_frame,
     position_section,
@@ -32,7 +33,11 @@ def test_a_planted_trend_is_found_in_stale_and_in_the_event():
     event = _trend(section, "injection", "event")["trend"]["terms"]["position"]
     assert stale["coef"] > 0 and stale["p"] < 0.01
     assert event["coef"] < 0 and event["p"] < 0.01
-    assert stale["p_holm"] >= stale["p"]
+    for response in ("stale", "event"):
+        test = _trend(section, "injection", response)["permutation"]
+        assert test["p"] < 0.01 and test["p_holm"] >= test["p"]
+    assert _trend(section, "injection", "stale")["permutation"]["statistic"] > 0
+    assert _trend(section, "injection", "event")["permutation"]["statistic"] < 0
 
 
 def test_no_trend_fires_at_about_alpha_over_seeds():
@@ -43,6 +48,19 @@ def test_no_trend_fires_at_about_alpha_over_seeds():
         frame = position_frame(sweep_records(n_problems=30, seed=seed, conditions=("injection",)))
         frame["stale"] = (frame["outcome"] == "stale").astype(float)
         fired.append(gee_logistic(frame, "stale")["terms"]["position"]["p"] < 0.05)
+    _assert_about_alpha(fired)
+
+
+def test_the_permutation_test_fires_at_about_alpha_over_seeds():
+    fired = []
+    for seed in range(200):
+        frame = position_frame(sweep_records(n_problems=30, seed=seed, conditions=("injection",)))
+        frame["stale"] = (frame["outcome"] == "stale").astype(float)
+        fired.append(permutation_trend(frame, "stale", seed=seed, n_permutations=999)["p"] < 0.05)
+    _assert_about_alpha(fired)
+
+
+def _assert_about_alpha(fired):
     k = int(np.sum(fired))
     assert stats.binomtest(k, len(fired), 0.05).pvalue > 0.01, f"fired {k} of {len(fired)}"
     interval = stats.binomtest(k, len(fired)).proportion_ci(0.99)
@@ -125,3 +143,14 @@ def test_notes_split_counts_and_tests_by_flag():
     assert row["stale"]["with_notes"]["k"] == 4 and row["stale"]["without_notes"]["k"] == 0
     assert abs(row["stale"]["p"] - stats.fisher_exact([[4, 0], [0, 4]]).pvalue) < 1e-12
     assert row["outcome_counts"]["True"] == {"stale": 4}
+
+
+def test_separation_gives_no_estimate_not_a_huge_one():
+    """Every run with notes is stale and every run without is adapted: no finite odds ratio."""
+    records = sweep_records(n_problems=20, seed=2)
+    for record in records:
+        if "notes_before_change" in record:
+            record["metrics"]["outcome"] = "stale" if record["notes_before_change"] else "adapted"
+    section = position_section(records, n_resamples=200)
+    entry = next(t for t in section["trends"] if (t["condition"], t["response"]) == ("injection", "stale"))
+    assert entry["with_notes"]["terms"] == {} and "separation" in entry["with_notes"]["reason"]

@@ -71,7 +71,8 @@ def test_findings_state_the_trend_and_the_notes_split(metrics_and_records):
     metrics, _ = metrics_and_records
     findings = metrics["findings"]
     sentences = {s["condition"]: s for s in findings["by_position"]["sentences"]}
-    assert "trend in stale: odds ratio f0.1 to f0.9" in sentences["injection"]["text"]
+    assert "trend in stale: GEE odds ratio f0.1 to f0.9" in sentences["injection"]["text"]
+    assert "within-problem permutation p" in sentences["injection"]["text"]
     assert sentences["injection"]["direction"]["stale"] in ("later worse", "none detected")
     notes = [s for s in findings["notes"] if s["condition"] == "injection"]
     assert notes and all("0 of" in s["text"] for s in notes)  # notes set exactly when stale: none adapted
