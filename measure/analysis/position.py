@@ -32,8 +32,10 @@ the token limit before ``tau`` with no event is unknown: it is left out of the r
 min(latency, tau): the Kaplan-Meier curve's area up to ``tau``.
 
 :func:`notes_split` gives, for any run (one point or many), the outcomes and event rates split by
-the notes flag per condition and point, with Fisher exact tests. The flag is a covariate, never a
-filter: runs whose flag is unknown (records written before it existed) are counted apart.
+the notes flag per condition and point, with Fisher exact tests. Per condition it pools the points
+with a Mantel-Haenszel odds ratio stratified by point (:func:`mantel_haenszel`). The flag is a
+covariate, never a filter: runs whose flag is unknown (records written before it existed) are
+counted apart.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import statsmodels.api as sm
 from lifelines import KaplanMeierFitter
 from lifelines.utils import restricted_mean_survival_time
 from scipy import stats as scipy_stats
+from statsmodels.stats.contingency_tables import StratifiedTable
 
 from measure.analysis.outcomes import outcome_summary
 from measure.analysis.stats import holm, json_safe, mean_ci, rate_ci
@@ -396,9 +399,43 @@ def notes_split(records: list[dict], event: str = LEAD_EVENT) -> dict:
             "stale": fisher(solved_flags, [None if o is None else o == "stale" for o in outcome]),
             "event": fisher(flags, [None if c is None else not c for c in censored]),
         })
-    return json_safe({"event": event, "rows": rows, "solved_problems": len(solved),
+    pooled = [mantel_haenszel([r for r in rows if r["condition"] == condition], outcome)
+              for condition in dict.fromkeys(r["condition"] for r in rows) for outcome in ("adapted", "stale")]
+    return json_safe({"event": event, "rows": rows, "pooled": pooled, "solved_problems": len(solved),
                       "definition": ("notes: the text generated before the change already holds a quantity the "
                                      "change affects (a story: an answer to A); measure.metrics.notes")})
+
+
+def mantel_haenszel(rows: list[dict], outcome: str) -> dict:
+    """One condition's notes split of ``outcome`` pooled over its points, stratified by point
+    (the flag rises with the position, so an unstratified table would mix the two): the
+    Mantel-Haenszel odds ratio (with notes vs without) with its CI and the test of odds ratio 1.
+    Points where every known flag is the same carry no information and are left out."""
+    tables = []
+    for row in rows:
+        with_notes, without = row[outcome]["with_notes"], row[outcome]["without_notes"]
+        if with_notes["n"] and without["n"]:
+            tables.append(np.array([[with_notes["k"], with_notes["n"] - with_notes["k"]],
+                                    [without["k"], without["n"] - without["k"]]], dtype=float))
+    out = {"condition": rows[0]["condition"] if rows else None, "outcome": outcome, "n_points": len(tables),
+           "n_runs": int(sum(t.sum() for t in tables)), "odds_ratio": None, "ci_low": None, "ci_high": None,
+           "p": None, "with_notes": _pooled_rate(rows, outcome, "with_notes"),
+           "without_notes": _pooled_rate(rows, outcome, "without_notes")}
+    if not tables:
+        return out
+    table = StratifiedTable(tables)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")
+        low, high = table.oddsratio_pooled_confint()
+        out.update(odds_ratio=float(table.oddsratio_pooled), ci_low=float(low), ci_high=float(high),
+                   p=float(table.test_null_odds().pvalue))
+    return out
+
+
+def _pooled_rate(rows: list[dict], outcome: str, side: str) -> dict:
+    k = sum(row[outcome][side]["k"] for row in rows)
+    n = sum(row[outcome][side]["n"] for row in rows)
+    return rate_ci([True] * k + [False] * (n - k))
 
 
 def _same(flag, wanted) -> bool:

@@ -118,13 +118,29 @@ def notes_sentences(notes: dict | None) -> list[dict]:
     return out
 
 
+def pooled_notes_sentences(notes: dict | None) -> list[dict]:
+    """Per condition and outcome: the notes split over all points, stratified by point."""
+    out = []
+    for entry in (notes or {}).get("pooled", []):
+        if entry["odds_ratio"] is None:
+            continue
+        text = (f"{entry['condition']}, all points: {entry['outcome']} in {_rate(entry['with_notes'])} of the solved runs "
+                f"with notes written before the change and {_rate(entry['without_notes'])} of those without; "
+                f"Mantel-Haenszel odds ratio stratified by point {fmt(entry['odds_ratio'])} (95% CI "
+                f"{fmt(entry['ci_low'])}–{fmt(entry['ci_high'])}), p {_p(entry['p'])}, over {entry['n_points']} "
+                f"point(s) with runs on both sides ({entry['n_runs']} runs).")
+        out.append({"condition": entry["condition"], "outcome": entry["outcome"], "text": text,
+                    "cites": {"odds_ratio": entry["odds_ratio"], "p": entry["p"]}})
+    return out
+
+
 def position_findings(metrics: dict) -> dict:
     """The ``by_position`` and ``notes`` entries of the ``findings`` section."""
     section = metrics.get("by_position") or {}
     return {"by_position": {"available": bool(section.get("available")), "reason": section.get("reason"),
                             "sentences": position_sentences(section),
                             "partial_problems": section.get("partial_problems", [])},
-            "notes": notes_sentences(metrics.get("notes"))}
+            "notes": pooled_notes_sentences(metrics.get("notes")) + notes_sentences(metrics.get("notes"))}
 
 
 def position_text(findings: dict) -> list[str]:

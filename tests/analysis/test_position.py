@@ -7,6 +7,7 @@ from scipy import stats
 from measure.analysis.position import (
     event_by,
     gee_logistic,
+    mantel_haenszel,
     notes_split,
     permutation_trend,
     point_position,
@@ -154,3 +155,22 @@ def test_separation_gives_no_estimate_not_a_huge_one():
     section = position_section(records, n_resamples=200)
     entry = next(t for t in section["trends"] if (t["condition"], t["response"]) == ("injection", "stale"))
     assert entry["with_notes"]["terms"] == {} and "separation" in entry["with_notes"]["reason"]
+
+
+def _split_row(point, with_stale, with_n, without_stale, without_n):
+    def side(k, n):
+        return {"k": k, "n": n}
+    return {"condition": "flush", "point": point,
+            "stale": {"with_notes": side(with_stale, with_n), "without_notes": side(without_stale, without_n)}}
+
+
+def test_the_pooled_notes_split_is_stratified_by_point():
+    """Within each point the flag does nothing (same share stale on both sides); the flag is
+    common where stale is common, so a pooled table would show an effect: Mantel-Haenszel does not."""
+    rows = [_split_row("f0.1", 1, 5, 4, 20), _split_row("f0.9", 16, 20, 4, 5)]
+    pooled = mantel_haenszel(rows, "stale")
+    assert abs(pooled["odds_ratio"] - 1.0) < 1e-9 and pooled["p"] > 0.5
+    assert pooled["with_notes"]["k"] == 17 and pooled["with_notes"]["n"] == 25
+    crude = stats.fisher_exact([[17, 8], [8, 17]])
+    assert crude.pvalue < 0.05  # what an unstratified table would have claimed
+    assert mantel_haenszel([_split_row("f0.1", 0, 0, 4, 20)], "stale")["odds_ratio"] is None

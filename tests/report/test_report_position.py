@@ -74,7 +74,7 @@ def test_findings_state_the_trend_and_the_notes_split(metrics_and_records):
     assert "trend in stale: GEE odds ratio f0.1 to f0.9" in sentences["injection"]["text"]
     assert "within-problem permutation p" in sentences["injection"]["text"]
     assert sentences["injection"]["direction"]["stale"] in ("later worse", "none detected")
-    notes = [s for s in findings["notes"] if s["condition"] == "injection"]
+    notes = [s for s in findings["notes"] if s["condition"] == "injection" and "point" in s]
     assert notes and all("0 of" in s["text"] for s in notes)  # notes set exactly when stale: none adapted
     text = findings_text(findings)
     assert "By position" in text and "Notes written before the change" in text
