@@ -109,13 +109,21 @@ def notes_sentences(notes: dict | None) -> list[dict]:
         text = (f"{row['condition']} at {row['point']}: of the solved runs that had already written a quantity the "
                 f"change affects before it, {_count(adapted['with_notes'])} adapted and {_count(stale['with_notes'])} "
                 f"stale; of those that had not, {_count(adapted['without_notes'])} adapted and "
-                f"{_count(stale['without_notes'])} stale (Fisher p {_p(adapted['p'])} adapted, {_p(stale['p'])} stale); "
-                f"{notes['event']} event in {_count(event['with_notes'])} vs {_count(event['without_notes'])} runs on "
-                f"changed problems (Fisher p {_p(event['p'])})"
+                f"{_count(stale['without_notes'])} stale (Fisher p {_p(adapted['p'])} adapted, {_p(stale['p'])} stale)"
+                + (f"; {notes['event']} event in {_count(event['with_notes'])} vs {_count(event['without_notes'])} "
+                   f"runs on changed problems (Fisher p {_p(event['p'])})"
+                   if event["with_notes"].get("n") or event["without_notes"].get("n")
+                   else f"; no known {notes['event']} event (uncalibrated)")
                 + (f"; {row['n_unknown']} runs with no flag recorded" if row["n_unknown"] else "") + ".")
         out.append({"condition": row["condition"], "point": row["point"], "text": text,
                     "cites": {"adapted_p": adapted["p"], "stale_p": stale["p"], "event_p": event["p"]}})
     return out
+
+
+def _ci(entry: dict) -> str:
+    if entry.get("ci_low") is None or entry.get("ci_high") is None:
+        return "no CI: a stratum has an empty cell"
+    return f"95% CI {fmt(entry['ci_low'])}–{fmt(entry['ci_high'])}"
 
 
 def pooled_notes_sentences(notes: dict | None) -> list[dict]:
@@ -126,8 +134,8 @@ def pooled_notes_sentences(notes: dict | None) -> list[dict]:
             continue
         text = (f"{entry['condition']}, all points: {entry['outcome']} in {_rate(entry['with_notes'])} of the solved runs "
                 f"with notes written before the change and {_rate(entry['without_notes'])} of those without; "
-                f"Mantel-Haenszel odds ratio stratified by point {fmt(entry['odds_ratio'])} (95% CI "
-                f"{fmt(entry['ci_low'])}–{fmt(entry['ci_high'])}), p {_p(entry['p'])}, over {entry['n_points']} "
+                f"Mantel-Haenszel odds ratio stratified by point {fmt(entry['odds_ratio'])} ({_ci(entry)}), "
+                f"p {_p(entry['p'])}, over {entry['n_points']} "
                 f"point(s) with runs on both sides ({entry['n_runs']} runs).")
         out.append({"condition": entry["condition"], "outcome": entry["outcome"], "text": text,
                     "cites": {"odds_ratio": entry["odds_ratio"], "p": entry["p"]}})
