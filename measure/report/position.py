@@ -188,6 +188,9 @@ def position_figure_svg(section: dict, title: str | None = None) -> str | None:
             errors = [[y - e["ci_low"] for y, e in zip(ys, entries)], [e["ci_high"] - y for y, e in zip(ys, entries)]]
             ax.errorbar(xs, ys, yerr=errors, color=color_for(condition), marker="o", markersize=3.5, linewidth=1.2,
                         capsize=2, label=condition)
+    if not any(r["event"].get("estimate") is not None for r in section["rows"]):
+        axes[1].text(0.5, 0.5, "no run with a known event\n(uncalibrated at these points)", ha="center", va="center",
+                     transform=axes[1].transAxes, fontsize=8, color="#656d76")
     kind = section["point_kind"]
     axes[0].set_title(f"share stale (problems solved uninterrupted, n = {section['n_solved']})", fontsize=9)
     axes[1].set_title(f"{section['event']} event within {section['tau']} tokens (changed problems)", fontsize=9)
