@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch (a plain `torch` requirement would pull a multi-GB CUDA build).
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: setup run lint test test-all suites baseline check-baseline bench browser-deps clean
+.PHONY: setup run sweep lint test test-all suites baseline check-baseline bench browser-deps clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,15 @@ $(STAMP): pyproject.toml
 # conditions at one point (t8); its figures are in README.md.
 run: setup
 	$(BIN)/measure run --out reports/latest
+
+# The position sweep (docs/position.md): when the update arrives, five points relative to the ignore
+# run's length, the four ways of taking a change in plus the references. About 20x the default run's
+# decoding; the attention, hidden-state and semantic measurements are left out (the By-position
+# section reads none of them). One thread: on a shared, loaded CPU two threads mostly wait on each other.
+SWEEP_ARGS = --points 0.1,0.3,0.5,0.7,0.9 --max-new-tokens 96 --conditions ignore,oracle,injection,flush,partial,noise \
+	--no-attention --no-hidden-states --no-semantic
+sweep: setup
+	OMP_NUM_THREADS=1 $(BIN)/measure run $(SWEEP_ARGS) --out reports/sweep
 
 # Lint (rules in pyproject.toml), fast unit tests, the measurement suites on the embedded model,
 # and the metric-stability gate.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from measure.engine.results import REFERENCE_RUNS, REFERENCES, SPAN_NAMES, RunResult
+from measure.metrics.notes import notes_before_change
 from measure.metrics.semantic import get_embedder, semantic_similarity
 from measure.metrics.summarize import summarize_run
 from measure.records.record import SCHEMA_VERSION
@@ -48,8 +49,9 @@ def _floats(array) -> list:
     return clean(values)
 
 
-def run_record(run: RunResult, problem, metrics: dict) -> dict:
-    """Serialise a run with its problem's identity and its flat metrics row."""
+def run_record(run: RunResult, problem, metrics: dict, notes: bool | None = None) -> dict:
+    """Serialise a run with its problem's identity and its flat metrics row; ``notes`` is the
+    notes flag (:mod:`measure.metrics.notes`; None for a reference run, or unknown)."""
     arrays = {
         "logprob_run": _floats(run.logprob_run),
         "logprob_ref": {ref: _floats(run.logprob_ref[ref]) for ref in REFERENCES},
@@ -93,6 +95,9 @@ def run_record(run: RunResult, problem, metrics: dict) -> dict:
         "schedule": run.schedule,
         "final_problem": run.final_problem,
         "answer_final": final_answer(problem, run.final_problem),
+        # Did the text generated before the change already hold a quantity the change affects (a
+        # story: an answer to A)? Records written before this field lack it: read as unknown.
+        "notes_before_change": notes,
     }
 
 
@@ -124,7 +129,9 @@ def problem_records(result: ProblemResult, problem, tokenizer, semantic: bool) -
             oracle_text, ignore_text = (tokenizer.decode(reference.generated_ids[run.t0:], skip_special_tokens=True)
                                         for reference in (oracle, ignore))
             metrics.update(semantic_similarity(run.continuation_text, oracle_text, ignore_text, embedder=embedder))
-        records.append(run_record(run, problem, metrics))
+        notes = None if run.condition in REFERENCE_RUNS else notes_before_change(
+            problem, tokenizer.decode(run.generated_ids[:run.t0], skip_special_tokens=True))
+        records.append(run_record(run, problem, metrics, notes))
     return records
 
 

@@ -29,12 +29,14 @@ import numpy as np
 
 from measure.analysis import calibration as cal
 from measure.analysis.calibrated import calibrated_records
+from measure.analysis.position import position_section
 from measure.analysis.stats import holm, json_safe, km_median, mean_ci, paired_test
 from measure.records import RUN_FILE, SAMPLES_FILE
 from measure.records.columnar import read_samples
 from measure.records.run_folder import RunFolderError, is_run_folder, read_run_info
 from measure.records.store import latest_by_key
 from measure.report.format import condition_sort_key, point_sort_key
+from measure.report.position import compare_position
 
 JSON_FILE = "compare-models.json"
 HTML_FILE = "compare-models.html"
@@ -242,6 +244,8 @@ def compare_models(folders: list[str | Path], max_positions: int = 40) -> dict:
         "settings": settings,
         "cells": cells,
         "paired": paired_rows(runs, labels, cells),
+        # Side by side when every run is a position sweep (measure.report.position); else None.
+        "by_position": compare_position({label: position_section(run["records"]) for label, run in zip(labels, runs)}),
         "max_positions": max_positions,
         "method": {
             "latencies": "Kaplan-Meier median (95% CI) of each model's own calibrated latency events",

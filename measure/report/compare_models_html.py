@@ -12,6 +12,7 @@ from markupsafe import Markup
 
 from measure.report.html import environment
 from measure.report.plots import _figure, _svg
+from measure.report.position import compare_position_html
 
 MODEL_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
 EVENT_TITLES = {"adaptation_latency": "adaptation", "adaptation_latency_kl": "adaptation (KL)",
@@ -111,4 +112,5 @@ def render_comparison(result: dict) -> str:
     figures = {name: Markup(svg) if svg else None for name, svg in (
         ("gap", gap_svg(result)), ("curves", curves_svg(result)), ("attention", attention_depth_svg(result)))}
     return template.render(result=result, labels=labels, figures=figures, events=EVENT_TITLES,
-                           title="Cross-model comparison: " + " vs ".join(labels))
+                           title="Cross-model comparison: " + " vs ".join(labels),
+                           position_block=compare_position_html(result))  # measure.report.position

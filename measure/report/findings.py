@@ -17,6 +17,8 @@
   first update and from the last, or why a latency has no number;
 - ``calibration``: one sentence per point on the calibration the latencies rest on (alpha, the
   control runs, the held-out false-event rate);
+- ``by_position`` and ``notes``: the position sweep's sentences and the notes split
+  (:mod:`measure.report.position`);
 - ``cannot_say``: what this run cannot support, each item with a ``code`` and a sentence:
   ``too_few_problems``, ``latencies_uncalibrated``, ``censored_share_high``,
   ``false_events_above_alpha``, ``outcomes_uninformative``.
@@ -31,6 +33,7 @@ from measure.analysis.stats import detectable_effect
 from measure.analysis.survival import INCIDENCE_TOKENS
 from measure.metrics.latency import DEFAULT_GAP_TOKENS as GAP_TOKENS
 from measure.report.format import fmt, fmt_pct, point_sort_key
+from measure.report.position import position_findings, position_text
 
 #: Fewer changed problems than this at a point: paired comparisons have little power (with 5
 #: pairs a two-sided Wilcoxon test cannot reach p < 0.05 at all).
@@ -380,7 +383,8 @@ def build_findings(metrics: dict) -> dict:
                        "text": "Outcome rates (adapted, stale) are not reported: "
                                + " ".join(r.rstrip(".") + "." for r in outcomes.get("reasons", []))})
     return {"points": out_points, "strategies": strategies, "calibration": calibration_sentences, "cannot_say": cannot,
-            "min_problems": MIN_PROBLEMS, "max_censored_share": MAX_CENSORED_SHARE}
+            "min_problems": MIN_PROBLEMS, "max_censored_share": MAX_CENSORED_SHARE,
+            **position_findings(metrics)}  # by_position and notes (measure.report.position)
 
 
 def findings_text(findings: dict) -> str:
@@ -397,6 +401,7 @@ def findings_text(findings: dict) -> str:
         lines.append(f"  - {sentence['text']}")
     for sentence in findings.get("calibration", []):
         lines.append(f"  * {sentence['text']}")
+    lines.extend(position_text(findings))  # By position and the notes split (measure.report.position)
     if findings.get("cannot_say"):
         lines.append("What this run cannot say")
         lines.extend(f"  - {item['text']}" for item in findings["cannot_say"])

@@ -32,6 +32,7 @@ from measure.metrics.latency import DEFAULT_GAP_TOKENS
 from measure.records.atomic import write_atomic
 from measure.report import plots
 from measure.report.format import fmt, fmt_pct, point_sort_key
+from measure.report.position import position_html
 from measure.report.strategies import LATENCIES as STRATEGY_LATENCIES
 from measure.report.strategies import strategies_section
 
@@ -366,6 +367,7 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
         "outcome_names": OUTCOMES,
         "strategies": strategy_views(records, metrics),
         "gap_tokens": DEFAULT_GAP_TOKENS,
+        "position_block": position_html(metrics),  # By position and the notes split (measure.report.position)
     }
     return environment().get_template("report.html.j2").render(**context)
 

@@ -35,6 +35,10 @@
 - ``strategies``: per injection strategy with several updates (records with a ``schedule``), the
   updates delivered, curves aligned at each update, gaps and calibrated latencies from the first
   and the last update (:mod:`measure.report.strategies`); empty when the run has none;
+- ``by_position``: with three or more numeric injection points, per condition and point the outcome
+  shares, lead-event rate and restricted mean latency, adaptation gap, and trend tests across
+  points clustered by problem; ``notes``: outcomes and events split by the notes flag
+  (:mod:`measure.analysis.position`);
 - ``findings``: what the run found, in sentences (:mod:`measure.report.findings`);
 - ``warnings``: anything the reader should know (e.g. a torn last line dropped from the store).
 
@@ -59,6 +63,7 @@ from measure.analysis.calibrated import calibrated_records
 from measure.analysis.calibration import DEFAULT_ALPHA
 from measure.analysis.lead import lead_survival, paired_event_tests
 from measure.analysis.outcomes import outcome_summary
+from measure.analysis.position import notes_split, position_section
 from measure.records import (
     METRICS_FILE,
     REPORT_FILE,
@@ -235,6 +240,9 @@ def build_metrics(
         "survival": lead_survival(changed, **kw),
         "paired_events": paired_event_tests(changed),
         "strategies": strategies_section(unique, calibration, **kw),
+        # Position sweep and notes split (measure.analysis.position): the lead event is chosen there.
+        "by_position": position_section(unique, skipped, seed=seed, n_resamples=n_resamples),
+        "notes": notes_split(unique),
         "warnings": list(warnings or []),
     }
     metrics = stats.json_safe(metrics)
