@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from test_plugin import FAKE_HELPERS  # the fake records the plugin tests write
+
 import measure.report.html
 import measure.report.summary
 import measure.run.provenance
@@ -19,21 +21,13 @@ from measure.pytest_plugin.worker_log import WORKERS_DIR, WorkerLog
 
 pytest_plugins = ("pytester",)
 
-HELPERS = '''
-def fake(key, value):
-    problem, condition, point = key.split("/")
-    return {"key": key, "problem_id": problem, "condition": condition, "point": point,
-            "variation_type": "single_number", "metrics": {"kl_oracle_immediate": value}}
-'''
-FIRST = HELPERS + '''
-import pytest
-
+FIRST = FAKE_HELPERS + '''
 
 @pytest.mark.parametrize("i", range(3))
 def test_first(measurement, i):
     measurement.record(fake(f"p{i}/injection/t6", 0.1 * i))
 '''
-SECOND = HELPERS + '''
+SECOND = FAKE_HELPERS + '''
 def test_second(measurement):
     measurement.record(fake("q0/noise/t6", 0.5))
 '''
