@@ -1,0 +1,93 @@
+"""Mutation testing of the core modules with mutmut, one module at a time against its own fast tests.
+
+Usage: ``python scripts/mutation.py [NAME ...]`` (default: every module below, one after another).
+Each module runs in its own scratch copy of the repository (``build/mutation/<name>/``) with a
+``setup.cfg`` that tells mutmut which file to mutate and which tests to run, so runs never share a
+``mutants/`` folder and the worktree is never touched. Prints, per module, the mutants killed,
+survived, timed out and without tests, and the score (killed + timeout over all mutants that some
+test reached); the survivors are listed by ``mutmut results`` inside that module's scratch copy, and
+``mutmut show NAME`` there prints a survivor's diff. Takes a few minutes per module on 2 cores
+(docs/testing.md has the measured times).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / "build" / "mutation"
+
+# name -> (the file mutated, the fast tests that own it)
+MODULES = {
+    "calibration": ("measure/analysis/calibration.py",
+                    ["tests/analysis/test_calibration.py", "tests/analysis/test_calibration_rates.py"]),
+    "answers": ("measure/metrics/answers.py",
+                ["tests/metrics/test_metrics_answers.py", "tests/metrics/test_answers_last_statement.py"]),
+    "latency": ("measure/metrics/latency.py", ["tests/metrics/test_metrics_latency.py"]),
+    "store": ("measure/records/store.py", ["tests/records/test_store.py"]),
+    "run_folder": ("measure/records/run_folder.py", ["tests/records/test_run_folder.py"]),
+    "merge": ("measure/pytest_plugin/merge.py", ["tests/pytest_plugin/test_merge.py"]),
+    "cache": ("measure/engine/cache.py", ["tests/engine/test_sliding_window.py", "tests/engine/test_partial_independent.py",
+                                          "tests/engine/test_cache_edits.py"]),
+}
+COPIED = ["measure", "tests", "fixtures", "pyproject.toml"]
+
+
+def prepare(name: str) -> Path:
+    source, tests = MODULES[name]
+    work = SCRATCH / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for item in COPIED:
+        path = ROOT / item
+        if path.is_dir():
+            shutil.copytree(path, work / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif path.exists():
+            shutil.copy2(path, work / item)
+    (work / "setup.cfg").write_text(
+        "[mutmut]\n"
+        "source_paths = measure\n"
+        f"only_mutate = {source}\n"
+        "pytest_add_cli_args_test_selection =\n" + "".join(f"    {test}\n" for test in tests)
+        + "pytest_add_cli_args =\n    -p\n    no:xdist\n    -p\n    no:randomly\n    -q\n",
+        encoding="utf-8")
+    return work
+
+
+def run(name: str) -> dict:
+    work = prepare(name)
+    mutmut = Path(sys.executable).with_name("mutmut")
+    started = time.monotonic()
+    # One child: the machine is shared, and the modules' tests are quick.
+    subprocess.run([str(mutmut), "run", "--max-children", "1"], cwd=work, check=True)
+    seconds = time.monotonic() - started
+    subprocess.run([str(mutmut), "export-cicd-stats"], cwd=work, check=True, capture_output=True)
+    stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
+    reached = stats["total"] - stats["no_tests"] - stats.get("skipped", 0)
+    caught = stats["killed"] + stats["timeout"]
+    return {"module": name, **stats, "score": caught / reached if reached else None, "seconds": round(seconds)}
+
+
+def main(names: list[str]) -> int:
+    unknown = [name for name in names if name not in MODULES]
+    if unknown:
+        print(f"unknown module(s) {unknown}; choose from {sorted(MODULES)}", file=sys.stderr)
+        return 2
+    results = [run(name) for name in names or list(MODULES)]
+    print("| module | mutants | killed | timeout | survived | no tests | score | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        score = f"{100 * r['score']:.0f}%" if r["score"] is not None else "-"
+        print(f"| {r['module']} | {r['total']} | {r['killed']} | {r['timeout']} | {r['survived']} | {r['no_tests']} "
+              f"| {score} | {r['seconds']} |")
+    (SCRATCH / "scores.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
