@@ -28,14 +28,13 @@ MODULES = {
                     ["tests/analysis/test_calibration.py", "tests/analysis/test_calibration_rates.py"]),
     "answers": ("measure/metrics/answers.py",
                 ["tests/metrics/test_metrics_answers.py", "tests/metrics/test_answers_last_statement.py"]),
-    "latency": ("measure/metrics/latency.py", ["tests/metrics/test_metrics_latency.py"]),
+    "latency": ("measure/metrics/latency.py", ["tests/metrics/test_metrics_latency.py", "tests/metrics/test_latency_edges.py"]),
     "store": ("measure/records/store.py", ["tests/records/test_store.py"]),
     "run_folder": ("measure/records/run_folder.py", ["tests/records/test_run_folder.py"]),
     "merge": ("measure/pytest_plugin/merge.py", ["tests/pytest_plugin/test_merge.py"]),
-    "cache": ("measure/engine/cache.py", ["tests/engine/test_sliding_window.py", "tests/engine/test_partial_independent.py",
-                                          "tests/engine/test_cache_edits.py"]),
+    "cache": ("measure/engine/cache.py", ["tests/engine/test_sliding_window.py", "tests/engine/test_partial_independent.py"]),
 }
-COPIED = ["measure", "tests", "fixtures", "pyproject.toml"]
+COPIED = ["measure", "tests", "fixtures", "pyproject.toml", "conftest.py"]
 
 
 def prepare(name: str) -> Path:
@@ -70,7 +69,23 @@ def run(name: str) -> dict:
     stats = json.loads((work / "mutants" / "mutmut-cicd-stats.json").read_text())
     reached = stats["total"] - stats["no_tests"] - stats.get("skipped", 0)
     caught = stats["killed"] + stats["timeout"]
-    return {"module": name, **stats, "score": caught / reached if reached else None, "seconds": round(seconds)}
+    survivors = write_survivors(name, work)
+    return {"module": name, **stats, "score": caught / reached if reached else None, "seconds": round(seconds),
+            "survivors": survivors}
+
+
+def write_survivors(name: str, work: Path) -> int:
+    """``build/mutation/<name>-survivors.txt``: every surviving mutant and its diff."""
+    mutmut = Path(sys.executable).with_name("mutmut")
+    listing = subprocess.run([str(mutmut), "results"], cwd=work, capture_output=True, text=True).stdout
+    names = [line.split(":")[0].strip() for line in listing.splitlines() if line.strip().endswith(": survived")]
+    parts = []
+    for mutant in names:
+        diff = subprocess.run([str(mutmut), "show", mutant], cwd=work, capture_output=True, text=True).stdout
+        changed = [line for line in diff.splitlines() if line[:2] in ("- ", "+ ")]
+        parts.append(f"{mutant}\n" + "\n".join(changed) + "\n")
+    (SCRATCH / f"{name}-survivors.txt").write_text("\n".join(parts), encoding="utf-8")
+    return len(names)
 
 
 def main(names: list[str]) -> int:
