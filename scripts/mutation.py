@@ -25,7 +25,8 @@ SCRATCH = ROOT / "build" / "mutation"
 # name -> (the file mutated, the fast tests that own it)
 MODULES = {
     "calibration": ("measure/analysis/calibration.py",
-                    ["tests/analysis/test_calibration.py", "tests/analysis/test_calibration_rates.py"]),
+                    ["tests/analysis/test_calibration.py", "tests/analysis/test_calibration_rates.py",
+                     "tests/analysis/test_calibration_fits.py"]),
     "answers": ("measure/metrics/answers.py",
                 ["tests/metrics/test_metrics_answers.py", "tests/metrics/test_answers_last_statement.py"]),
     "latency": ("measure/metrics/latency.py", ["tests/metrics/test_metrics_latency.py", "tests/metrics/test_latency_edges.py"]),

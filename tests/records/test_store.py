@@ -74,3 +74,11 @@ def test_write_records_replaces_the_whole_file(tmp_path):
 def test_latest_by_key_keeps_the_last_written():
     records = [{"key": "a", "v": 1}, {"key": "b", "v": 2}, {"key": "a", "v": 3}]
     assert latest_by_key(records) == {"a": {"key": "a", "v": 3}, "b": {"key": "b", "v": 2}}
+
+
+def test_an_empty_or_blank_file_holds_no_records(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_text("")
+    assert read_store(path) == ([], [])
+    path.write_text("\n\n")
+    assert read_store(path) == ([], [])
