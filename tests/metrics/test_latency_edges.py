@@ -34,3 +34,8 @@ def test_a_curve_exactly_one_window_long_has_one_variance():
 def test_stabilization_needs_variance_strictly_below_eps():
     assert L.stabilization_latency([0.0, 2.0, 0.0, 2.0], eps=1.0, window=2) == (4, True)  # variance exactly 1
     assert L.stabilization_latency([0.0, 2.0, 0.0, 2.0], eps=1.0001, window=2) == (1, False)
+
+
+def test_first_run_defaults_to_one_token_and_reads_any_truthy_values():
+    assert L.first_run([False, True]) == (2, False)
+    assert L.first_run([0.0, 0.5, 2.0], 2) == (2, False)  # non-zero values count as True

@@ -8,6 +8,7 @@ reported with the reason (merge_run's ``missing``).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from test_plugin import FAKE_HELPERS  # the fake records the plugin tests write
@@ -16,7 +17,7 @@ import measure.report.html
 import measure.report.summary
 import measure.run.provenance
 import measure.settings  # noqa: F401  (imported before pytester's in-process runs: see test_plugin.py)
-from measure.pytest_plugin.merge import merge_run
+from measure.pytest_plugin.merge import merge_run, write_session_reports
 from measure.pytest_plugin.worker_log import WORKERS_DIR, WorkerLog
 
 pytest_plugins = ("pytester",)
@@ -80,3 +81,55 @@ def test_merge_reads_one_session_and_names_what_left_no_record(tmp_path):
     assert [(m["nodeid"], m["reason"].split(":")[0]) for m in merged.missing] == [("new_c", "no record")]
     assert "died while running it" in merged.missing[0]["reason"]
     assert merged.warnings == ["1 of 3 measurement tests produced no record: new_c (" + merged.missing[0]["reason"] + ")"]
+
+
+def test_every_reason_a_test_left_no_record_is_named(tmp_path):
+    run_dir = tmp_path / WORKERS_DIR / "1-run"
+    log = WorkerLog(run_dir, "gw0")
+    names = ["skip_plain", "skip_message", "failed", "failed_message", "died", "never"]
+    log.event("collected", tests=[{"nodeid": n, "key": None} for n in names])
+    for name in names[:5]:
+        log.event("start", name)
+    log.event("end", "skip_plain", outcome="skipped", message="")
+    log.event("end", "skip_message", outcome="skipped", message="  point t9 not reached ")
+    log.event("end", "failed", outcome="failed")
+    log.event("end", "failed_message", outcome="error", message="model did not load")
+    merged = merge_run(run_dir)
+    reasons = {m["nodeid"]: m["reason"] for m in merged.missing}
+    assert reasons == {
+        "skip_plain": "skipped",
+        "skip_message": "skipped: point t9 not reached",
+        "failed": "failed before recording a measurement",
+        "failed_message": "error before recording a measurement: model did not load",
+        "died": f"no record: worker gw0 (pid {os.getpid()}) died while running it (crash, out of memory or kill)",
+        "never": "never ran: the session was interrupted or lost its worker before this test",
+    }
+    assert merged.workers == ["gw0"] and merged.records == []
+    assert merged.warnings[0].startswith("6 of 6 measurement tests produced no record: skip_plain (skipped); ")
+
+
+def test_more_than_twenty_missing_tests_are_cut_in_the_warning(tmp_path):
+    run_dir = tmp_path / WORKERS_DIR / "1-run"
+    WorkerLog(run_dir, "main").event("collected", tests=[{"nodeid": f"t{i:02d}"} for i in range(21)])
+    (warning,) = merge_run(run_dir).warnings
+    assert warning.endswith("t19 (never ran: the session was interrupted or lost its worker before this test) ...")
+
+
+def test_session_reports_keep_the_skipped_tests_and_the_counts(tmp_path):
+    run_dir = tmp_path / "out" / WORKERS_DIR / "1-run"
+    _session(run_dir.parent, "1-run", ["a", "b"], ["a"])
+    WorkerLog(run_dir, "main").event("model", info={"name": "tiny:llama"}, torch_threads=2)
+    merged = merge_run(run_dir)
+    assert merged.models == [{"worker": "main", "torch_threads": 2, "name": "tiny:llama"}]
+    record = merged.records[0]
+    record.update({"problem_id": "a", "condition": "injection", "point": "t1", "variation_type": "single_number",
+                   "metrics": {}})
+    write_session_reports(tmp_path / "out", merged, {"settings": {"model": "tiny:llama"}})
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    assert run["tests"]["expected"] == 2 and run["tests"]["with_records"] == 1
+    assert run["tests"]["without_record"] == merged.missing and run["tests"]["workers"] == ["main"]
+    assert run["skipped"] == [{"test": "b", "key": "b/c/t1", "reason": merged.missing[0]["reason"]}]
+    assert run["warnings"] == merged.warnings and run["settings"] == {"model": "tiny:llama"}
+    assert sample_keys(tmp_path / "out") == ["a/c/t1"]
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["skipped"] == run["skipped"]
