@@ -32,7 +32,8 @@ MODULES = {
                  "tests/metrics/test_answers_edges.py"]),
     "latency": ("measure/metrics/latency.py", ["tests/metrics/test_metrics_latency.py", "tests/metrics/test_latency_edges.py"]),
     "store": ("measure/records/store.py", ["tests/records/test_store.py"]),
-    "run_folder": ("measure/records/run_folder.py", ["tests/records/test_run_folder.py"]),
+    # test_run_folder.py runs the tiny model per mutant (minutes each); these rules need no model.
+    "run_folder": ("measure/records/run_folder.py", ["tests/records/test_run_folder_rules.py"]),
     # The pytester session of test_merge.py takes ~10 s per mutant; the unit tests reach every line.
     "merge": ("measure/pytest_plugin/merge.py", ["tests/pytest_plugin/test_merge.py", "-k", "not reused_output_folder"]),
     "cache": ("measure/engine/cache.py", ["tests/engine/test_sliding_window.py", "tests/engine/test_partial_independent.py"]),
