@@ -133,3 +133,34 @@ def test_session_reports_keep_the_skipped_tests_and_the_counts(tmp_path):
     assert sample_keys(tmp_path / "out") == ["a/c/t1"]
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["skipped"] == run["skipped"]
+
+
+def test_records_follow_the_collection_order_then_their_keys(tmp_path):
+    run_dir = tmp_path / WORKERS_DIR / "1-run"
+    log = WorkerLog(run_dir, "main")
+    log.event("collected", tests=[{"nodeid": "z_first"}, {"nodeid": "a_second"}])
+    log.record({"key": "k9", "test": {"nodeid": "a_second"}})
+    log.record({"key": "k2", "test": {"nodeid": "a_second"}})
+    log.record({"key": "k5", "test": {"nodeid": "never_collected"}})
+    log.record({"key": "k3"})  # written without its test: sorted with the uncollected ones
+    log.record({"key": "k7", "test": {"nodeid": "z_first"}})
+    merged = merge_run(run_dir)
+    assert [record["key"] for record in merged.records] == ["k7", "k2", "k9", "k3", "k5"]
+    assert merged.missing == [] and merged.expected == ["z_first", "a_second"]
+
+
+def test_twenty_missing_tests_are_listed_without_an_ellipsis(tmp_path):
+    run_dir = tmp_path / WORKERS_DIR / "1-run"
+    WorkerLog(run_dir, "main").event("collected", tests=[{"nodeid": f"t{i:02d}"} for i in range(20)])
+    (warning,) = merge_run(run_dir).warnings
+    assert warning.endswith("t19 (never ran: the session was interrupted or lost its worker before this test)")
+
+
+def test_session_reports_create_the_folder(tmp_path):
+    run_dir = tmp_path / WORKERS_DIR / "1-run"
+    _session(run_dir.parent, "1-run", ["a"], [])
+    out = tmp_path / "deeper" / "still" / "out"
+    write_session_reports(out, merge_run(run_dir), {"settings": {"model": "tiny:llama"}})
+    assert json.loads((out / "run.json").read_text())["settings"] == {"model": "tiny:llama"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert any("1 of 1 measurement tests produced no record" in warning for warning in metrics["warnings"])
