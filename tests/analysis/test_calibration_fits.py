@@ -115,3 +115,9 @@ def test_window_edges():
     assert cal.run_score([math.nan, 5.0], 1) == 5.0  # NaN never supports an event, the rest still counts
     assert cal.conformal_threshold([3.0], 0.5) == 3.0  # one score suffices at alpha = 0.5
     assert cal.conformal_threshold([], 0.5) is None
+
+
+def test_the_point_label_of_one_run_and_of_none():
+    one = cal.calibrate_point([_run("p000", "noise", np.zeros(N_AFTER), point="t3")], cal.EVENTS[0], {"p000": 0})
+    assert one.point == "t3" and not one.calibrated
+    assert cal.calibrate_point([], cal.EVENTS[0], {}).point == "-"
