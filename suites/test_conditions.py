@@ -17,7 +17,7 @@ Tolerances (float32; see measure.pytest_plugin.invariants for what each bound ap
   former 1e-6 bound on CUDA. On tiny models a wrong position, mask or key shows up as differences of
   1e-2 and more (tests/engine/test_engine.py);
 - partial: its starting cache equals one built independently (measure.engine.partial_check) within
-  1e-4 (SmolLM2 on CPU: 1.2e-5 and 2.7e-5 on two problems; tiny models < 1e-5);
+  1e-4 (SmolLM2 on CPU: 1.2e-5 to 2.7e-5 in four partial runs; tiny models < 1e-5);
 - noise and repeat: mean KL(run||P_ignore) after t0 finite and below 6 nats. A sanity ceiling, not a
   result: on the default problems SmolLM2 shows 1.7-2.7 nats after noise and 0.9-1.5 after a
   restatement, so 6 nats leaves room for other problems while an insertion that derails the model
