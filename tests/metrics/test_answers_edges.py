@@ -95,3 +95,16 @@ def test_qa_f1_at_the_threshold_and_ties():
     tie = classify_qa("The answer is blue red.", ["red green"], ["blue green"], f1_threshold=0.5)
     assert tie["f1_a"] == tie["f1_b"] == 0.5 and tie["outcome"] == "adapted"  # a tie goes to B
     assert classify_qa("The answer is x.", ["a"], ["a", "b"])["answers_identical"] is True
+
+
+def test_latex_text_and_thin_spaces():
+    assert parse_number("\\text{7 apples} 5") == 5  # \text{...} is a label, not the answer
+    assert parse_number("1\\,000 and 1\\!000") == 1000
+    assert format_value(Fraction(1, 10**7)) == "0.0000001"  # never 1E-7
+
+
+def test_qa_stale_needs_a_at_the_threshold_and_above_b():
+    at = classify_qa("The answer is red barn.", ["red house"], ["blue car"])
+    assert at["f1_a"] == 0.5 and at["outcome"] == "stale"
+    below = classify_qa("The answer is red one two three.", ["red barn"], ["blue car"])
+    assert below["f1_a"] == pytest.approx(1 / 3) and below["outcome"] == "other"
