@@ -37,7 +37,8 @@ MODULES = {
     # The pytester session of test_merge.py takes ~10 s per mutant; the unit tests reach every line.
     "merge": ("measure/pytest_plugin/merge.py", ["tests/pytest_plugin/test_merge.py", "-k", "not reused_output_folder"]),
     # The cache edits that partial, crop and fork use; their tests run tiny models (seconds per mutant).
-    "cache": ("measure/engine/cache.py", ["tests/engine/test_partial_independent.py", "-k", "llama or gemma3"]),
+    "cache": ("measure/engine/cache.py", ["tests/engine/test_partial_independent.py", "tests/engine/test_sliding_window.py",
+                                          "-k", "llama or gemma3 or scaled or crop or refused"]),
 }
 #: Modules scored on some functions only (mutmut's name patterns): the rest is not mutated.
 ONLY = {"cache": ["*x_shift_rotary_keys*", "*x_rotate_half*", "*x_replace_prompt_region*", "*x_crop_copy*",

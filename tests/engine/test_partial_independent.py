@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import LlamaForCausalLM
 
 from measure.data import load_pairs
 from measure.engine import cache as kv
@@ -19,7 +20,7 @@ from measure.engine.conditions import ForkPoint, Partial
 from measure.engine.engine import Engine, EngineConfig
 from measure.model import compat
 from measure.model.load import load_model
-from measure.model.tiny import tiny_model
+from measure.model.tiny import tiny_config, tiny_model, tiny_tokenizer
 
 TOLERANCE = 1e-5
 FAMILIES = ("llama", "qwen2", "mistral", "gemma3", "mistral-sliding", "qwen2-sliding")
@@ -55,11 +56,29 @@ def difference(model, fork: ForkPoint, recompute: int = 1) -> float:
     return partial_check.max_partial_difference(model, kv.kv_pairs(state.cache), fork.prompt_a, fork.prompt_b, stale)
 
 
-@pytest.mark.parametrize(("len_a", "len_b"), [(12, 19), (19, 12), (15, 15)])
+@pytest.mark.parametrize(("len_a", "len_b"), [(12, 19), (19, 12), (15, 15), (12, 13)])
 @pytest.mark.parametrize("recompute", [1, 4])
 def test_partial_cache_equals_the_independent_reference_in_every_layer(model, len_a, len_b, recompute):
     fork = make_fork(model, len_a, len_b)
     assert difference(model, fork, recompute) < TOLERANCE
+
+
+def yarn_llama():
+    """The tiny llama with YaRN rope scaling: its rotary module scales cos and sin (by 1.14), which
+    a re-rotation must undo; the default rope of the other tiny models does not scale."""
+    config = tiny_config("llama", len(tiny_tokenizer()))
+    config.rope_parameters = {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0,
+                              "original_max_position_embeddings": 256}
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+def test_partial_cache_equals_the_reference_with_scaled_rope():
+    model = yarn_llama()
+    assert abs(model.model.rotary_emb.attention_scaling - 1.0) > 0.1
+    for len_a, len_b in ((12, 19), (19, 12)):
+        assert difference(model, make_fork(model, len_a, len_b)) < TOLERANCE
 
 
 def test_the_reference_keeps_every_position_of_every_layer(model):
