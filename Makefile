@@ -71,7 +71,7 @@ bench: setup
 
 # Mutation testing (mutmut) of the core modules, each against its own fast tests, one after another
 # in scratch copies under build/mutation/ (scripts/mutation.py; scores in docs/testing.md). Not part
-# of `make test`: about 25 minutes on 2 cores. `make mutation MODULES="store merge"` runs some.
+# of `make test`: about 16 minutes on 2 shared cores. `make mutation MODULES="store merge"` runs some.
 .PHONY: mutation
 mutation: setup
 	$(BIN)/python scripts/mutation.py $(MODULES)
