@@ -84,5 +84,12 @@ check-baseline: setup
 bench: setup
 	$(BIN)/measure bench
 
+# Mutation testing (mutmut) of the core modules, each against its own fast tests, one after another
+# in scratch copies under build/mutation/ (scripts/mutation.py; scores in docs/testing.md). Not part
+# of `make test`: about 16 minutes on 2 shared cores. `make mutation MODULES="store merge"` runs some.
+.PHONY: mutation
+mutation: setup
+	$(BIN)/python scripts/mutation.py $(MODULES)
+
 clean:
 	rm -rf $(VENV) reports/latest reports/ci-rerun

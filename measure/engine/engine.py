@@ -30,6 +30,7 @@ import torch
 
 from measure.data.updates import retraction_text
 from measure.engine import cache as kv
+from measure.engine import partial_check
 from measure.engine.conditions import (
     ChainFork,
     Condition,
@@ -83,6 +84,9 @@ class EngineConfig:
     hidden_states: bool = DEFAULTS.hidden_states
     attention: bool = DEFAULTS.attention
     verify_recompute: bool = DEFAULTS.verify_recompute  # also compare each exact stream with a cache-free recompute
+    # also compare each partial run's starting cache with one built independently of the cache
+    # edits (measure.engine.partial_check): two extra prefills per partial run
+    verify_partial: bool = False
     score_positions: int = 4096  # token positions per recompute-check batch (bounds logits memory)
 
     def __post_init__(self) -> None:
@@ -272,7 +276,7 @@ class Engine:
                 rows.append(self._row(problem.id, name, "-", None, own, first_stage, references=references,
                                       attention_spans=self._attention(self._reference_spans(own, budget)),
                                       keep_cache=name == "ignore" or first_stage < budget,
-                                      keep_logprobs=name == "oracle" and self.config.verify_recompute))
+                                      keep_logprobs=self.config.verify_recompute))  # ignore_self_kl, oracle_self_kl
         decoded = self._decode(rows)
 
         forks: dict[tuple[int, int], list] = {}  # (problem, point) -> its forked runs, or why none ran
@@ -328,6 +332,8 @@ class Engine:
         self.timings.add("results", started)
         if self.config.verify_recompute:
             self._verify_forked(forked, decoded, runs)
+        if self.config.verify_partial:
+            self._verify_partial(forked, runs)
         self._announce(runs)
         for (result, *_), run in zip(forked, runs):
             result.runs.append(run)
@@ -586,6 +592,19 @@ class Engine:
         for (_, _, _, _, state), decoded_run, run, fresh in zip(forked, decoded, runs, self._recompute(streams)):
             run.checks.update(self._recompute_checks(decoded_run, fresh, full=state.exact_stream))
 
+    def _verify_partial(self, forked, runs: list[RunResult]) -> None:
+        """``partial_independent_max_abs``: each partial run's starting cache against the cache
+        :mod:`measure.engine.partial_check` builds from fresh prefills and transformers' own rotary
+        code (largest |difference| over every layer's keys and values)."""
+        started = time.perf_counter()
+        for (_, _, fork, condition, state), run in zip(forked, runs):
+            if condition.name != "partial":
+                continue
+            stale = fork.shared[:fork.t0 - len(state.feed)]
+            run.checks["partial_independent_max_abs"] = partial_check.max_partial_difference(
+                self.model, kv.kv_pairs(state.cache), fork.prompt_a, fork.prompt_b, stale)
+        self.timings.add("partial check", started)
+
     def _recompute(self, streams: list[Stream]):
         """Log-probabilities (n_out, vocab) of each stream, teacher-forced in batches bounded by
         ``score_positions`` padded positions; yielded in order. A check, not a measurement: kept
@@ -607,7 +626,7 @@ class Engine:
         """``decode_vs_recompute_max_abs_logprob``: the decode-time log-probabilities of the chosen
         tokens against the recompute's. With the run's full decode-time distributions (kept for
         exact streams and the oracle run): ``full_recompute_*`` over the whole vocabulary for exact
-        forked streams, ``decode_vs_teacher_forced_max_kl`` for the oracle run."""
+        forked streams, ``decode_vs_teacher_forced_max_kl`` for the ignore and oracle runs."""
         # Decode keeps its full distributions on the CPU; the recompute may be on the model's device.
         fresh = fresh.float().cpu()
         checks = {"decode_vs_recompute_max_abs_logprob": float(np.max(np.abs(

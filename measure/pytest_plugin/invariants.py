@@ -7,7 +7,8 @@ are listed in ``record["test"]["failed_invariants"]``.
 
 Which invariants belong to which run:
 
-- every run: all per-token curves finite and KL >= 0; decode-time log-probabilities of the chosen
+- every run: all per-token curves finite (KL is clipped at 0 where it is computed, so "KL >= 0"
+  would hold by construction and is not checked); decode-time log-probabilities of the chosen
   tokens equal a teacher-forced recompute of the run's stream (``decode_vs_recompute``). Since the
   references decode with the run (issue 19) nothing else passes over the run's stream a second
   time, so the recompute is the ``verify_recompute`` pass: cache-free for the reference runs and
@@ -17,11 +18,16 @@ Which invariants belong to which run:
 - injection, noise, repeat, flush (the exact-stream conditions): the logits through the edited
   cache equal a cache-free recompute of the same token stream (``cache_equivalence_logprob`` and
   ``cache_equivalence_kl``);
-- oracle: its decode-time distributions equal a teacher-forced pass over B + its tokens
-  (``oracle_self_kl``); ignore: its own ignore reference is itself (``ignore_self_kl``);
-- identical-problem controls: KL(run || P_oracle) == KL(run || P_ignore) exactly, token by token
-  (``control_oracle_equals_ignore``); flush on a control re-prefills the same stream, so it
-  continues the ignore run (``control_flush_continues_ignore``);
+- partial: its starting cache equals one built independently of the cache edits, from fresh
+  prefills and transformers' own ``apply_rotary_pos_emb`` (``partial_independent``; recorded
+  only when the engine ran that check, as the suites do: measure.engine.partial_check);
+- oracle and ignore: their decode-time distributions equal a cache-free teacher-forced pass over
+  their prompt + tokens (``oracle_self_kl``, ``ignore_self_kl``). Not "the ignore reference of the
+  ignore run is itself": the two share one batch row, so that KL is 0 by construction;
+- identical-problem controls: flush on a control re-prefills the same stream, so it continues the
+  ignore run (``control_flush_continues_ignore``). "KL(run || P_oracle) == KL(run || P_ignore)" is
+  not checked: with B == A the two references share one cache, so it is 0 by construction; the
+  oracle and ignore self-checks above compare each with an independent pass instead;
 - noise and repeat: the deviation they cause, mean KL(run || P_ignore) after t0, is finite and
   below a stated ceiling (``noise_deviation`` / ``repeat_deviation``); the value is recorded, so the
   report shows how far an irrelevant or redundant insertion moves the model.
@@ -53,6 +59,10 @@ class Tolerances:
     # reaches 5.1e-7 on CUDA (within 2x of 1e-6) and 3e-7 on CPU, while a real cache-edit bug shows
     # up as 1e-2 and more; the suite (suites/test_conditions.py FLOAT32) uses the same value.
     kl: float = 1e-5
+    # max |difference| between partial's starting cache (keys and values, every layer) and the
+    # independent build of measure.engine.partial_check; tiny models: < 1e-5 (tests/engine/test_partial_independent.py),
+    # SmolLM2 float32 CPU: 1.2e-5 to 2.7e-5 (the engine's caches come from batched decoding)
+    partial_cache: float = 1e-4
     noise_deviation: float = 6.0  # ceiling on mean KL(noise run || P_ignore) after t0 (nats)
     repeat_deviation: float = 6.0  # ceiling on mean KL(repeat run || P_ignore) after t0 (nats)
 
@@ -83,24 +93,15 @@ def below(name: str, value, bound: float, what: str) -> Invariant:
     return Invariant(name, value, bound, "<", ok, what)
 
 
-def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape:
-        return math.inf
-    both_nan = np.isnan(a) & np.isnan(b)
-    diff = np.where(both_nan, 0.0, np.abs(a - b))
-    return float(np.max(diff)) if diff.size else 0.0
-
-
 def run_invariants(run, variation_type: str | None, tol: Tolerances = Tolerances()) -> list[Invariant]:
     """The invariants that belong to ``run`` (a :class:`measure.engine.results.RunResult`)."""
     checks = run.checks
     out = []
     curves = [run.logprob_run, *run.logprob_ref.values(), *run.kl.values(), *run.js.values()]
+    # Only finiteness: KL is clipped at 0 where it is computed, so a "KL >= 0" count is 0 by construction.
     bad = sum(int(np.sum(~np.isfinite(np.asarray(c, dtype=float)))) for c in curves)
-    negative = sum(int(np.sum(np.asarray(k, dtype=float) < -tol.kl)) for k in run.kl.values())
-    out.append(below("curves_finite", bad + negative, 1,
-                     "per-token log-probabilities, KL and JS are finite and KL >= 0 (count of violations)"))
+    out.append(below("curves_finite", bad, 1,
+                     "per-token log-probabilities, KL and JS are finite (count of non-finite values)"))
     out.append(below("decode_vs_recompute", checks.get("decode_vs_recompute_max_abs_logprob"), tol.logprob,
                      "max |log p(chosen)| difference between decode time and a teacher-forced recompute of the stream "
                      "(cache-free; through the starting cache for partial)"))
@@ -113,19 +114,18 @@ def run_invariants(run, variation_type: str | None, tol: Tolerances = Tolerances
         out.append(below("oracle_self_kl", checks.get("decode_vs_teacher_forced_max_kl"), tol.kl,
                          "max KL between the oracle run's decode-time distributions and a teacher-forced pass over B"))
     if run.condition == "ignore":
-        out.append(below("ignore_self_kl", float(np.max(run.kl["ignore"], initial=0.0)), tol.kl,
-                         "max KL(ignore run || P_ignore): the ignore reference is the run itself"))
-    if variation_type is None:
-        diff = max(_max_abs_diff(run.kl["oracle"], run.kl["ignore"]),
-                   _max_abs_diff(run.logprob_ref["oracle"], run.logprob_ref["ignore"]))
-        out.append(Invariant("control_oracle_equals_ignore", diff, 0.0, "==", diff == 0.0,
-                             "identical problem: KL(run||P_oracle) and log P_oracle equal their ignore "
-                             "counterparts exactly (max |difference|)"))
-        if run.condition == "flush":
-            after = np.asarray(run.kl["ignore"][run.t0:], dtype=float)
-            out.append(below("control_flush_continues_ignore", float(np.max(after, initial=0.0)), tol.kl,
-                             "identical problem: flush re-prefills the same stream, so max KL(run||P_ignore) "
-                             "after t0 is round-off"))
+        out.append(below("ignore_self_kl", checks.get("decode_vs_teacher_forced_max_kl"), tol.kl,
+                         "max KL between the ignore run's decode-time distributions and a teacher-forced pass over A"))
+    if run.condition == "partial" and "partial_independent_max_abs" in checks:
+        out.append(below("partial_independent", checks["partial_independent_max_abs"], tol.partial_cache,
+                         "max |difference| between partial's starting cache (keys and values, every layer) and one "
+                         "built from fresh prefills of B and of A + the stale tokens, re-rotated by transformers' "
+                         "apply_rotary_pos_emb"))
+    if variation_type is None and run.condition == "flush":
+        after = np.asarray(run.kl["ignore"][run.t0:], dtype=float)
+        out.append(below("control_flush_continues_ignore", float(np.max(after, initial=0.0)), tol.kl,
+                         "identical problem: flush re-prefills the same stream, so max KL(run||P_ignore) "
+                         "after t0 is round-off"))
     if run.condition in DEVIATION_CONDITIONS:
         after = np.asarray(run.kl["ignore"][run.t0:], dtype=float)
         mean = float(np.mean(after)) if after.size else math.nan

@@ -116,8 +116,10 @@ class Suite:
         labels = {case.point for case in wanted}
         config = EngineConfig.from_settings(self.settings)
         points = tuple(point for point in config.points if point.label in labels) or config.points[:1]
+        # verify_partial: the suite checks partial's cache against an independent build (the
+        # partial_independent invariant); `measure run` skips those extra prefills.
         config = replace(config, conditions=tuple(dict.fromkeys([*REFERENCE_RUNS, *conditions])),
-                         points=points)
+                         points=points, verify_partial=True)
         result = Engine(loaded, config).run_problem(problem)
         records = problem_records(result, problem, loaded.tokenizer, self.settings.semantic)
         return _ProblemRun(

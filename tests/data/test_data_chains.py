@@ -3,11 +3,11 @@ link B -> C, the built-in chains, and the generator's chains under hypothesis.""
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from real_data import REAL_DATA
 from test_data_augment_fuzz import problems  # the fuzz file's random word problems
 
 from measure.data.arithmetic import evaluate, parse_expression, parse_number
@@ -22,7 +22,6 @@ from measure.data.pairs import ChainStep, ProblemPair
 from measure.data.updates import RETRACTION, NumberChange, number_change_erratum, restatement, retraction_text
 
 BUILTIN = {pair.id: pair for pair in load_builtin()}
-REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 
 
 def _with_chain(pair_id: str, question_c: str, equation_c: str | None, answer_c: str, changes: list[tuple[str, str]],

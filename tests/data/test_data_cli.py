@@ -4,11 +4,11 @@ import argparse
 from pathlib import Path
 
 import pytest
+from real_data import REAL_DATA
 
 from measure.data import check_pair, read_pairs
 from measure.data.cli import register
 
-REAL_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "data"
 
 

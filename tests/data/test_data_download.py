@@ -7,6 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from real_data import REAL_DATA
 
 from measure.data.download import FileEntry, download_file, sha256_of, verify_file
 from measure.data.errors import DataError
@@ -79,7 +80,7 @@ def test_missing_url_keeps_nothing(server, tmp_path):
 def test_manifest_matches_the_shared_files():
     from measure.data.download import load_manifest, manifest_entries
 
-    shared = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+    shared = REAL_DATA
     if not shared.is_dir():
         pytest.skip(f"real datasets not found at {shared}")
     manifest = load_manifest()

@@ -1,13 +1,11 @@
 """Loaders on the real datasets: record counts and known bad ids, exactly."""
 
-import os
-from pathlib import Path
 
 import pytest
+from real_data import REAL_DATA
 
 from measure.data import check_pair, load_pairs, load_records
 
-REAL_DATA = Path(os.environ.get("MEASURE_DATA_DIR") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
 pytestmark = pytest.mark.skipif(not (REAL_DATA / "mawps").is_dir(),
                                 reason=f"real datasets not found at {REAL_DATA} (set MEASURE_DATA_DIR)")
 

@@ -234,5 +234,9 @@ def test_suite_on_tiny_model_serial_and_xdist_give_the_same_records(pytester):
     run = json.loads((pytester.path / "parallel" / "run.json").read_text())
     assert run["pytest"]["dist"] == "loadgroup"
     control = [r for r in serial if r["variation_type"] is None]
-    assert control and all("control_oracle_equals_ignore" in r["invariants"] for r in control)
+    assert control and all("control_flush_continues_ignore" in r["invariants"] for r in control if r["condition"] == "flush")
+    by_condition = {condition: [r for r in serial if r["condition"] == condition] for condition in ("ignore", "partial")}
+    assert by_condition["ignore"] and all("ignore_self_kl" in r["invariants"] for r in by_condition["ignore"])
+    assert by_condition["partial"] and all(r["invariants"]["partial_independent"]["value"] < 1e-5
+                                           for r in by_condition["partial"])
     assert all(r["test"]["failed_invariants"] == [] for r in serial)
