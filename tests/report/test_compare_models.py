@@ -155,5 +155,10 @@ def test_refuses_different_problem_sets_and_problems(runs, tmp_path, capsys):
 def test_needs_run_folders(runs, tmp_path):
     with pytest.raises(CompareModelsError, match="at least two"):
         compare_models([runs[0]])
-    with pytest.raises(CompareModelsError, match="no run.json"):
+    with pytest.raises(CompareModelsError, match="not a run folder"):
         compare_models([runs[0], tmp_path])
+    records_only = tmp_path / "records-only"
+    records_only.mkdir()
+    (records_only / SAMPLES_FILE).write_text((runs[0] / SAMPLES_FILE).read_text())
+    with pytest.raises(CompareModelsError, match="no run.json"):
+        compare_models([runs[0], records_only])
