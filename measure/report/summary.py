@@ -328,7 +328,7 @@ def render_from_dir(run_folder: Path, **options) -> dict:
     :func:`saved_provenance`)."""
     run_folder = Path(run_folder)
     samples = run_folder / SAMPLES_FILE
-    if not is_run_folder(run_folder):
+    if run_folder.is_dir() and not is_run_folder(run_folder):
         raise FileNotFoundError(f"{run_folder}: not a run folder (it holds none of {', '.join(RUN_MARKERS)})")
     if not samples.exists():
         raise FileNotFoundError(f"{samples} not found: `measure report` needs the run's {SAMPLES_FILE}")

@@ -105,8 +105,8 @@ def validate(settings: RunSettings) -> None:
     check_types(settings)
     check_bounds(settings)  # every least value, the conditions' included (measure.settings)
     try:  # conditions, points, --max-new-tokens, --update-form: the engine's own checks
-        check_config(settings.max_new_tokens, settings.points, settings.conditions, settings.update_form,
-                     name=flag)
+        check_config(settings.max_new_tokens, settings.injection_points(), settings.conditions,
+                     settings.update_form, name=flag)
     except ValueError as error:
         fail(str(error))
     if not settings.conditions:

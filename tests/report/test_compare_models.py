@@ -157,3 +157,8 @@ def test_needs_run_folders(runs, tmp_path):
         compare_models([runs[0]])
     with pytest.raises(CompareModelsError, match="not a run folder"):
         compare_models([runs[0], tmp_path])
+    records_only = tmp_path / "records-only"
+    records_only.mkdir()
+    (records_only / SAMPLES_FILE).write_text((runs[0] / SAMPLES_FILE).read_text())
+    with pytest.raises(CompareModelsError, match="no run.json"):
+        compare_models([runs[0], records_only])
