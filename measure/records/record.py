@@ -85,8 +85,7 @@ class Arrays(BaseModel):
     hidden_cosine: dict[str, list[Value]] = Field(default_factory=dict)
     """Per reference: hidden-state cosine to the reference at each position, averaged over layers."""
     kl_oracle_ignore: list[Value] | None = None
-    """KL(P_oracle || P_ignore) at each position, on the run's own tokens: how much A versus B still
-    matters there (the observability of a change, docs/METHOD.md); absent in older records."""
+    """KL(P_oracle || P_ignore) per position on the run's own tokens (observability); absent in older records."""
     attention_layers_tokens: dict[str, list[list[Value]]] | None = None
     """Per span: attention mass on it, (layers, tokens after t0), heads averaged; None without attention."""
     attention_layers_heads: dict[str, list[list[Value]]] | None = None

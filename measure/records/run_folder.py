@@ -94,9 +94,9 @@ def _read_json_object(path: Path) -> dict:
     try:
         value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise RunFileError(f"{path}: not UTF-8 text") from None
+        raise RunFileError(f"{path} is corrupt (not UTF-8 text)") from None
     except json.JSONDecodeError as error:
-        raise RunFileError(f"{path}: line {error.lineno}: not valid JSON ({error.msg})") from None
+        raise RunFileError(f"{path} is corrupt (line {error.lineno}: {error.msg}): not valid JSON") from None
     except RecursionError:
         raise RunFileError(f"{path}: JSON nested too deeply to read") from None
     if not isinstance(value, dict):

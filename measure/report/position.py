@@ -12,7 +12,6 @@ from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
 
 from measure.report.format import fmt, fmt_pct
-from measure.report.plots import _figure, _svg, color_for
 
 TEMPLATES = Path(__file__).parent / "templates"
 ALPHA = 0.05  # a trend "is found" when its Holm-adjusted p is below this
@@ -171,6 +170,8 @@ def position_figure_svg(section: dict, title: str | None = None) -> str | None:
     condition, with 95% Wilson intervals; conditions offset a little along x so bars stay apart."""
     if not section or not section.get("available"):
         return None
+    from measure.report.plots import _figure, _svg, color_for  # matplotlib only when a figure is drawn
+
     fig = _figure(9.0, 3.2)
     axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
     conditions = section["conditions"]

@@ -61,7 +61,7 @@ def test_exactly_the_needed_number_of_controls_calibrates():
     fewer = cal.calibrate_point(runs[:-2], event, folds)  # 38 in fold 0 and 38 in fold 1
     assert not fewer.calibrated
     assert fewer.fits[0].reason == "38 control runs in fold 0" and fewer.fits[1].reason == "38 control runs in fold 1"
-    assert "at least 39 per fold" in fewer.reason and "over 2 candidate windows" in fewer.reason
+    assert "at least 39 per fold" in fewer.reason and "over 2 candidates" in fewer.reason
 
 
 def test_controls_too_short_for_any_window_give_no_finite_threshold():

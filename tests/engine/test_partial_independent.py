@@ -51,7 +51,7 @@ def make_fork(model, len_a: int, len_b: int, t0: int = 14) -> ForkPoint:
 
 
 def difference(model, fork: ForkPoint, recompute: int = 1) -> float:
-    state = Partial(recompute_last=recompute).prepare(fork)
+    state = Partial(partial_recompute_last=recompute).prepare(fork)
     stale = fork.shared[:fork.t0 - recompute]
     return partial_check.max_partial_difference(model, kv.kv_pairs(state.cache), fork.prompt_a, fork.prompt_b, stale)
 

@@ -19,7 +19,8 @@ import measure.report.summary
 import measure.run.provenance
 import measure.settings  # noqa: F401  (imported before pytester's in-process runs: see test_plugin.py)
 from measure.pytest_plugin.merge import merge_run, write_session_reports
-from measure.pytest_plugin.worker_log import WORKERS_DIR, WorkerLog
+from measure.pytest_plugin.worker_log import WorkerLog
+from measure.records import WORKERS_DIR
 
 pytest_plugins = ("pytester",)
 

@@ -57,7 +57,8 @@ def test_saved_settings_are_read_back_typed_and_bad_files_named(tmp_path):
     run = saved_run(tmp_path / "run", points=["3", "0.5"], unknown_field=1)
     assert rf.saved_settings(run) == {"model": "tiny:llama", "limit": 2, "points": ["3", "0.5"]}
     (run / RUN_FILE).write_text('{"settings": ')
-    with pytest.raises(rf.RunFolderError, match=r"run.json is corrupt \(line 1: Expecting value\); .* another --out$"):
+    corrupt = r"run.json is corrupt \(line 1: Expecting value\): not valid JSON; .* another --out$"
+    with pytest.raises(rf.RunFolderError, match=corrupt):
         rf.saved_settings(run)
     (run / RUN_FILE).write_bytes(b'{"settings": "\xff"}')
     with pytest.raises(rf.RunFolderError, match=r"is corrupt \(not UTF-8 text\)"):
