@@ -63,9 +63,10 @@ def test_saved_settings_are_read_back_typed_and_bad_files_named(tmp_path):
     (run / RUN_FILE).write_bytes(b'{"settings": "\xff"}')
     with pytest.raises(rf.RunFolderError, match=r"is corrupt \(not UTF-8 text\)"):
         rf.saved_settings(run)
-    for text in ('{"settings": 3}', "[1]"):
+    for text, message in (('{"settings": 3}', r"run.json has no 'settings' object; it cannot be resumed$"),
+                          ("[1]", r"run.json: holds a JSON list, not an object; .* cannot be resumed")):
         (run / RUN_FILE).write_text(text)
-        with pytest.raises(rf.RunFolderError, match=r"run.json has no 'settings' object; it cannot be resumed$"):
+        with pytest.raises(rf.RunFolderError, match=message):
             rf.saved_settings(run)
     with pytest.raises(rf.RunFolderError, match=r"^--resume: .*other has no run.json \(the settings of the run"):
         rf.saved_settings(tmp_path / "other")
