@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from measure.records.columnar import read_samples
 from measure.records.record import Record, RecordError, as_dict, schema_text, validate_line
 from measure.records.store import read_store
 
@@ -37,9 +36,8 @@ def test_the_baseline_records_validate_and_round_trip():
     assert all(isinstance(record, Record) for record in records)
     for line, record in zip(lines, records):
         assert as_dict(record) == json.loads(line)
-    assert {record.schema_ for record in records} == {2}  # the baseline's layout: arrays in Parquet
-    with_arrays, _ = read_samples(BASELINE)
-    assert all(len(r["arrays"]["kl"]["oracle"]) == len(r["tokens"]["generated"]) for r in with_arrays)
+    assert {record.schema_ for record in records} == {1}  # today's layout: arrays inline
+    assert all(len(r.arrays.kl["oracle"]) == len(r.tokens.generated) for r in records)
 
 
 GOOD = {"key": "p1/injection/t6", "problem_id": "p1", "condition": "injection", "point": "t6", "metrics": {"x": 1.0}}
