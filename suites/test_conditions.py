@@ -12,8 +12,9 @@ widen with ``--measure-limit``, ``--measure-points``, ``--measure-max-new-tokens
 Tolerances (float32; see measure.pytest_plugin.invariants for what each bound applies to):
 
 - two routes to the same distribution (decode vs teacher-forced recompute, edited cache vs
-  cache-free recompute): max |log p difference| < 5e-4, max KL < 1e-5 nats. SmolLM2 shows at most
-  8.6e-5 and 5.1e-7 on an H200 (CUDA, float32) and 8e-5 and 3e-7 on CPU: KL got within 2x of the
+  cache-free recompute): max |log p difference| < 5e-3, max KL < 1e-5 nats. SmolLM2 shows at most
+  8.6e-5 and 5.1e-7 on an H200 (CUDA, float32) and 8e-5 and 3e-7 on CPU (Intel; up to 2.9e-3 in
+  log p on an AMD EPYC): KL got within 2x of the
   former 1e-6 bound on CUDA. On tiny models a wrong position, mask or key shows up as differences of
   1e-2 and more (tests/engine/test_engine.py);
 - partial: its starting cache equals one built independently (measure.engine.partial_check) within
@@ -40,7 +41,7 @@ from dataclasses import replace
 
 from measure.pytest_plugin.invariants import Tolerances, run_invariants
 
-FLOAT32 = Tolerances(logprob=5e-4, kl=1e-5, noise_deviation=6.0, repeat_deviation=6.0)
+FLOAT32 = Tolerances(kl=1e-5, noise_deviation=6.0, repeat_deviation=6.0)
 # partial_cache 1.0: not measured in bfloat16; a key moved by the wrong angle differs by about its own
 # size (several units on SmolLM2), bfloat16 rounding of such keys by about 1e-2.
 REDUCED_PRECISION = replace(FLOAT32, logprob=2.5, kl=0.05, partial_cache=1.0)

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from measure.cli import main
+from measure.pytest_plugin.invariants import Tolerances
 from measure.records import RUN_FILE, SAMPLES_FILE
 from measure.records.store import read_store
 from measure.report.compare_models import HTML_FILE, JSON_FILE
@@ -18,7 +19,7 @@ from measure.report.compare_models import HTML_FILE, JSON_FILE
 MODELS = ("embedded:smollm2-135m-instruct", "embedded:gemma3-270m")
 RUN_ARGS = ["--dataset", "builtin-easy", "--limit", "1", "--points", "8", "--max-new-tokens", "16",
             "--no-semantic", "--quiet"]
-LOGPROB_TOL = 5e-4  # the Makefile's gate on real models (float32, 2 cores)
+LOGPROB_TOL = Tolerances().logprob  # the Makefile's gate on real models (float32)
 KL_TOL = 1e-5
 
 
