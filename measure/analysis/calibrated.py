@@ -78,13 +78,13 @@ def last_update_t(record: dict) -> int | None:
 
 def _since_last(record: dict, result: cal.PointCalibration, folds: dict[str, int], event: cal.EventSpec):
     """A strategy run's latency of ``event`` counted from its last update, with the threshold and
-    window its problem is scored with at this point (fitted on the other fold's controls after
+    window its problem is scored with at this point (fitted on the other folds' controls after
     the first update). A control's score is its largest windowed level anywhere after the point,
     so the later stretch is covered by the same false-event bound."""
     curves = _curves(record, last_update_t(record))
     if curves is None or not result.calibrated:
         return None
-    fit = result.fits[1 - folds[record["problem_id"]]]
+    fit = result.fits[folds[record["problem_id"]]]
     return fit.latency(event, curves[event.curve])
 
 
@@ -99,7 +99,7 @@ def _since_last_false_events(runs, result: cal.PointCalibration, folds: dict[str
     for run in runs:
         if run.control_kind not in cal.CONTROL_CONDITIONS:
             continue
-        fit = result.fits[1 - folds[run.problem_id]]
+        fit = result.fits[folds[run.problem_id]]
         for offset in offsets:
             hits.append(not fit.latency(event, run.curves[event.curve][offset:]).censored)
     return {"offsets": offsets, "controls": rate_ci(hits),
@@ -133,10 +133,10 @@ LEAD = "lead_latency"
 LEAD_COLUMNS = (LEAD, f"{LEAD}_censored", "lead_fired", "lead_observable", "lead_event")
 OBSERVABILITY = "observability"  # per record: sum over the horizon of KL(P_oracle || P_ignore), nats
 
-LEAD_RULE = ("per injection point and fold, the calibrated event with the largest event rate on the fitting "
-             "fold's flush runs (the positive control; ties: the larger rate on its injection, flush and partial "
-             "runs, then the order of the events), applied to the other fold's runs: chosen on the fitting fold "
-             "only, so the held-out false-event rate measures the choice too")
+LEAD_RULE = ("per injection point and fold, the calibrated candidate event with the largest event rate on the "
+             "flush runs of the fold's fitting set (every other fold; flush is the positive control; ties: the "
+             "larger rate on its injection, flush and partial runs, then the order of the events), applied to the "
+             "fold's runs: chosen on the fitting set only, so the held-out false-event rate measures the choice too")
 
 
 def _observability(record: dict) -> float | None:
@@ -189,7 +189,7 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
             per_point[point] = {
                 "calibrated": result.calibrated,
                 "reason": result.reason,
-                "folds": [{"fit_fold": fit.fit_fold, "scores_fold": 1 - fit.fit_fold, "n_controls": fit.n_controls,
+                "folds": [{"scores_fold": fit.fold, "n_controls": fit.n_controls,
                            "window": fit.window, "drift": fit.drift, "threshold": fit.threshold,
                            "fit_event_rate": fit.fit_event_rate} for fit in result.fits],
                 **_point_entry(result.latencies, result.observable, runs),
@@ -205,7 +205,7 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
                               "description": event.description, "points": per_point}
     lead_points = {}
     for point, runs in by_point.items():
-        choices = [cal.choose_lead(results[point], runs, folds, fold) for fold in (0, 1)]
+        choices = [cal.choose_lead(results[point], runs, folds, fold) for fold in range(cal.n_folds_of(folds))]
         latencies, observable, chosen = cal.lead_latencies(results[point], choices, runs, folds)
         identical = {run.problem_id: run.identical for run in runs}
         for (problem_id, condition), latency in latencies.items():
@@ -217,9 +217,9 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
         lead_events = sorted({choice.event for choice in choices if choice.event})
         lead_points[point] = {
             "calibrated": calibrated,
-            "reason": None if calibrated else "no event is calibrated on both folds at this point",
+            "reason": None if calibrated else "no event is calibrated on every fold at this point",
             "events": lead_events,
-            "folds": [{"fit_fold": c.fit_fold, "scores_fold": 1 - c.fit_fold, "event": c.event,
+            "folds": [{"scores_fold": c.fold, "event": c.event,
                        "flush_event_rate": c.flush_rates, "change_event_rate": c.change_rates} for c in choices],
             **_point_entry(latencies, observable, runs),
         }
@@ -232,7 +232,9 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
         "positive_control": cal.POSITIVE_CONTROL,
         "method": ("per injection point, the conformal (1 - alpha / candidates) quantile of the control runs' "
                    "scores (the largest w-token-in-a-row level of the event curve, or the largest value of its "
-                   "CUSUM or cumulative sum), never below 0; cross-fitted over two folds of problems"),
+                   "CUSUM or cumulative sum), never below 0; cross-fitted over folds of problems: each fold's runs are "
+                   "scored with parameters fitted on every other fold's runs"),
+        "n_folds": cal.n_folds_of(folds),
         "folds": dict(sorted(folds.items())),
         "events": events,
         "lead": {"name": LEAD, "columns": list(LEAD_COLUMNS), "candidates": list(cal.EVENT_NAMES), "rule": LEAD_RULE,
@@ -248,7 +250,7 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
 def lead_latencies(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0) -> dict[str, dict]:
     """For each record of an injection point (by record key): the lead event's ``latency`` (tokens
     after the change, 1-based), ``censored`` (the event never came within the run's tokens),
-    ``event`` (the calibrated event its problem is scored with, chosen on the other fold) and
+    ``event`` (the calibrated event its problem is scored with, chosen on its fold's fitting set) and
     ``observable`` (a perfect adapter could fire it on the run's tokens; None when unknown); all
     None where the lead is uncalibrated. Calibrated as ``measure report`` does at ``alpha`` and
     ``seed``; this signature is stable (other analyses build on it)."""

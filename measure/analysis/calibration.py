@@ -17,12 +17,12 @@ Definitions (k counts tokens after the change, 1-based, as in :mod:`measure.metr
   curve over tokens k .. k+w-1 (the curve holds above it for w tokens in a row); its *score* is
   the largest windowed value anywhere after the change.
 - the *threshold* m for a window w is the conformal (1 - a) quantile of the scores of the control
-  runs of the fitting fold: the ceil((n + 1)(1 - a))-th smallest of n scores, with a = alpha
-  divided by the number of candidate windows (Bonferroni: :func:`window_alpha`). For exchangeable
-  control runs, a new control's score exceeds it with probability at most a, so it fires at any
-  candidate window with probability at most alpha. With fewer than ``min_controls`` control runs
-  (at least (number of windows)/alpha - 1, so that the quantile exists) the event is
-  *uncalibrated* and no latency is reported. The threshold is never below 0:
+  runs of the fitting set (every fold but the scored one): the ceil((n + 1)(1 - a))-th smallest
+  of n scores, with a = alpha divided by the number of candidate windows (Bonferroni:
+  :func:`window_alpha`). For exchangeable control runs, a new control's score exceeds it with
+  probability at most a, so it fires at any candidate window with probability at most alpha.
+  With fewer than ``min_controls`` control runs (at least (number of windows)/alpha - 1, so that
+  the quantile exists) the event is *uncalibrated* and no latency is reported. The threshold is never below 0:
   an event must favour B (controls whose curves all stay below 0 would otherwise let a run that
   merely favours A less count as adapting; identical-problem runs, at exactly 0, would fire).
 - the *event* of a run is the first k from which the curve stays above m for w tokens; the
@@ -46,12 +46,15 @@ problems (variation type None: r and g are exactly 0) carry no information about
 spread, so they are not fitted on; they are scored and reported as their own control kind.
 ``CHANGE_CONDITIONS`` (injection, flush, partial on changed problems) give the sensitivity.
 
-Cross-fitting: problems are split into two folds by a seeded permutation (changed and identical
-problems each split evenly). Thresholds are fitted per injection point on the controls of one
-fold and applied to every run of the other fold, and vice versa, so no run is scored with a
-threshold fitted on a run of its own problem. The window w (where there is a choice) is the one
-with the largest event rate on the *fitting* fold's change runs (ties: the smaller w); the
-held-out fold never influences the parameters it is scored with. The false-event rate reported
+Cross-fitting: problems are split into :data:`N_FOLDS` folds by a seeded permutation (changed
+and identical problems each dealt round the folds). For each fold, thresholds are fitted per
+injection point on the controls of every *other* fold (the fitting set) and applied to the runs
+of that fold, so no run is scored with a threshold fitted on a run of its own problem. The window
+w (where there is a choice) is the one with the largest event rate on the fitting set's change
+runs (ties: the smaller w); the scored fold never influences the parameters it is scored with.
+Ten folds, not two: with two, each threshold rested on half the controls, and the conformal
+quantile of 63 scores (their third largest) moved from 4.7 to 9.4 nats between the two halves of
+the default run; with ten, each rests on nine tenths of them. The false-event rate reported
 is measured on the held-out controls, with a Wilson interval.
 """
 
@@ -66,6 +69,7 @@ import numpy as np
 from measure.metrics.latency import Latency
 
 DEFAULT_ALPHA = 0.05
+N_FOLDS = 10  # cross-fitting folds of problems (see the module's docstring)
 ADAPTATION_WINDOWS = (2, 4)
 CONTROL_CONDITIONS = ("noise", "repeat", "ignore")
 CHANGE_CONDITIONS = ("injection", "flush", "partial")
@@ -83,7 +87,7 @@ class EventSpec:
     ``statistic``: ``"window"`` (the curve above the threshold for w tokens in a row; candidates:
     ``windows``), ``"cusum"`` (Page's CUSUM C_k = max(0, C_{k-1} + x_k - d); candidates: ``drifts``
     d) or ``"cumulative"`` (the running sum S_k = x_1 + ... + x_k, no reset; one candidate). The
-    candidates of an event are what its fitting fold chooses among, and alpha is split over them.
+    candidates of an event are what its fitting set chooses among, and alpha is split over them.
     """
 
     name: str
@@ -126,9 +130,9 @@ EVENTS_BY_NAME = {event.name: event for event in EVENTS}
 
 def window_alpha(event: EventSpec, alpha: float) -> float:
     """The false-event rate each candidate (window or drift) is fitted at: alpha split evenly over
-    the candidates (Bonferroni), so that whichever the fitting fold picks, a control run fires at
+    the candidates (Bonferroni), so that whichever the fitting set picks, a control run fires at
     any of them with probability at most alpha. Without the split, picking the window with the most
-    events on the fitting fold picks the one whose threshold came out low by chance: on the embedded
+    events on the fitting set picks the one whose threshold came out low by chance: on the embedded
     model that gave 15 false events in 126 held-out controls at alpha = 0.05."""
     return alpha / len(event.candidates)
 
@@ -235,30 +239,32 @@ def event_latency(curve, w: int, threshold: float) -> Latency:
     return Latency(int(hits[0]) + 1, False) if hits.size else Latency(n, True)
 
 
-def assign_folds(problems: Iterable[tuple[str, bool]], seed: int = 0) -> dict[str, int]:
-    """Problem id -> fold 0 or 1 by a seeded permutation, changed and identical problems each split
-    evenly. ``problems``: (problem_id, identical) pairs; ids are deduplicated and sorted first so
-    the assignment does not depend on record order."""
+def assign_folds(problems: Iterable[tuple[str, bool]], seed: int = 0, n_folds: int = N_FOLDS) -> dict[str, int]:
+    """Problem id -> fold 0 .. n_folds - 1 by a seeded permutation, changed and identical problems
+    each dealt round the folds in turn (so fold sizes differ by at most one of each). ``problems``:
+    (problem_id, identical) pairs; ids are deduplicated and sorted first so the assignment does not
+    depend on record order."""
     unique = dict(sorted(dict(problems).items()))
     folds: dict[str, int] = {}
     rng = np.random.default_rng(seed)
     for identical in (False, True):
         ids = [pid for pid, ident in unique.items() if ident == identical]
         for rank, index in enumerate(rng.permutation(len(ids))):
-            folds[ids[index]] = rank % 2
+            folds[ids[index]] = rank % n_folds
     return folds
 
 
 @dataclass
 class FoldFit:
-    """Parameters fitted on one fold's runs at one point, applied to the other fold."""
+    """Parameters fitted at one point on the runs of every fold but ``fold`` (the fitting set),
+    applied to the runs of ``fold``."""
 
-    fit_fold: int
-    n_controls: int
+    fold: int  # the fold this fit scores
+    n_controls: int  # control runs in the fitting set
     window: int | None = None  # the chosen window (window events)
     threshold: float | None = None
     drift: float | None = None  # the chosen drift (CUSUM events)
-    fit_event_rate: float | None = None  # share of the fitting fold's change runs with an event
+    fit_event_rate: float | None = None  # share of the fitting set's change runs with an event
     reason: str | None = None  # why no threshold (too few controls)
 
     @property
@@ -276,13 +282,14 @@ class FoldFit:
 
 
 def fit_fold(runs: Sequence[RunCurve], event: EventSpec, alpha: float, fold: int, n_min: int) -> FoldFit:
-    """Threshold and window of ``event`` from one fold's runs (all at the same point)."""
+    """Threshold and window of ``event`` for the runs of ``fold``, from ``runs``: the fitting set's
+    runs (every other fold's, all at the same point)."""
     controls = [run for run in runs if run.control_kind in CONTROL_CONDITIONS]
     changes = [run for run in runs if run.is_change]
-    fit = FoldFit(fit_fold=fold, n_controls=len(controls))
+    fit = FoldFit(fold=fold, n_controls=len(controls))
     level = window_alpha(event, alpha)
     if len(controls) < n_min:
-        fit.reason = f"{len(controls)} control runs in fold {fold}"
+        fit.reason = f"{len(controls)} control runs outside fold {fold}"
         return fit
     best = None
     for candidate in event.candidates:
@@ -296,7 +303,7 @@ def fit_fold(runs: Sequence[RunCurve], event: EventSpec, alpha: float, fold: int
         if best is None or rate > best[2]:
             best = (candidate, threshold, rate)
     if best is None:
-        fit.reason = f"no finite threshold from the {len(controls)} control runs of fold {fold}"
+        fit.reason = f"no finite threshold from the {len(controls)} control runs outside fold {fold}"
         return fit
     candidate, fit.threshold, fit.fit_event_rate = best
     if event.statistic == WINDOW:
@@ -306,9 +313,14 @@ def fit_fold(runs: Sequence[RunCurve], event: EventSpec, alpha: float, fold: int
     return fit
 
 
+def n_folds_of(folds: dict[str, int]) -> int:
+    """How many folds an assignment has (folds are numbered from 0)."""
+    return max(folds.values(), default=0) + 1
+
+
 @dataclass
 class PointCalibration:
-    """One event at one injection point: both folds' fits and every run's latency."""
+    """One event at one injection point: each fold's fit (``fits[k]`` scores fold k) and every run's latency."""
 
     event: str
     point: str
@@ -316,7 +328,6 @@ class PointCalibration:
     n_windows: int
     fits: list[FoldFit]
     latencies: dict[tuple[str, str], Latency | None] = field(default_factory=dict)  # (problem, condition)
-    scored_with: dict[str, int] = field(default_factory=dict)  # problem id -> fold its threshold came from
     # (problem, condition) -> whether a perfect adapter could fire on the run (observable); None: unknown
     observable: dict[tuple[str, str], bool | None] = field(default_factory=dict)
 
@@ -332,24 +343,25 @@ class PointCalibration:
         needed = min_controls(self.alpha, self.n_windows)
         if all(fit.n_controls >= needed for fit in self.fits):
             return "; ".join(fit.reason for fit in self.fits if fit.reason)
-        counts = " and ".join(str(fit.n_controls) for fit in self.fits)
+        counts = sorted(fit.n_controls for fit in self.fits)
+        shown = str(counts[0]) if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
         windows = f" over {self.n_windows} candidates" if self.n_windows > 1 else ""
-        return (f"too few control runs (noise, repeat and ignore on changed problems): {counts} in the two "
-                f"folds, at least {needed} per fold are needed at alpha = {self.alpha}{windows}")
+        return (f"too few control runs (noise, repeat and ignore on changed problems): {shown} in each fold's "
+                f"fitting set, at least {needed} are needed at alpha = {self.alpha}{windows}")
 
 
 def calibrate_point(runs: Sequence[RunCurve], event: EventSpec, folds: dict[str, int],
                     alpha: float = DEFAULT_ALPHA) -> PointCalibration:
-    """Fit on each fold, score the other: every run of ``runs`` (one point) gets a latency, or None
-    for every run when either fold is uncalibrated (a latency from one fold only would be scored
-    on half the problems and read as the whole)."""
+    """Fit on every fold but one, score that one: every run of ``runs`` (one point) gets a latency,
+    or None for every run when any fold is uncalibrated (latencies from some folds only would be
+    scored on part of the problems and read as the whole)."""
     point = runs[0].point if runs else "-"
     n_min = min_controls(alpha, len(event.candidates))
-    fits = [fit_fold([r for r in runs if folds[r.problem_id] == fold], event, alpha, fold, n_min) for fold in (0, 1)]
+    fits = [fit_fold([r for r in runs if folds[r.problem_id] != fold], event, alpha, fold, n_min)
+            for fold in range(n_folds_of(folds))]
     result = PointCalibration(event.name, point, alpha, len(event.candidates), fits)
     for run in runs:
-        fit = fits[1 - folds[run.problem_id]]
-        result.scored_with[run.problem_id] = fit.fit_fold
+        fit = fits[folds[run.problem_id]]
         key = (run.problem_id, run.condition)
         result.latencies[key] = fit.latency(event, run.curves[event.curve]) if result.calibrated else None
         result.observable[key] = observable(run, event, fit) if result.calibrated else None
@@ -443,7 +455,7 @@ def observability_counts(latencies: dict[tuple[str, str], Latency | None],
 POSITIVE_CONTROL = "flush"
 
 #: The lead event, pre-registered: Page's CUSUM of r(t). Choosing the lead among all six events by
-#: their flush rate on the fitting fold, each at the full alpha, picked thresholds that were low by
+#: their flush rate on the fitting set, each at the full alpha, picked thresholds that were low by
 #: chance there (the committed baseline's held-out false events rose to 6 of 90, 6.7% at alpha 5%),
 #: as choosing windows without splitting alpha did; one pre-registered statistic keeps the rate at
 #: alpha. The other events are still calibrated and reported beside it.
@@ -452,29 +464,29 @@ LEAD_CANDIDATES = ("cusum_latency",)
 
 @dataclass
 class LeadChoice:
-    """The lead event chosen on one fold (for the runs of the other fold): among
+    """The lead event for the runs of one fold, chosen on its fitting set (every other fold): among
     :data:`LEAD_CANDIDATES` (one, pre-registered), the calibrated event with the largest event rate
-    on the fitting fold's positive-control runs; ties: the larger rate on its change runs, then the
+    on the fitting set's positive-control runs; ties: the larger rate on its change runs, then the
     order of :data:`EVENTS`. The rates of every calibrated event are kept for the report."""
 
-    fit_fold: int
+    fold: int  # the fold whose runs this choice scores
     event: str | None
-    flush_rates: dict[str, float]  # event -> event rate on the fitting fold's flush runs
-    change_rates: dict[str, float]  # event -> event rate on the fitting fold's change runs
+    flush_rates: dict[str, float]  # event -> event rate on the fitting set's flush runs
+    change_rates: dict[str, float]  # event -> event rate on the fitting set's change runs
 
 
 def choose_lead(results: dict[str, PointCalibration], runs: Sequence[RunCurve], folds: dict[str, int],
-                fit_fold_index: int) -> LeadChoice:
-    """The lead event of one fold at one point, from that fold's runs only (its controls set each
-    event's threshold; its flush runs measure the power): the held-out fold never influences
-    which event it is scored with."""
-    own = [run for run in runs if folds[run.problem_id] == fit_fold_index and run.is_change]
+                fold: int) -> LeadChoice:
+    """The lead event for the runs of ``fold`` at one point, from its fitting set's runs only (their
+    controls set each event's threshold; their flush runs measure the power): the scored fold never
+    influences which event it is scored with."""
+    own = [run for run in runs if folds[run.problem_id] != fold and run.is_change]
     flush_rates, change_rates = {}, {}
     for event in EVENTS:
         result = results.get(event.name)
         if result is None or not result.calibrated:
             continue
-        fit = result.fits[fit_fold_index]
+        fit = result.fits[fold]
         fired = {(run.problem_id, run.condition): not fit.latency(event, run.curves[event.curve]).censored
                  for run in own}
         flush = [hit for (_, condition), hit in fired.items() if condition == POSITIVE_CONTROL]
@@ -483,16 +495,16 @@ def choose_lead(results: dict[str, PointCalibration], runs: Sequence[RunCurve], 
     order = {event.name: index for index, event in enumerate(EVENTS)}
     candidates = [name for name in flush_rates if name in LEAD_CANDIDATES]
     best = max(candidates, key=lambda name: (flush_rates[name], change_rates[name], -order[name]), default=None)
-    return LeadChoice(fit_fold_index, best, flush_rates, change_rates)
+    return LeadChoice(fold, best, flush_rates, change_rates)
 
 
 def lead_latencies(results: dict[str, PointCalibration], choices: Sequence[LeadChoice], runs: Sequence[RunCurve],
                    folds: dict[str, int]) -> tuple[dict, dict, dict]:
     """Each run's latency and observability under the lead event its problem is scored with (the
-    one chosen by the other fold), and the event's name: three maps keyed (problem, condition)."""
+    one chosen on its fold's fitting set), and the event's name: three maps keyed (problem, condition)."""
     latencies, observable, events = {}, {}, {}
     for run in runs:
-        choice = choices[1 - folds[run.problem_id]]
+        choice = choices[folds[run.problem_id]]
         key = (run.problem_id, run.condition)
         if choice.event is None or any(c.event is None for c in choices):
             latencies[key] = observable[key] = events[key] = None

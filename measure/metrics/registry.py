@@ -85,7 +85,7 @@ register("cusum_latency_kl", "lower", "km_median",
 register("cumulative_llr_latency", "lower", "km_median",
          "tokens until the cumulative log-likelihood ratio r_1 + ... + r_k exceeds the control-calibrated level")
 register("lead_latency", "lower", "km_median",
-         "tokens until the lead event (the calibrated event chosen on the other fold's positive control) fires")
+         "tokens until the lead event (the calibrated event chosen on the positive control of its fold's fitting set) fires")
 register("lead_fired", "higher", "rate", "the lead event fired within the run's tokens (changed problems)")
 register("lead_observable", "neutral", "rate",
          "a perfect adapter could fire the lead event on the run's tokens (changed problems)")

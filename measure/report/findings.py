@@ -202,13 +202,16 @@ def _lead_sentence(point: str, lead: dict, alpha: float | None) -> dict:
         return {"point": point, "calibrated": False, "text": f"At {point} no lead event: {lead.get('reason')}."}
     folds = lead.get("folds") or []
     names = [fold["event"] for fold in folds]
-    if len(set(names)) == 1:
-        which = f"{names[0]} ({EVENT_WORDS.get(names[0], names[0])}), chosen by both folds"
+    chosen = sorted(set(names))
+    if len(chosen) == 1:
+        which = f"{chosen[0]} ({EVENT_WORDS.get(chosen[0], chosen[0])}), chosen on every fold's fitting set"
     else:
-        which = " for one fold's problems and ".join(f"{n} ({EVENT_WORDS.get(n, n)})" for n in names) + \
-            " for the other's"
-    flush_rates = ", ".join(f"{fmt_pct(fold['flush_event_rate'].get(fold['event']))} on fold {fold['fit_fold']}"
-                            for fold in folds)
+        which = " or ".join(f"{n} ({EVENT_WORDS.get(n, n)}, {names.count(n)} of {len(names)} folds)" for n in chosen)
+    rates = sorted(fold["flush_event_rate"].get(fold["event"]) for fold in folds
+                   if fold["flush_event_rate"].get(fold["event"]) is not None)
+    flush_rates = (f"{fmt_pct(rates[0])} to {fmt_pct(rates[-1])} of the fitting sets' {POSITIVE_CONTROL} runs"
+                   if rates and rates[0] != rates[-1] else
+                   f"{fmt_pct(rates[0]) if rates else '-'} of the fitting sets' {POSITIVE_CONTROL} runs")
     fer = (lead.get("false_event_rate") or {}).get("controls") or {}
     within = fer.get("estimate") is not None and alpha is not None and fer["estimate"] <= alpha
     if within:
@@ -217,8 +220,9 @@ def _lead_sentence(point: str, lead: dict, alpha: float | None) -> dict:
         verdict = f"above alpha = {alpha}, its whole interval too"
     else:
         verdict = f"above alpha = {alpha}, though its interval includes alpha"
-    text = (f"At {point} the findings lead with {which}: on each fitting fold it fired on the most {POSITIVE_CONTROL} "
-            f"runs, the positive control ({flush_rates}). On held-out controls it fired in {fer.get('k')} of "
+    text = (f"At {point} the findings lead with {which}: on each fold's fitting set (the other folds' problems) "
+            f"it fired on the most {POSITIVE_CONTROL} runs, the positive control ({flush_rates}). "
+            f"On held-out controls it fired in {fer.get('k')} of "
             f"{fer.get('n')} runs ({fmt_pct(fer.get('estimate'))}, Wilson 95% CI {fmt_pct(fer.get('ci_low'))}–"
             f"{fmt_pct(fer.get('ci_high'))}), {verdict}.")
     return {"point": point, "calibrated": True, "events": names, "text": text,
@@ -256,8 +260,10 @@ def _calibration_sentence(point: str, entry: dict, alpha: float) -> dict:
     fer = entry["false_event_rate"].get("controls") or {}
     folds = entry["folds"]
     windows = sorted({f["window"] for f in folds})
+    counts = sorted(f["n_controls"] for f in folds)
+    on = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
     text = (f"At {point}, adaptation events are calibrated at alpha = {alpha} on "
-            f"{' and '.join(str(f['n_controls']) for f in folds)} control runs (two folds, window "
+            f"{on} control runs per fold ({len(folds)} folds, each scored with its fitting set: the others; window "
             f"{'/'.join(map(str, windows))} tokens); on held-out controls they fired in {fer.get('k')} of "
             f"{fer.get('n')} runs ({fmt(fer.get('estimate'))}, 95% CI {fmt(fer.get('ci_low'))}–{fmt(fer.get('ci_high'))}).")
     return {"point": point, "calibrated": True, "text": text,

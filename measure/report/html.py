@@ -243,6 +243,20 @@ def _rate(entry: dict | None) -> str:
     return f"{entry['k']}/{entry['n']} ({fmt_pct(entry['estimate'])}, {fmt_pct(entry['ci_low'])}–{fmt_pct(entry['ci_high'])})"
 
 
+def _distinct(values) -> str:
+    """The folds' values of one parameter, each distinct value once (folds mostly agree)."""
+    shown = list(dict.fromkeys(values))
+    return " / ".join(shown) if shown else "–"
+
+
+def _spread(values) -> str:
+    """The folds' values of a number as its range (one value when they agree)."""
+    numbers = sorted(v for v in values if v is not None)
+    if not numbers:
+        return "–"
+    return fmt(numbers[0]) if numbers[0] == numbers[-1] else f"{fmt(numbers[0])}–{fmt(numbers[-1])}"
+
+
 def calibration_rows(calibration: dict) -> list[dict]:
     """One display row per calibrated event x injection point of the ``calibration`` section."""
     rows = []
@@ -252,11 +266,11 @@ def calibration_rows(calibration: dict) -> list[dict]:
             rows.append({
                 "event": event, "point": point, "calibrated": fmt(bool(entry.get("calibrated"))),
                 "reason": entry.get("reason") or "",
-                "windows": " / ".join(fmt(f.get("window")) if f.get("window") is not None
-                                      else ("drift " + fmt(f.get("drift")) if f.get("drift") is not None else "–")
-                                      for f in folds),
-                "thresholds": " / ".join(fmt(f.get("threshold")) for f in folds),
-                "controls": " / ".join(fmt(f.get("n_controls")) for f in folds),
+                "windows": _distinct(fmt(f.get("window")) if f.get("window") is not None
+                                     else ("drift " + fmt(f.get("drift")) if f.get("drift") is not None else "–")
+                                     for f in folds),
+                "thresholds": _spread(f.get("threshold") for f in folds),
+                "controls": _spread(f.get("n_controls") for f in folds),
                 "false": _rate(entry.get("false_event_rate", {}).get("controls")),
                 "changes": [_rate(entry.get("event_rate", {}).get(c)) for c in CHANGE_CONDITIONS],
                 "identical": _rate(entry.get("false_event_rate", {}).get(IDENTICAL)),
@@ -293,7 +307,7 @@ def lead_rows(metrics: dict) -> list[dict]:
             median = summary.get("median") or {}
             rows.append({
                 "point": point, "condition": condition,
-                "events": " / ".join(str(fold.get("event")) for fold in entry.get("folds") or []),
+                "events": _distinct(str(fold.get("event")) for fold in entry.get("folds") or []),
                 "rate": _rate(rate), "share": "–" if share is None else f"{share:.2f}",
                 "observable": (f"{counts['observable_events']} of {counts['observable']}" if counts.get("n")
                                and counts.get("unknown") != counts.get("n") else "–"),

@@ -174,9 +174,13 @@ def paired_tables(
                                            wilcoxon_method=wilcoxon_method)
                   for condition, baseline in comparisons if {condition, baseline} <= present]
         tables = [t[t["n"] > 0] for t in tables if len(t)]
+        tables = [t for t in tables if len(t)]
         if not tables:
             continue
-        table = pd.concat(tables, ignore_index=True)
+        # all-NA columns (a test with no value on any pair of one table) are dropped before the
+        # concatenation and restored after it, so they do not decide the columns' dtypes
+        columns = list(dict.fromkeys(c for t in tables for c in t.columns))
+        table = pd.concat([t.dropna(axis=1, how="all") for t in tables], ignore_index=True).reindex(columns=columns)
         for col in ("wilcoxon_p", "t_p"):
             table[f"{col}_holm"] = stats.holm(table[col])
             table[f"{col}_bh"] = stats.benjamini_hochberg(table[col])

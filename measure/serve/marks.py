@@ -3,9 +3,9 @@
 A single live problem has no control runs of its own, so its latency events cannot be
 calibrated on it (docs/METHOD.md). The user may pick a finished ``measure run`` folder; its
 ``metrics.json`` ``calibration`` section holds, per event and injection point, the window and
-threshold fitted on each of two folds of control runs. A live problem belongs to neither fold,
-so each fold's rule is a held-out rule for it with a false-event rate of at most alpha; a mark
-is drawn where *both* rules have fired (the later of the two tokens), which keeps that bound
+threshold fitted for each fold (on the control runs of the other folds). A live problem belongs to
+no fold, so each fold's rule is a held-out rule for it with a false-event rate of at most alpha; a
+mark is drawn where *every* rule has fired (the latest of their tokens), which keeps that bound
 without choosing between them. Points the calibration lacks, or did not calibrate, get no marks
 and say why; without a calibration the page shows the raw curves labelled "uncalibrated".
 
@@ -34,7 +34,7 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True)
 class FoldRule:
-    fit_fold: int
+    fold: int
     window: int
     threshold: float
 
@@ -56,7 +56,7 @@ class EventRules:
 
     def as_dict(self) -> dict:
         return {"event": self.event, "curve": self.curve,
-                "rules": [{"fold": r.fit_fold, "window": r.window, "threshold": r.threshold} for r in self.rules]}
+                "rules": [{"fold": r.fold, "window": r.window, "threshold": r.threshold} for r in self.rules]}
 
 
 @dataclass
@@ -120,7 +120,7 @@ def read_calibration(folder: Path, source: str) -> Calibration:
                 raise CalibrationError(f"{where}: 'folds' is not a list")
             rules = [_fold_rule(fold, where) for fold in folds]
             rules = [rule for rule in rules if rule is not None]
-            if point.get("calibrated") and len(rules) == 2:
+            if point.get("calibrated") and rules and len(rules) == len(folds):
                 calibration.points.setdefault(label, {})[event] = EventRules(event, curves[event], tuple(rules))
             else:
                 reason = point.get("reason")
@@ -135,9 +135,11 @@ def _fold_rule(fold, where: str) -> FoldRule | None:
     if fold.get("threshold") is None or fold.get("window") is None:
         return None
     try:
-        rule = FoldRule(int(fold["fit_fold"]), int(fold["window"]), float(fold["threshold"]))
+        # scores_fold: the fold the rule scores; fit_fold: the fold a two-fold run fitted it on
+        rule = FoldRule(int(fold["scores_fold"] if "scores_fold" in fold else fold["fit_fold"]), int(fold["window"]),
+                        float(fold["threshold"]))
     except (KeyError, TypeError, ValueError, OverflowError):
-        raise CalibrationError(f"{where}: a fold's fit_fold, window or threshold is not a number") from None
+        raise CalibrationError(f"{where}: a fold's scores_fold, window or threshold is not a number") from None
     return rule if math.isfinite(rule.threshold) else None
 
 

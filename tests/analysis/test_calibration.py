@@ -96,14 +96,23 @@ def test_cross_fitting_never_scores_a_run_with_its_own_fold():
     runs += [_run(f"c{i}", cond, np.zeros(N_AFTER), identical=True) for i in range(6) for cond in ("injection", "noise")]
     folds = cal.assign_folds([(r.problem_id, r.identical) for r in runs], seed=5)
     result = cal.calibrate_point(runs, cal.EVENTS[1], folds)
-    assert set(result.scored_with) == {r.problem_id for r in runs}
-    for problem_id, fit_fold in result.scored_with.items():
-        assert fit_fold != folds[problem_id]
-    # both folds hold changed and identical problems, split evenly
+    controls = [r for r in runs if r.control_kind in cal.CONTROL_CONDITIONS]
+    for fold, fit in enumerate(result.fits):
+        # each fit rests on exactly the controls of the other folds
+        assert fit.fold == fold and fit.n_controls == sum(folds[r.problem_id] != fold for r in controls)
+    # a planted control run's curve raised sky-high moves the thresholds of the other folds only
+    target = next(r for r in controls if r.problem_id == "p000")
+    raised = [cal.RunCurve(r.problem_id, r.condition, r.point, r.identical, {"log_ratio": r.curves["log_ratio"] + 50,
+                                                                            "kl_gap": r.curves["kl_gap"]})
+              if r is target else r for r in runs]
+    again = cal.calibrate_point(raised, cal.EVENTS[1], folds)
+    assert again.fits[folds["p000"]].threshold == result.fits[folds["p000"]].threshold
+    assert any(again.fits[f].threshold > result.fits[f].threshold for f in range(len(folds)) if f != folds["p000"])
+    # changed and identical problems are each dealt round the ten folds
     changed = [folds[f"p{i:03d}"] for i in range(30)]
     identical = [folds[f"c{i}"] for i in range(6)]
-    assert changed.count(0) == changed.count(1) == 15
-    assert identical.count(0) == identical.count(1) == 3
+    assert all(changed.count(fold) == 3 for fold in range(10))
+    assert sorted(identical) == [0, 1, 2, 3, 4, 5]
 
 
 def test_fold_assignment_ignores_record_order_and_depends_on_seed():
@@ -114,11 +123,11 @@ def test_fold_assignment_ignores_record_order_and_depends_on_seed():
 
 def test_too_few_controls_is_uncalibrated_with_a_reason():
     rng = np.random.default_rng(0)
-    runs = _planted_runs(rng, 8, 5)  # 8 problems: 12 controls per fold < 19
+    runs = _planted_runs(rng, 6, 5)  # 6 problems, 6 folds: 5 x 3 = 15 controls in each fitting set < 19
     folds = cal.assign_folds([(r.problem_id, False) for r in runs])
     result = cal.calibrate_point(runs, cal.EVENTS[0], folds)
-    assert not result.calibrated
-    assert "12 and 12 in the two folds" in result.reason and "at least 19 per fold" in result.reason
+    assert not result.calibrated and len(result.fits) == 6
+    assert "15 in each fold's fitting set, at least 19 are needed" in result.reason
     assert all(lat is None for lat in result.latencies.values())
 
 
@@ -141,10 +150,13 @@ def test_identical_problem_runs_are_scored_but_not_fitted(identical):
     runs += [_run(f"c{i}", "injection", np.zeros(N_AFTER), identical=identical) for i in range(10)]
     folds = cal.assign_folds([(r.problem_id, r.identical) for r in runs])
     result = cal.calibrate_point(runs, cal.EVENTS[0], folds)
-    # only noise, repeat and ignore runs of changed problems are fitted on: 30 problems x 3 kinds
-    assert sum(fit.n_controls for fit in result.fits) == 90
+    # only noise, repeat and ignore runs of changed problems are fitted on: 3 of each changed problem
+    # outside the fold (30 changed problems, 3 per fold: 27 x 3)
+    changed = {r.problem_id for r in runs if not r.identical and r.problem_id.startswith("p")}
+    for fit in result.fits:
+        assert fit.n_controls == 3 * sum(folds[p] != fit.fold for p in changed)
     if identical:
-        assert all(fit.n_controls == 45 for fit in result.fits)  # changed problems split evenly
+        assert all(fit.n_controls == 81 for fit in result.fits)  # changed problems dealt evenly
     rates = cal.event_rates(result, runs)
     if identical:
         assert rates["false"]["identical"] == (0, 10)

@@ -38,30 +38,34 @@ def test_each_run_is_scored_with_the_threshold_of_the_other_folds_controls():
     folds = _folds(runs)
     event = cal.EVENTS[0]
     result = cal.calibrate_point(runs, event, folds)
-    for fold in (0, 1):
-        scores = [cal.run_score(r.curves["log_ratio"], 1) for r in runs if folds[r.problem_id] == fold]
+    assert len(result.fits) == cal.N_FOLDS == 10
+    thresholds = set()
+    for fold in range(cal.N_FOLDS):
+        scores = [cal.run_score(r.curves["log_ratio"], 1) for r in runs if folds[r.problem_id] != fold]
         by_hand = max(cal.conformal_threshold(scores, cal.window_alpha(event, 0.05)), 0.0)
-        assert result.fits[fold].threshold == by_hand and result.fits[fold].fit_fold == fold
-        assert result.fits[fold].n_controls == len(scores) == 60
+        assert result.fits[fold].threshold == by_hand and result.fits[fold].fold == fold
+        assert result.fits[fold].n_controls == len(scores) == 108  # 36 of the 40 problems, 3 controls each
+        thresholds.add(by_hand)
+    assert len(thresholds) > 1  # the folds' fitting sets differ, and so do some thresholds
     for run in runs:
-        other = 1 - folds[run.problem_id]
-        assert result.scored_with[run.problem_id] == other
+        own = folds[run.problem_id]
         assert result.latencies[(run.problem_id, run.condition)] == cal.event_latency(
-            run.curves["log_ratio"], 1, result.fits[other].threshold)
+            run.curves["log_ratio"], 1, result.fits[own].threshold)
     assert result.point == "t8" and result.event == event.name and result.n_windows == 1
 
 
 def test_exactly_the_needed_number_of_controls_calibrates():
-    event = cal.EVENTS[1]  # two windows: each fitted at alpha / 2, 39 controls per fold needed
+    event = cal.EVENTS[1]  # two windows: each fitted at alpha / 2, 39 controls per fitting set needed
     assert cal.min_controls(0.05, 2) == 39
     runs = [_run(f"p{i:03d}", "noise", np.random.default_rng(i).normal(0, 0.3, N_AFTER)) for i in range(78)]
-    folds = {f"p{i:03d}": i % 2 for i in range(78)}
+    folds = {f"p{i:03d}": i % 2 for i in range(78)}  # two folds: each fitting set is the other fold
     result = cal.calibrate_point(runs, event, folds)
     assert [fit.n_controls for fit in result.fits] == [39, 39] and result.calibrated
     fewer = cal.calibrate_point(runs[:-2], event, folds)  # 38 in fold 0 and 38 in fold 1
     assert not fewer.calibrated
-    assert fewer.fits[0].reason == "38 control runs in fold 0" and fewer.fits[1].reason == "38 control runs in fold 1"
-    assert "at least 39 per fold" in fewer.reason and "over 2 candidates" in fewer.reason
+    assert fewer.fits[0].reason == "38 control runs outside fold 0"
+    assert fewer.fits[1].reason == "38 control runs outside fold 1"
+    assert "38 in each fold's fitting set, at least 39" in fewer.reason and "over 2 candidates" in fewer.reason
 
 
 def test_controls_too_short_for_any_window_give_no_finite_threshold():
@@ -69,8 +73,8 @@ def test_controls_too_short_for_any_window_give_no_finite_threshold():
     folds = {f"p{i:03d}": i % 2 for i in range(80)}
     result = cal.calibrate_point(runs, cal.EVENTS[1], folds)
     assert not result.calibrated
-    assert result.fits[0].reason == "no finite threshold from the 40 control runs of fold 0"
-    assert result.reason.startswith("no finite threshold from the 40 control runs of fold 0; ")
+    assert result.fits[0].reason == "no finite threshold from the 40 control runs outside fold 0"
+    assert result.reason.startswith("no finite threshold from the 40 control runs outside fold 0; ")
 
 
 def test_the_window_with_more_events_on_the_fitting_fold_is_chosen_ties_the_smaller():
@@ -84,7 +88,7 @@ def test_the_window_with_more_events_on_the_fitting_fold_is_chosen_ties_the_smal
 
     runs = _noise_runs(80, change=sustained)
     result = cal.calibrate_point(runs, cal.EVENTS[1], _folds(runs))
-    assert [fit.window for fit in result.fits] == [2, 2]  # both windows catch every run: the smaller
+    assert {fit.window for fit in result.fits} == {2}  # both windows catch every run: the smaller
     assert all(fit.fit_event_rate == 1.0 for fit in result.fits)
     runs = _noise_runs(80, change=alternating)
     detection = cal.calibrate_point(runs, cal.EVENTS[0], _folds(runs))
@@ -106,7 +110,7 @@ def test_window_chosen_by_rate_when_the_larger_one_fires_more():
             runs.append(_run(f"p{i:03d}", condition, curve))
         runs.append(_run(f"p{i:03d}", "injection", np.r_[np.zeros(3), np.full(N_AFTER - 3, 1.0)]))
     result = cal.calibrate_point(runs, cal.EVENTS[1], _folds(runs))
-    assert [fit.window for fit in result.fits] == [4, 4]
+    assert {fit.window for fit in result.fits} == {4}
     assert all(fit.fit_event_rate == 1.0 for fit in result.fits)
 
 

@@ -114,8 +114,8 @@ def test_a_run_with_no_observable_difference_is_classified_as_such():
 
 def test_the_lead_event_is_chosen_on_the_fitting_fold_only():
     """Scattered evidence: single tokens and sums find it, windows of 2 or 4 do not. A fold's choice
-    is the event with the most events on its own flush runs, and changing the other fold's runs
-    does not change it."""
+    is the event with the most events on its fitting set's flush runs (the other folds'), and
+    changing the runs of the fold it scores does not change it."""
     rng = np.random.default_rng(8)
     scattered = _scattered_runs(rng, 60, 10)
     folds = _folds(scattered)
@@ -124,15 +124,15 @@ def test_the_lead_event_is_chosen_on_the_fitting_fold_only():
     assert choice.flush_rates[choice.event] == max(choice.flush_rates.values()) >= 0.9
     assert choice.flush_rates["cusum_latency"] >= 0.9
     assert choice.flush_rates["adaptation_latency"] <= 0.2
-    # the held-out fold (1) changed beyond recognition: its flush runs favour A throughout
-    altered = [run if folds[run.problem_id] == 0 or run.condition != "flush"
+    # the scored fold (0) changed beyond recognition: its flush runs favour A throughout
+    altered = [run if folds[run.problem_id] != 0 or run.condition != "flush"
                else _run(run.problem_id, "flush", -np.ones(N_AFTER)) for run in scattered]
     altered_results = {event.name: cal.calibrate_point(altered, event, folds) for event in cal.EVENTS}
     again = cal.choose_lead(altered_results, altered, folds, 0)
     assert (again.event, again.flush_rates) == (choice.event, choice.flush_rates)
-    choices = [cal.choose_lead(results, scattered, folds, fold) for fold in (0, 1)]
+    choices = [cal.choose_lead(results, scattered, folds, fold) for fold in range(cal.n_folds_of(folds))]
     latencies, observable, events = cal.lead_latencies(results, choices, scattered, folds)
     for (problem_id, condition), latency in latencies.items():
-        chosen = choices[1 - folds[problem_id]].event
+        chosen = choices[folds[problem_id]].event
         assert events[(problem_id, condition)] == chosen
         assert latency == results[chosen].latencies[(problem_id, condition)]

@@ -284,7 +284,7 @@ function showStarted(message) {
   } else {
     const parts = Object.entries(cal.points).map(([point, entry]) => (entry.note ? `${point}: ${entry.note}`
       : `${point}: ${entry.events.map((e) => e.rules.map((r) => `${EVENT_LETTERS[e.event]} w${r.window} > ${fmt(r.threshold)}`).join(" and ")).join("; ")}`));
-    note = el("p", {class: "calibrated"}, `Marks from ${cal.source} (alpha ${cal.alpha}): both folds' rules must fire. ${parts.join(" | ")}${cal.note ? `. ${cal.note}` : ""}`);
+    note = el("p", {class: "calibrated"}, `Marks from ${cal.source} (alpha ${cal.alpha}): every fold's rule must fire. ${parts.join(" | ")}${cal.note ? `. ${cal.note}` : ""}`);
   }
   summary.append(note);
   while ($("lanes").firstChild) $("lanes").removeChild($("lanes").firstChild);
