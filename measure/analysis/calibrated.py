@@ -19,11 +19,8 @@ import numpy as np
 from measure.analysis import calibration as cal
 from measure.analysis.stats import rate_ci
 from measure.metrics.divergence import log_ratio
+from measure.records.curves import as_curve
 from measure.records.samples import record_key
-
-
-def _array(values) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in (values or [])], dtype=np.float64)
 
 
 def _curves(record: dict, t0: int | None) -> dict[str, np.ndarray] | None:
@@ -34,11 +31,11 @@ def _curves(record: dict, t0: int | None) -> dict[str, np.ndarray] | None:
     if t0 is None or not ({"oracle", "ignore"} <= logprob.keys() and {"oracle", "ignore"} <= kl.keys()):
         return None
     curves = {
-        "log_ratio": log_ratio(_array(logprob["oracle"]), _array(logprob["ignore"]))[t0:],
-        "kl_gap": (_array(kl["ignore"]) - _array(kl["oracle"]))[t0:],
+        "log_ratio": log_ratio(as_curve(logprob["oracle"]), as_curve(logprob["ignore"]))[t0:],
+        "kl_gap": (as_curve(kl["ignore"]) - as_curve(kl["oracle"]))[t0:],
     }
     if arrays.get(cal.EXPECTED_GAIN) is not None:  # records written before it was recorded lack it
-        curves[cal.EXPECTED_GAIN] = _array(arrays[cal.EXPECTED_GAIN])[t0:]
+        curves[cal.EXPECTED_GAIN] = as_curve(arrays[cal.EXPECTED_GAIN])[t0:]
     return curves
 
 
@@ -145,7 +142,7 @@ def _observability(record: dict) -> float | None:
     t0 = record.get("t0")
     if values is None or t0 is None:
         return None
-    return float(np.nansum(_array(values)[int(t0):]))
+    return float(np.nansum(as_curve(values)[int(t0):]))
 
 
 def _lead_columns(latency, observable, event, identical: bool) -> dict:

@@ -18,7 +18,9 @@ for the attention grids); a missing value (NaN, infinity in the measurement) is 
 reads the files natively (``pandas.read_parquet``).
 
 :func:`read_samples` (and :func:`iter_samples`, one group's arrays in memory at a time) is the one
-reader of records with their arrays attached, whichever layout they were written in.
+reader of records with their arrays attached, whichever layout they were written in. Given
+``columns`` (array columns by the names above), they attach only those arrays, and read only those
+columns of the Parquet files: a reader that needs three curves does not load the attention grids.
 """
 
 from __future__ import annotations
@@ -140,24 +142,34 @@ def remove_partial_writes(out: str | Path) -> list[Path]:
     return left
 
 
-def read_arrays_file(path: Path) -> dict[str, dict]:
-    """``{key: arrays}`` of one columnar file."""
-    rows = pq.read_table(path).to_pylist()
-    return {row["key"]: arrays_from_columns(row) for row in rows}
+def read_arrays_file(path: Path, columns: frozenset[str] | None = None) -> dict[str, dict]:
+    """``{key: arrays}`` of one columnar file; with ``columns``, only those array columns (the ones
+    the file has) are read."""
+    if columns is not None:
+        present = pq.read_schema(path).names
+        table = pq.read_table(path, columns=["key", *(name for name in present if name in columns)])
+    else:
+        table = pq.read_table(path)
+    return {row["key"]: arrays_from_columns(row) for row in table.to_pylist()}
+
+
+def project_arrays(arrays: dict, columns: frozenset[str]) -> dict:
+    """Only the arrays of ``columns`` (names as in the columnar files) of inline ``arrays``."""
+    return arrays_from_columns({name: values for name, values in array_columns(arrays).items() if name in columns})
 
 
 class _LastFile:
     """The arrays of the columnar file read last: the records of one group follow each other in
     samples.jsonl, so each file is read once and only one group's arrays are held."""
 
-    def __init__(self, folder: Path):
-        self.folder, self.name, self.arrays = folder, None, {}
+    def __init__(self, folder: Path, columns: frozenset[str] | None = None):
+        self.folder, self.columns, self.name, self.arrays = folder, columns, None, {}
 
     def get(self, name: str, key: str, where: str) -> dict:
         if name != self.name:
             path = self.folder / name
             try:
-                self.name, self.arrays = name, read_arrays_file(path)
+                self.name, self.arrays = name, read_arrays_file(path, self.columns)
             except (OSError, pa.ArrowException) as error:
                 raise RecordError(f"{where}: field arrays_file: {path} cannot be read ({error})") from None
         if key not in self.arrays:
@@ -180,13 +192,15 @@ def attach_arrays(folder: str | Path, records: list[dict], where: str = "") -> l
     return attached
 
 
-def iter_samples(path: str | Path, warnings: list[str], typed: bool = False) -> Iterator:
+def iter_samples(path: str | Path, warnings: list[str], typed: bool = False,
+                 columns: frozenset[str] | None = None) -> Iterator:
     """The records of a samples.jsonl in file order, each validated (:class:`Record`; RecordError
     names file, line and field) and with its arrays attached: from its columnar file in layout 2,
-    inline otherwise. Dicts as stored (``arrays`` filled in), or :class:`Record` when ``typed``.
-    What was dropped (a torn last line) is appended to ``warnings``."""
+    inline otherwise; only the array ``columns`` when given. Dicts as stored (``arrays`` filled in),
+    or :class:`Record` when ``typed``. What was dropped (a torn last line) is appended to
+    ``warnings``."""
     path = Path(path)
-    files = _LastFile(path.parent)
+    files = _LastFile(path.parent, columns)
     for number, record in iter_store(path, warnings):
         where = f"{path}:{number}"
         typed_record = validate_record(record, where)
@@ -195,15 +209,18 @@ def iter_samples(path: str | Path, warnings: list[str], typed: bool = False) -> 
             record = {**record, "arrays": arrays}
             if typed:
                 typed_record.arrays = Arrays.model_validate(arrays)
+        elif columns is not None and record.get("arrays") is not None:
+            record = {**record, "arrays": project_arrays(record["arrays"], columns)}
         yield typed_record if typed else record
 
 
-def read_samples(path: str | Path, typed: bool = False) -> tuple[list, list[str]]:
+def read_samples(path: str | Path, typed: bool = False,
+                 columns: frozenset[str] | None = None) -> tuple[list, list[str]]:
     """Every record of a samples.jsonl with its arrays attached (see :func:`iter_samples`), and
     warnings about what was dropped: what :func:`measure.records.store.read_store` returns, for
     records in either layout."""
     warnings: list[str] = []
-    records = list(iter_samples(path, warnings, typed))
+    records = list(iter_samples(path, warnings, typed, columns))
     return records, warnings
 
 

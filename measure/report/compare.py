@@ -60,8 +60,8 @@ from pathlib import Path
 
 from measure.metrics.registry import METRICS, spec_for
 from measure.records import METRICS_FILE, SAMPLES_FILE
-from measure.records.columnar import read_samples
 from measure.report.format import condition_sort_key, fmt, point_sort_key
+from measure.report.inputs import read_report_records
 from measure.report.summary import build_metrics
 
 #: Metrics shown in the difference table besides the gated ones.
@@ -159,7 +159,7 @@ def load_metrics(run: str | Path) -> tuple[dict, list[str]]:
                 raise CompareError(f"{candidate}: not valid JSON ({error})") from None
     samples = path / SAMPLES_FILE
     if samples.is_file():
-        records, warnings = read_samples(samples)
+        records, warnings = read_report_records(samples)
         notes.append(f"{path}: no {METRICS_FILE}; summarised {len(records)} records from {SAMPLES_FILE}")
         return build_metrics(records, warnings=warnings), notes
     raise CompareError(f"{path}: neither {METRICS_FILE} nor {SAMPLES_FILE} found")

@@ -33,6 +33,7 @@ from measure.analysis.position import position_section
 from measure.analysis.stats import holm, json_safe, km_median, mean_ci, paired_test
 from measure.records import RUN_FILE, SAMPLES_FILE
 from measure.records.columnar import read_samples
+from measure.records.curves import as_curve
 from measure.records.run_folder import RunFolderError, is_run_folder, read_run_info
 from measure.records.store import latest_by_key
 from measure.report.format import condition_sort_key, point_sort_key
@@ -134,7 +135,7 @@ def _by_condition_point(records: list[dict]) -> dict[tuple[str, str], list[dict]
 def _curve(record: dict, ref: str = "matched") -> np.ndarray:
     values = ((record.get("arrays") or {}).get("kl") or {}).get(ref)
     t0 = int(record.get("t0") or 0)
-    return np.array([np.nan if v is None else v for v in (values or [])], dtype=np.float64)[t0:]
+    return as_curve(values)[t0:]
 
 
 def mean_curve(records: list[dict], max_positions: int) -> list[float | None]:

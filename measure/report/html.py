@@ -19,7 +19,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
@@ -30,6 +29,7 @@ from measure.metrics.answers import OUTCOMES
 from measure.metrics.attribution import DEFAULT_LIKELY, LABELS, attribute_tokens
 from measure.metrics.latency import DEFAULT_GAP_TOKENS
 from measure.records.atomic import write_atomic
+from measure.records.curves import as_curve, as_grid
 from measure.report import plots
 from measure.report.format import fmt, fmt_pct, point_sort_key
 from measure.report.position import position_html
@@ -159,8 +159,6 @@ def paired_rows(paired: list[dict]) -> list[dict]:
 # ------------------------------------------------------------------------ token strips
 
 
-def _lp(values) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in (values or [])], dtype=np.float64)
 
 
 def one_line(text: str) -> str:
@@ -182,7 +180,7 @@ def token_strip(record: dict, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
         pieces = None
     t0 = int(record.get("t0") or 0)
     refs = (record.get("arrays") or {}).get("logprob_ref") or {}
-    oracle, ignore = _lp(refs.get("oracle")), _lp(refs.get("ignore"))
+    oracle, ignore = as_curve(refs.get("oracle")), as_curve(refs.get("ignore"))
     n = len(tokens)
     if oracle.size == n and ignore.size == n:
         labels = list(attribute_tokens(oracle, ignore, t0, DEFAULT_LIKELY))
@@ -363,8 +361,8 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
         "paired": paired_rows(metrics.get("paired") or []),
         "paired_columns": PAIRED_COLUMNS,
         "figures": figures,
-        "attention_captured": any(((r.get("arrays") or {}).get("attention_layers_tokens") or {}).get("inserted")
-                                  for r in records),
+        "attention_captured": any(as_grid(((r.get("arrays") or {}).get("attention_layers_tokens") or {})
+                                          .get("inserted")).size for r in records),
         "strips": [token_strip(r) for r in strips],
         "n_strip_runs": n_runs,
         "labels": LABELS,

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from measure.metrics.divergence import log_ratio
+from measure.records.curves import as_curve, as_grid
 from measure.report.format import condition_sort_key, point_sort_key
 from measure.report.strategies import CURVES as STRATEGY_CURVES
 
@@ -53,11 +54,6 @@ def color_for(condition) -> str:
     return _EXTRA_ASSIGNED[condition]
 
 
-def _array(values) -> np.ndarray:
-    """A JSON list (None for missing) as float64 with NaN."""
-    if values is None:
-        return np.array([], dtype=np.float64)
-    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
 
 
 def curve_after_t0(record: dict, curve: str) -> np.ndarray:
@@ -68,10 +64,10 @@ def curve_after_t0(record: dict, curve: str) -> np.ndarray:
         refs = arrays.get("logprob_ref") or {}
         if "oracle" not in refs or "ignore" not in refs:
             return np.array([])
-        values = log_ratio(_array(refs["oracle"]), _array(refs["ignore"]))
+        values = log_ratio(as_curve(refs["oracle"]), as_curve(refs["ignore"]))
     else:
         kind, ref = curve.split(":")
-        values = _array((arrays.get(kind) or {}).get(ref))
+        values = as_curve((arrays.get(kind) or {}).get(ref))
     return values[t0:]
 
 
@@ -250,9 +246,9 @@ def attention_grids(records: list[dict]) -> dict[tuple[str, str], tuple[np.ndarr
     for r in records:
         grid = ((r.get("arrays") or {}).get("attention_layers_tokens") or {}).get("inserted")
         span = (r.get("spans") or {}).get("inserted")
-        if not grid or (span and len(span) == 2 and span[1] <= span[0]):
+        if grid is None or len(grid) == 0 or (span and len(span) == 2 and span[1] <= span[0]):
             continue  # nothing was inserted (references, flush, partial): the mass is 0 by construction
-        arr = np.array([[np.nan if v is None else v for v in row] for row in grid], dtype=np.float64)
+        arr = as_grid(grid)
         if arr.ndim == 2 and arr.size:
             acc[(str(r.get("point")), str(r.get("condition")))].append(arr)
     out = {}

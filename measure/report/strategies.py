@@ -34,6 +34,7 @@ from scipy import stats as sps
 from measure.analysis import stats
 from measure.metrics.divergence import log_ratio
 from measure.metrics.latency import DEFAULT_GAP_TOKENS, adaptation_gap
+from measure.records.curves import as_curve
 from measure.report.format import fmt, point_sort_key
 
 STRATEGY_ORDER = ("multi", "multi_retract", "gradual", "gradual_stream")
@@ -77,8 +78,6 @@ def describe(condition: str, n_updates: int) -> str:
 # ------------------------------------------------------------------------ curves
 
 
-def _array(values) -> np.ndarray:
-    return np.array([np.nan if v is None else v for v in (values or [])], dtype=np.float64)
 
 
 def curve_values(record: dict, curve: str) -> np.ndarray:
@@ -86,12 +85,12 @@ def curve_values(record: dict, curve: str) -> np.ndarray:
     when missing."""
     arrays = record.get("arrays") or {}
     if curve in ("kl_matched", "kl_ignore"):
-        return _array((arrays.get("kl") or {}).get(curve.removeprefix("kl_")))
+        return as_curve((arrays.get("kl") or {}).get(curve.removeprefix("kl_")))
     if curve == "log_ratio":
         refs = arrays.get("logprob_ref") or {}
         if refs.get("oracle") is None or refs.get("ignore") is None:
             return np.array([])
-        return log_ratio(_array(refs["oracle"]), _array(refs["ignore"]))
+        return log_ratio(as_curve(refs["oracle"]), as_curve(refs["ignore"]))
     raise ValueError(f"unknown strategy curve {curve!r}; expected one of {sorted(CURVES)}")
 
 

@@ -73,10 +73,10 @@ from measure.records import (
     SKIPPED_FILE,
 )
 from measure.records.atomic import write_json
-from measure.records.columnar import read_samples
 from measure.records.run_folder import RunFolderError, is_run_folder, read_json_object
 from measure.records.store import StoreError, latest_by_key, read_store
 from measure.report.findings import build_findings
+from measure.report.inputs import read_report_records
 from measure.report.strategies import strategies_section
 
 METRICS_SCHEMA = "measure.metrics/1"
@@ -336,7 +336,7 @@ def render_from_dir(run_folder: Path, **options) -> dict:
         raise FileNotFoundError(f"{run_folder}: not a run folder (it holds none of {', '.join(RUN_MARKERS)})")
     if not samples.exists():
         raise FileNotFoundError(f"{samples} not found: `measure report` needs the run's {SAMPLES_FILE}")
-    records, store_warnings = read_samples(samples)  # arrays attached, from either layout
+    records, store_warnings = read_report_records(samples)  # what the report reads, from either layout
     provenance, skipped, notes = saved_provenance(run_folder)
     settings = provenance.get("settings") or {}
     for name in ("alpha", "seed"):  # calibrate as the run did, unless told otherwise

@@ -21,10 +21,11 @@ from measure.engine.engine import Engine
 from measure.engine.results import REFERENCE_RUNS
 from measure.model.load import load_model
 from measure.records import SAMPLES_FILE, SKIPPED_FILE
-from measure.records.columnar import read_samples, remove_partial_writes, write_group_arrays
+from measure.records.columnar import remove_partial_writes, write_group_arrays
 from measure.records.run_folder import check_out_folder, check_resume_matches, locked, write_run_info
 from measure.records.samples import record_key
 from measure.records.store import RecordStore, read_store
+from measure.report.inputs import read_report_records
 from measure.report.summary import write_reports
 from measure.run.executors import WORKER_FIELD, GroupsFailed, make_executor
 from measure.run.preflight import validate
@@ -136,7 +137,7 @@ def _measure(settings: RunSettings, problems: list, out: Path, show_progress: bo
                     bar.update(1)
         info["executor"] = executor.describe()  # now with the workers that replaced dead ones
 
-    records, warnings = read_samples(out / SAMPLES_FILE)
+    records, warnings = read_report_records(out / SAMPLES_FILE)
     info["finished"] = now()
     info["warnings"] = repaired + warnings
     info["executor"]["records_by_worker"] = dict(Counter(record.get(WORKER_FIELD, "unknown") for record in records))

@@ -1,0 +1,100 @@
+"""The report's compact reader: the same metrics.json as from the records in full, with the arrays
+it never reads left on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from measure.records import columnar
+from measure.records.columnar import read_samples, write_group_arrays
+from measure.records.store import RecordStore, read_store
+from measure.report.html import render_html
+from measure.report.inputs import REPORT_COLUMNS, compact_record, read_report_records
+from measure.report.summary import build_metrics
+from tests.report.conftest import add_attention
+
+BASELINE = Path(__file__).resolve().parents[2] / "reports" / "baselines" / "smollm2"
+LAYERS = 4
+
+
+def _with_everything(records: list[dict]) -> list[dict]:
+    """The baseline's records (24 tokens, no attention, no hidden states) with what a default run
+    adds: attention grids over four spans, per-layer hidden-state cosines as curves and metrics."""
+    records = add_attention(records, layers=LAYERS)
+    rng = np.random.default_rng(1)
+    for record in records:
+        n = len(record["tokens"]["generated"])
+        record["arrays"]["hidden_cosine_layers"] = {"oracle": rng.uniform(0.5, 1, LAYERS + 1).tolist()}
+        record["arrays"]["attention_layers_heads"] = {"inserted": rng.uniform(0, 1, (LAYERS, 3)).tolist()}
+        record["arrays"]["js"] = {"oracle": rng.uniform(0, 1, n).tolist()}
+        for layer in range(LAYERS + 1):
+            record["metrics"][f"hidden_cos_oracle_L{layer}_all"] = float(rng.uniform(0.5, 1))
+    return records
+
+
+def _write(folder: Path, records: list[dict], layout: int) -> Path:
+    folder.mkdir()
+    store = RecordStore(folder / "samples.jsonl")
+    for start in range(0, len(records), 21):
+        group = [dict(r) for r in records[start:start + 21]]
+        for record in (write_group_arrays(folder, group) if layout == 2 else group):
+            store.append(record)
+    return folder / "samples.jsonl"
+
+
+@pytest.fixture(scope="module")
+def baseline_records() -> list[dict]:
+    records, _ = read_store(BASELINE / "samples.jsonl")
+    return _with_everything(records)
+
+
+@pytest.mark.parametrize("layout", [1, 2])
+def test_compact_records_give_the_same_metrics_as_full_ones(tmp_path, baseline_records, layout):
+    samples = _write(tmp_path / "run", baseline_records, layout)
+    full, _ = read_samples(samples)
+    compact, warnings = read_report_records(samples)
+    assert warnings == [] and len(compact) == len(full) == 280
+    # what the report reads is there, and only that
+    first = next(r for r in compact if r["condition"] == "injection")
+    assert set(first["arrays"]["kl"]) == {"oracle", "ignore", "matched"}
+    assert set(first["arrays"]["logprob_ref"]) == {"oracle", "ignore"}
+    assert set(first["arrays"]["attention_layers_tokens"]) == {"inserted"}
+    assert first["arrays"]["attention_layers_tokens"]["inserted"].dtype == np.float32
+    assert not first["arrays"]["js"] and not first["arrays"]["hidden_cosine_layers"]
+    assert "attention_layers_heads" not in first["arrays"] and first["arrays"]["logprob_run"] is None
+    assert not any(name.startswith("hidden_cos_oracle_L") for name in first["metrics"])
+    n_resamples = 200
+    assert (json.dumps(build_metrics(compact, n_resamples=n_resamples), sort_keys=True)
+            == json.dumps(build_metrics(full, n_resamples=n_resamples), sort_keys=True))
+    # the page renders from the compact records, attention heatmap included
+    page = render_html(compact, build_metrics(compact, n_resamples=n_resamples))
+    assert "attention" in page.lower() and "<svg" in page
+
+
+def test_only_the_report_columns_are_read_from_the_columnar_files(tmp_path, baseline_records, monkeypatch):
+    samples = _write(tmp_path / "run", baseline_records, 2)
+    asked: list = []
+    read_table = columnar.pq.read_table
+
+    def spy(path, *args, columns=None, **kwargs):
+        asked.append(columns)
+        return read_table(path, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(columnar.pq, "read_table", spy)
+    read_report_records(samples)
+    assert len(asked) == 280 // 21 + 1  # one read per group file
+    for columns in asked:
+        assert columns is not None and set(columns) <= {"key"} | REPORT_COLUMNS
+        assert "attention_layers_tokens:inserted" in columns and "attention_layers_heads:inserted" not in columns
+
+
+def test_compact_record_shares_metric_names_and_drops_the_prompt_tokens(baseline_records):
+    a, b = (compact_record(json.loads(json.dumps(r))) for r in baseline_records[:2])
+    assert list(a["metrics"]) == list(b["metrics"])  # the same metrics, in the same order
+    assert all(name_a is name_b for name_a, name_b in zip(a["metrics"], b["metrics"]))  # one copy of each name
+    assert set(a["tokens"]) == {"generated"} and a["tokens"]["generated"] == baseline_records[0]["tokens"]["generated"]
+    assert isinstance(a["arrays"]["kl"]["oracle"], np.ndarray)
