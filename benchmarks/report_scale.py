@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from measure.records import RUN_FILE, SAMPLES_FILE  # noqa: E402
-from measure.records.columnar import write_group_arrays  # noqa: E402
-from measure.records.store import RecordStore, read_store  # noqa: E402
+from measure.records.columnar import read_samples, write_group_arrays  # noqa: E402
+from measure.records.store import RecordStore  # noqa: E402
 
 BASELINE = ROOT / "reports" / "baselines" / "smollm2"
 DEFAULT_PROBLEMS = 54  # the default run: builtin-easy, 7 conditions, one point
@@ -87,7 +87,7 @@ def scaled_record(record: dict, n: int, rng: np.random.Generator) -> dict:
 def template_problems(template: Path | None) -> tuple[list[list[dict]], dict]:
     """The template's records per problem (default-run shapes), and its run.json."""
     source = template or BASELINE
-    records, _ = read_store(source / SAMPLES_FILE)
+    records, _ = read_samples(source / SAMPLES_FILE)  # arrays attached, whichever layout the template has
     by_problem: dict[str, list[dict]] = {}
     for record in records:
         by_problem.setdefault(record["problem_id"], []).append(record)
@@ -104,7 +104,9 @@ def template_problems(template: Path | None) -> tuple[list[list[dict]], dict]:
 def renamed(record: dict, copy: int) -> dict:
     problem_id = f"{record['problem_id']}~{copy}"
     key = f"{problem_id}/{record['condition']}/{record['point']}"
-    return {**record, "problem_id": problem_id, "key": key, "metrics": {**record["metrics"], "problem_id": problem_id}}
+    copied = {k: v for k, v in record.items() if k != "arrays_file"}  # layout 2 writes its own file
+    return {**copied, "schema": 1, "problem_id": problem_id, "key": key,
+            "metrics": {**record["metrics"], "problem_id": problem_id}}
 
 
 def synthesize(folder: Path, scale: int, layout: int, template: Path | None) -> None:
@@ -146,7 +148,8 @@ def report(folder: Path, resamples: int | None, code: Path) -> tuple[float, floa
         command += ["--resamples", str(resamples)]
     env = {**os.environ, "PYTHONPATH": str(code)}
     start = time.perf_counter()
-    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # cwd = code: `python -m` puts the working directory first on sys.path, before PYTHONPATH
+    child = subprocess.Popen(command, env=env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - start
     return seconds, usage.ru_maxrss / 1e6, os.waitstatus_to_exitcode(status)
