@@ -13,6 +13,7 @@ test reached); the survivors are listed by ``mutmut results`` inside that module
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -37,8 +38,10 @@ MODULES = {
     # The pytester session of test_merge.py takes ~10 s per mutant; the unit tests reach every line.
     "merge": ("measure/pytest_plugin/merge.py", ["tests/pytest_plugin/test_merge.py", "-k", "not reused_output_folder"]),
     # The cache edits that partial, crop and fork use; their tests run tiny models (seconds per mutant).
+    # test_cache_edits.py (the refusals, crop bounds, scaled Gemma 3 rope) runs whole: -k matches its name.
     "cache": ("measure/engine/cache.py", ["tests/engine/test_partial_independent.py", "tests/engine/test_sliding_window.py",
-                                          "-k", "llama or gemma3 or scaled or crop or refused"]),
+                                          "tests/engine/test_cache_edits.py",
+                                          "-k", "llama or gemma3 or scaled or crop or refused or cache_edits"]),
 }
 #: Modules scored on some functions only (mutmut's name patterns): the rest is not mutated.
 ONLY = {"cache": ["*x_shift_rotary_keys*", "*x_rotate_half*", "*x_replace_prompt_region*", "*x_crop_copy*",
@@ -71,8 +74,11 @@ def run(name: str) -> dict:
     work = prepare(name)
     mutmut = Path(sys.executable).with_name("mutmut")
     started = time.monotonic()
-    # One child: the machine is shared, and the modules' tests are quick.
-    subprocess.run([str(mutmut), "run", "--max-children", "1", *ONLY.get(name, [])], cwd=work, check=True)
+    # One child: the machine is shared, and the modules' tests are quick. One OpenMP thread: mutmut
+    # forks a child per mutant from a process that already ran the tests, and libgomp's thread pool
+    # does not survive a fork (the child's first parallel torch op, e.g. CPU sdpa, waits forever).
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([str(mutmut), "run", "--max-children", "1", *ONLY.get(name, [])], cwd=work, check=True, env=env)
     seconds = time.monotonic() - started
     stats = statuses(work)
     reached = stats["total"] - stats["no_tests"]

@@ -3,15 +3,15 @@
 measure.engine.partial_check builds what partial's starting cache must be from two fresh prefills
 (B alone; A + the stale generated tokens) and transformers' own ``apply_rotary_pos_emb``. Every
 tiny RoPE family (llama, qwen2, mistral, and gemma3 with its sliding window and two rope bases),
-every layer, keys and values, within 1e-5; and a rotation by the wrong amount or sign, or a prompt
-swap, is caught.
+every layer, keys and values, within 1e-5, also with YaRN scaling (llama; gemma3 with a different
+scaling per layer type); and a rotation by the wrong amount or sign, or a prompt swap, is caught.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaForCausalLM
+from transformers import Gemma3ForCausalLM, LlamaForCausalLM
 
 from measure.data import load_pairs
 from measure.engine import cache as kv
@@ -78,6 +78,31 @@ def test_partial_cache_equals_the_reference_with_scaled_rope():
     model = yarn_llama()
     assert abs(model.model.rotary_emb.attention_scaling - 1.0) > 0.1
     for len_a, len_b in ((12, 19), (19, 12)):
+        assert difference(model, make_fork(model, len_a, len_b)) < TOLERANCE
+
+
+def yarn_gemma3():
+    """The tiny Gemma 3 with YaRN scaling that differs by layer type (local: theta 10k, factor 2,
+    cos and sin scaled by 1.069; global: theta 1M, factor 8, scaled by 1.208): each layer's keys
+    must be re-rotated with its own type's frequencies and that type's scaling undone."""
+    config = tiny_config("gemma3", len(tiny_tokenizer()))
+    config.rope_parameters = {
+        "sliding_attention": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10_000.0,
+                              "original_max_position_embeddings": 256},
+        "full_attention": {"rope_type": "yarn", "factor": 8.0, "rope_theta": 1_000_000.0,
+                           "original_max_position_embeddings": 256},
+    }
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(config).eval()
+
+
+def test_partial_cache_equals_the_reference_with_scaled_gemma3_rope():
+    model = yarn_gemma3()
+    rotary = model.model.rotary_emb
+    local, global_ = rotary.sliding_attention_attention_scaling, rotary.full_attention_attention_scaling
+    assert min(local, global_) > 1.05 and abs(local - global_) > 0.1
+    for len_a, len_b in ((12, 19), (19, 12), (12, 13)):
         assert difference(model, make_fork(model, len_a, len_b)) < TOLERANCE
 
 
