@@ -177,18 +177,22 @@ class _LastFile:
         return self.arrays[key]
 
 
-def attach_arrays(folder: str | Path, records: list[dict], where: str = "") -> list[dict]:
+def attach_arrays(folder: str | Path, records: list[dict], where: str = "",
+                  columns: frozenset[str] | None = None) -> list[dict]:
     """``records`` (dicts as stored) with their arrays attached from their columnar files under
     ``folder`` (each file read once); records with inline arrays or none are returned as they are.
     For a reader that tails samples.jsonl itself (``measure serve``): a record line is written only
-    after its file is complete, so every file a visible line names can be read."""
-    files = _LastFile(Path(folder))
+    after its file is complete, so every file a visible line names can be read. With ``columns``,
+    only those arrays (see :func:`iter_samples`)."""
+    files = _LastFile(Path(folder), columns)
     ordered = sorted(range(len(records)), key=lambda i: str(records[i].get("arrays_file") or ""))
     attached = list(records)
     for i in ordered:
         name = records[i].get("arrays_file")
         if name is not None and records[i].get("arrays") is None:
             attached[i] = {**records[i], "arrays": files.get(name, records[i]["key"], where or str(folder))}
+        elif columns is not None and records[i].get("arrays") is not None:
+            attached[i] = {**records[i], "arrays": project_arrays(records[i]["arrays"], columns)}
     return attached
 
 

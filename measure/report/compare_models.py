@@ -32,11 +32,11 @@ from measure.analysis.calibrated import calibrated_records
 from measure.analysis.position import position_section
 from measure.analysis.stats import holm, json_safe, km_median, mean_ci, paired_test
 from measure.records import RUN_FILE, SAMPLES_FILE
-from measure.records.columnar import read_samples
-from measure.records.curves import as_curve
+from measure.records.curves import as_curve, as_grid
 from measure.records.run_folder import RunFolderError, is_run_folder, read_run_info
 from measure.records.store import latest_by_key
 from measure.report.format import condition_sort_key, point_sort_key
+from measure.report.inputs import COMPARE_MODELS_COLUMNS, read_report_records
 from measure.report.position import compare_position
 
 JSON_FILE = "compare-models.json"
@@ -72,7 +72,7 @@ def load_run(folder: str | Path) -> dict:
     for name, present in ((RUN_FILE, provenance is not None), (SAMPLES_FILE, samples.is_file())):
         if not present:
             raise CompareModelsError(f"{folder}: no {name} (is it a folder written by measure run?)")
-    records, _ = read_samples(samples)
+    records, _ = read_report_records(samples, COMPARE_MODELS_COLUMNS)
     records = list(latest_by_key(records).values())
     if not records:
         raise CompareModelsError(f"{samples}: no records")
@@ -154,9 +154,8 @@ def attention_depth_profile(records: list[dict]) -> dict | None:
     each layer's relative depth; None when the runs carry no attention."""
     profiles = []
     for record in records:
-        layers_heads = ((record.get("arrays") or {}).get("attention_layers_heads") or {}).get("inserted")
-        if layers_heads:
-            grid = np.array([[np.nan if v is None else v for v in row] for row in layers_heads], dtype=np.float64)
+        grid = as_grid(((record.get("arrays") or {}).get("attention_layers_heads") or {}).get("inserted"))
+        if grid.size:
             profiles.append(np.nanmean(grid, axis=1))
     if not profiles:
         return None

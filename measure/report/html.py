@@ -173,7 +173,8 @@ def show_piece(piece: str) -> str:
 
 def token_strip(record: dict, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
     """Tokens of one run: before the change (grey), the change marker, after it by attribution."""
-    tokens = (record.get("tokens") or {}).get("generated") or []
+    tokens = (record.get("tokens") or {}).get("generated")
+    tokens = [] if tokens is None else [int(t) for t in tokens]  # a list, or the compact reader's array
     texts = record.get("texts") or {}
     pieces = texts.get("generated_pieces")
     if not (isinstance(pieces, list) and len(pieces) == len(tokens)):

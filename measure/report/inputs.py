@@ -12,7 +12,7 @@ fit a 24 GB machine. This reader keeps what the report reads, nothing else:
 - the scalar metrics without the per-layer hidden-state cosines (``hidden_cos_<ref>_L<n>_*``),
   which no table of the report aggregates (``measure.analysis.stats.metric_columns``), with metric
   names shared between records instead of one copy per record;
-- the generated tokens, not the prompt's.
+- the generated token ids as an integer array, not the prompt's.
 
 ``measure report`` on the full and on the compact records writes the same ``metrics.json``
 (tests/report/test_report_inputs.py).
@@ -37,7 +37,9 @@ REPORT_COLUMNS = frozenset({
     "attention_layers_tokens:inserted",
 })
 _LAYER_METRIC = re.compile(r"^hidden_cos_[a-z]+_L\d+_")
-_GRIDS = ("attention_layers_tokens",)
+#: What ``measure compare-models`` reads besides: the attention onto the inserted span per layer and head.
+COMPARE_MODELS_COLUMNS = REPORT_COLUMNS | {"attention_layers_heads:inserted"}
+_GRIDS = ("attention_layers_tokens", "attention_layers_heads")
 
 
 def _compact_arrays(arrays: dict) -> dict:
@@ -62,13 +64,14 @@ def compact_record(record: dict) -> dict:
                               if not _LAYER_METRIC.match(name)}
     tokens = record.get("tokens")
     if isinstance(tokens, dict):
-        compact["tokens"] = {"generated": tokens.get("generated")}
+        generated = tokens.get("generated")
+        compact["tokens"] = {"generated": None if generated is None else np.asarray(generated, dtype=np.int64)}
     return compact
 
 
-def read_report_records(samples: str | Path) -> tuple[list[dict], list[str]]:
-    """The records of ``samples`` (a samples.jsonl, either layout) as the report reads them, and the
-    reader's warnings (a torn last line dropped)."""
+def read_report_records(samples: str | Path, columns: frozenset[str] = REPORT_COLUMNS) -> tuple[list[dict], list[str]]:
+    """The records of ``samples`` (a samples.jsonl, either layout) as the report reads them (the
+    arrays of ``columns``), and the reader's warnings (a torn last line dropped)."""
     warnings: list[str] = []
-    records = [compact_record(record) for record in iter_samples(samples, warnings, columns=REPORT_COLUMNS)]
+    records = [compact_record(record) for record in iter_samples(samples, warnings, columns=columns)]
     return records, warnings

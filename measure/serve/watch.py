@@ -30,6 +30,7 @@ from measure.records.columnar import attach_arrays
 from measure.records.run_folder import RunFileError, is_run_folder, read_metrics_json, read_run_json
 from measure.records.store import decode_record, latest_by_key
 from measure.report.findings import findings_text
+from measure.report.inputs import REPORT_COLUMNS, compact_record
 from measure.report.summary import build_metrics, saved_provenance
 from measure.serve.marks import CalibrationError, read_calibration
 
@@ -182,7 +183,8 @@ class SamplesTail:
                 self.warnings.append(f"{self.path}:{self._line}: not a record, left out ({error})")
                 continue
             new.append(record)
-        new = attach_arrays(self.path.parent, new, str(self.path))  # layout 2: arrays from the columnar files
+        # layout 2: arrays from the columnar files; only what the Findings read, held compactly
+        new = [compact_record(r) for r in attach_arrays(self.path.parent, new, str(self.path), REPORT_COLUMNS)]
         self.records.extend(new)
         return new, reset
 

@@ -210,9 +210,8 @@ def test_records_carry_the_schedule_and_metrics_since_the_last_update():
 def test_an_interrupted_run_with_strategies_resumes_to_the_uninterrupted_records(tmp_path):
     import shutil
 
-    from test_run_folder import run
-
     from measure.records.store import read_store
+    from tests.records.test_run_folder import run
 
     argv = ["--model", "tiny:llama", "--dataset", "builtin", "--limit", "3", "--group-size", "1",
             "--max-new-tokens", "16", "--points", "3", "--conditions", "injection,noise,multi,multi_retract,gradual",
