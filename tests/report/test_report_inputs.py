@@ -119,3 +119,31 @@ def _stable(page: str) -> str:
     ids: dict[str, str] = {}
     page = re.sub(r"\bimage[0-9a-f]+\b", "image", page)
     return re.sub(r"\b(m|p|c)[0-9a-f]{8,}\b", lambda m: ids.setdefault(m.group(0), f"id{len(ids)}"), page)
+
+
+def _close(a, b, path: str = "") -> list[str]:
+    """Where two metrics.json trees differ: floats beyond 1e-9 (relative or absolute), anything else unequal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _close(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _close(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) and isinstance(b, float):
+        return [] if abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b)) else [f"{path}: {a} != {b}"]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+def test_the_committed_baseline_renders_to_its_committed_metrics(tmp_path):
+    """`measure report` through the compact reader gives the baseline's committed metrics.json field by field
+    (within 1e-9), provenance and warnings aside. A change of the analysis that moves a number fails here
+    until the baseline is re-rendered, on purpose."""
+    from measure.report.summary import render_from_dir
+
+    folder = tmp_path / "baseline"
+    folder.mkdir()
+    for name in ("samples.jsonl", "run.json"):
+        (folder / name).write_bytes((BASELINE / name).read_bytes())
+    rendered = render_from_dir(folder)
+    committed = json.loads((BASELINE / "metrics.json").read_text())
+    for metrics in (rendered, committed):
+        metrics.pop("provenance"), metrics.pop("warnings")
+    assert _close(json.loads(json.dumps(rendered)), committed) == []
