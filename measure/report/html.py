@@ -32,13 +32,13 @@ from measure.records.atomic import write_atomic
 from measure.records.curves import as_curve, as_grid
 from measure.report import plots
 from measure.report.format import fmt, fmt_pct, point_sort_key
+from measure.report.inputs import MAX_STRIPS, strip_order
 from measure.report.position import position_html
 from measure.report.strategies import LATENCIES as STRATEGY_LATENCIES
 from measure.report.strategies import strategies_section
 
 TEMPLATES = Path(__file__).parent / "templates"
 #: Token strips shown at most (runs); the rest are counted in a note.
-MAX_STRIPS = 24
 #: Tokens shown per strip at most (before + after the change).
 MAX_STRIP_TOKENS = 160
 
@@ -215,8 +215,7 @@ def token_strip(record: dict, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
 def select_strips(records: list[dict], limit: int = MAX_STRIPS) -> tuple[list[dict], int]:
     """Runs with a change (not the references), problem by problem; and how many there were."""
     runs = [r for r in records if r.get("condition") not in REFERENCE_RUNS]
-    runs.sort(key=lambda r: (str(r.get("problem_id")), plots.point_sort_key(r.get("point")),
-                             plots.condition_sort_key(r.get("condition"))))
+    runs.sort(key=strip_order)
     return runs[:limit], len(runs)
 
 

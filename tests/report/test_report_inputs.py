@@ -147,3 +147,21 @@ def test_the_committed_baseline_renders_to_its_committed_metrics(tmp_path):
     for metrics in (rendered, committed):
         metrics.pop("provenance"), metrics.pop("warnings")
     assert _close(json.loads(json.dumps(rendered)), committed) == []
+
+
+def test_only_the_shown_strips_keep_their_tokens_and_the_latest_record_of_a_key_wins(tmp_path, baseline_records):
+    from measure.report.inputs import MAX_STRIPS, strip_order
+
+    records = [json.loads(json.dumps(r)) for r in baseline_records]
+    first = min((r for r in records if r["condition"] not in ("ignore", "oracle")), key=strip_order)
+    again = json.loads(json.dumps(first))  # the same key measured again later (a resumed run)
+    again["texts"]["generated_pieces"] = ["again"] * len(again["texts"]["generated_pieces"])
+    samples = _write(tmp_path / "run", [*records, again], 1)
+    compact, _ = read_report_records(samples)
+    with_tokens = [r for r in compact if r["tokens"]["generated"] is not None]
+    runs = sorted({r["key"]: r for r in records if r["condition"] not in ("ignore", "oracle")}.values(), key=strip_order)
+    assert [r["key"] for r in sorted(with_tokens, key=strip_order)] == [r["key"] for r in runs[:MAX_STRIPS]]
+    kept = next(r for r in with_tokens if r["key"] == first["key"])
+    assert kept["texts"]["generated_pieces"][0] == "again"  # the latest of the two
+    assert all("generated_pieces" not in r["texts"] for r in compact if r["tokens"]["generated"] is None)
+    assert sum(r["tokens"]["generated"] is None for r in compact) == len(compact) - MAX_STRIPS
