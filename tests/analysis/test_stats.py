@@ -184,3 +184,28 @@ def test_paired_comparisons_pairs_on_problem_and_corrects():
     assert lat["n_censored_pairs"].notna().all()
     json.dumps(S.to_records(lat), allow_nan=False)
     assert math.isfinite(out["cohen_dz"].iloc[0])
+
+
+def test_a_large_group_gets_the_percentile_interval_in_batches(monkeypatch):
+    """Above BCA_MAX_N values BCa's n-squared jackknife is skipped; the interval still covers the
+    normal-theory one (mean +- 1.96 sd / sqrt(n)) within 10% of its width."""
+    import scipy.stats
+
+    from measure.analysis import stats as measure_stats
+
+    calls = []
+    bootstrap = scipy.stats.bootstrap
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["method"], kwargs["batch"]))
+        return bootstrap(*args, **kwargs)
+
+    monkeypatch.setattr(measure_stats.stats, "bootstrap", spy)
+    x = np.random.default_rng(0).normal(1.0, 2.0, measure_stats.BCA_MAX_N + 2000)
+    out = measure_stats.mean_ci(x, n_resamples=2000)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)
+    assert calls == [("percentile", 1_000_000 // x.size)]
+    assert abs(out["ci_low"] - (x.mean() - half)) < 0.1 * 2 * half
+    assert abs(out["ci_high"] - (x.mean() + half)) < 0.1 * 2 * half
+    measure_stats.mean_ci(x[:measure_stats.BCA_MAX_N], n_resamples=200)
+    assert calls[-1] == ("BCa", None)
