@@ -238,29 +238,36 @@ def survival_svg(records: list[dict], metric: str = "adaptation_latency") -> str
 def attention_grids(records: list[dict]) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
     """Mean attention mass onto the inserted span, ``(layers, n_after)`` per (point, condition).
 
-    Runs of different lengths are averaged where they overlap (NaN-padded); the int is the
-    number of runs. Records without ``arrays.attention_layers_tokens.inserted``, or whose
-    inserted span is empty, are skipped.
+    Runs of different lengths are averaged where they overlap (each cell over the runs that have
+    it); the int is the number of runs. Records without ``arrays.attention_layers_tokens.inserted``,
+    or whose inserted span is empty, are skipped. Summed run by run (a sum and a count per cell),
+    so memory does not grow with the number of runs.
     """
-    acc: dict[tuple[str, str], list[np.ndarray]] = defaultdict(list)
+    sums: dict[tuple[str, str], np.ndarray] = {}
+    counts: dict[tuple[str, str], np.ndarray] = {}
+    runs: dict[tuple[str, str], int] = defaultdict(int)
     for r in records:
         grid = ((r.get("arrays") or {}).get("attention_layers_tokens") or {}).get("inserted")
         span = (r.get("spans") or {}).get("inserted")
         if grid is None or len(grid) == 0 or (span and len(span) == 2 and span[1] <= span[0]):
             continue  # nothing was inserted (references, flush, partial): the mass is 0 by construction
         arr = as_grid(grid)
-        if arr.ndim == 2 and arr.size:
-            acc[(str(r.get("point")), str(r.get("condition")))].append(arr)
-    out = {}
-    for key, grids in acc.items():
-        layers = max(g.shape[0] for g in grids)
-        length = max(g.shape[1] for g in grids)
-        stack = np.full((len(grids), layers, length), np.nan)
-        for i, g in enumerate(grids):
-            stack[i, : g.shape[0], : g.shape[1]] = g
-        with _quiet():
-            out[key] = (np.nanmean(stack, axis=0), len(grids))
-    return out
+        if arr.ndim != 2 or not arr.size:
+            continue
+        key = (str(r.get("point")), str(r.get("condition")))
+        total, count = sums.get(key, np.zeros((0, 0))), counts.get(key, np.zeros((0, 0), dtype=np.int64))
+        shape = (max(total.shape[0], arr.shape[0]), max(total.shape[1], arr.shape[1]))
+        if shape != total.shape:
+            grown, grown_count = np.zeros(shape), np.zeros(shape, dtype=np.int64)
+            grown[: total.shape[0], : total.shape[1]], grown_count[: count.shape[0], : count.shape[1]] = total, count
+            total, count = grown, grown_count
+        finite = np.isfinite(arr)
+        total[: arr.shape[0], : arr.shape[1]] += np.where(finite, arr, 0.0)
+        count[: arr.shape[0], : arr.shape[1]] += finite
+        sums[key], counts[key] = total, count
+        runs[key] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {key: (np.where(counts[key] > 0, sums[key] / counts[key], np.nan), runs[key]) for key in sums}
 
 
 def attention_heatmap_svg(records: list[dict], max_positions: int = 64) -> str | None:

@@ -174,3 +174,22 @@ def test_mean_band_over_ragged_curves():
 
 def test_point_order():
     assert sorted(["f0.5", "t16", "-", "t4", "f0.1"], key=plots.point_sort_key) == ["-", "t4", "t16", "f0.1", "f0.5"]
+
+
+def test_attention_grids_average_each_cell_over_the_runs_that_have_it():
+    """Ragged grids (runs of different lengths, a missing value) averaged cell by cell, equal to a
+    NaN-padded stack's nanmean; runs with nothing inserted left out."""
+    from measure.report.plots import attention_grids
+
+    a = [[0.2, 0.4, 0.6], [0.1, None, 0.3]]
+    b = [[0.4, 0.8], [0.3, 0.5], [0.9, 0.7]]
+    records = [{"point": "t8", "condition": "injection", "spans": {"inserted": [5, 9]},
+                "arrays": {"attention_layers_tokens": {"inserted": grid}}} for grid in (a, b)]
+    records.append({"point": "t8", "condition": "flush", "spans": {"inserted": [5, 5]},
+                    "arrays": {"attention_layers_tokens": {"inserted": [[1.0]]}}})
+    stack = np.full((2, 3, 3), np.nan)
+    stack[0, :2, :3] = np.array(a, dtype=float)
+    stack[1, :3, :2] = b
+    grids = attention_grids(records)
+    assert set(grids) == {("t8", "injection")} and grids[("t8", "injection")][1] == 2
+    np.testing.assert_allclose(grids[("t8", "injection")][0], np.nanmean(stack, axis=0), atol=1e-12)
