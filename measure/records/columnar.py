@@ -14,8 +14,11 @@ file in ``arrays_file`` (layout 2, :mod:`measure.records.record`), to samples.js
 Columns: ``key``, ``problem_id``, ``condition``, ``point``, ``t0``, then one per array, named
 ``<group>:<name>`` (``kl:oracle``, ``attention_layers_tokens:inserted``) or by its own name
 (``logprob_run``, or an array a newer metric adds): a list of float32 per record (a list of lists
-for the attention grids); a missing value (NaN, infinity in the measurement) is null. pandas
-reads the files natively (``pandas.read_parquet``).
+for the attention grids); a missing value (NaN, infinity in the measurement) is null. Then the
+per-layer scalar metrics (:data:`LAYER_METRIC`: the hidden-state cosines per layer and window,
+372 of a default run's 455 metrics) as float64 columns ``metrics:<name>``: in samples.jsonl they
+were most of a record's line, and no report reads them; every reader of whole records puts them
+back into the record's ``metrics``. pandas reads the files natively (``pandas.read_parquet``).
 
 :func:`read_samples` (and :func:`iter_samples`, one group's arrays in memory at a time) is the one
 reader of records with their arrays attached, whichever layout they were written in. Given
@@ -26,6 +29,7 @@ columns of the Parquet files: a reader that needs three curves does not load the
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,6 +48,9 @@ ID_COLUMNS = ("key", "problem_id", "condition", "point", "t0")
 #: Array groups every record of ``measure run`` has (empty when not measured).
 ALWAYS = ("logprob_ref", "kl", "js", "hidden_cosine_layers", "hidden_cosine")
 SEPARATOR = ":"
+#: The metrics stored in the columnar files rather than in samples.jsonl: one per layer.
+LAYER_METRIC = re.compile(r"^hidden_cos_[a-z]+_L\d+_")
+METRICS_PREFIX = "metrics" + SEPARATOR
 
 _CURVE = pa.list_(pa.float32())
 _GRID = pa.list_(pa.list_(pa.float32()))
@@ -62,11 +69,12 @@ def array_columns(arrays: dict) -> dict[str, list]:
 
 
 def arrays_from_columns(row: dict) -> dict:
-    """The inverse of :func:`array_columns`, from one row (a null column: that array is absent)."""
+    """The inverse of :func:`array_columns`, from one row (a null column: that array is absent;
+    the ``metrics:`` columns are not arrays, :func:`layer_metrics_from_columns` reads them)."""
     arrays: dict = {"logprob_run": row.get("logprob_run")}
     arrays.update({group: {} for group in ALWAYS})
     for column, values in row.items():
-        if column in ID_COLUMNS or values is None:
+        if column in ID_COLUMNS or values is None or column.startswith(METRICS_PREFIX):
             continue
         if SEPARATOR in column:
             group, name = column.split(SEPARATOR, 1)
@@ -74,6 +82,20 @@ def arrays_from_columns(row: dict) -> dict:
         else:
             arrays[column] = values
     return arrays
+
+
+def layer_metrics_from_columns(row: dict) -> dict:
+    """The per-layer metrics of one row, by their names in the record's ``metrics``."""
+    return {column.removeprefix(METRICS_PREFIX): value for column, value in row.items()
+            if column.startswith(METRICS_PREFIX)}
+
+
+def split_layer_metrics(metrics: dict) -> tuple[dict, dict]:
+    """``(the metrics kept in samples.jsonl, the per-layer ones)``, each in the record's order."""
+    kept, layers = {}, {}
+    for name, value in metrics.items():
+        (layers if LAYER_METRIC.match(name) else kept)[name] = value
+    return kept, layers
 
 
 def _column_type(values: list) -> pa.DataType:
@@ -95,6 +117,11 @@ def group_table(records: list[dict]) -> pa.Table:
     for name in names:
         values = [row.get(name) for row in rows]
         columns[name] = pa.array(values, _column_type(values))
+    layers = [split_layer_metrics(record.get("metrics") or {})[1] for record in records]
+    for name in dict.fromkeys(name for layer in layers for name in layer):
+        values = [layer.get(name) for layer in layers]
+        columns[METRICS_PREFIX + name] = pa.array([float(v) if isinstance(v, (int, float)) else None for v in values],
+                                                  pa.float64())
     return pa.table(columns)
 
 
@@ -129,6 +156,8 @@ def write_group_arrays(out: str | Path, records: list[dict]) -> list[dict]:
     for record in records:
         if record.get("arrays") is not None:
             record = {**{k: v for k, v in record.items() if k != "arrays"}, "schema": SCHEMA_VERSION, "arrays_file": name}
+            if isinstance(record.get("metrics"), dict):
+                record["metrics"] = split_layer_metrics(record["metrics"])[0]
         stored.append(record)
     return stored
 
@@ -142,15 +171,15 @@ def remove_partial_writes(out: str | Path) -> list[Path]:
     return left
 
 
-def read_arrays_file(path: Path, columns: frozenset[str] | None = None) -> dict[str, dict]:
-    """``{key: arrays}`` of one columnar file; with ``columns``, only those array columns (the ones
-    the file has) are read."""
+def read_arrays_file(path: Path, columns: frozenset[str] | None = None) -> dict[str, tuple[dict, dict]]:
+    """``{key: (arrays, per-layer metrics)}`` of one columnar file; with ``columns``, only those
+    array columns (the ones the file has) are read, and no per-layer metric."""
     if columns is not None:
         present = pq.read_schema(path).names
         table = pq.read_table(path, columns=["key", *(name for name in present if name in columns)])
     else:
         table = pq.read_table(path)
-    return {row["key"]: arrays_from_columns(row) for row in table.to_pylist()}
+    return {row["key"]: (arrays_from_columns(row), layer_metrics_from_columns(row)) for row in table.to_pylist()}
 
 
 def project_arrays(arrays: dict, columns: frozenset[str]) -> dict:
@@ -165,7 +194,8 @@ class _LastFile:
     def __init__(self, folder: Path, columns: frozenset[str] | None = None):
         self.folder, self.columns, self.name, self.arrays = folder, columns, None, {}
 
-    def get(self, name: str, key: str, where: str) -> dict:
+    def get(self, name: str, key: str, where: str) -> tuple[dict, dict]:
+        """The arrays and the per-layer metrics of record ``key`` in file ``name``."""
         if name != self.name:
             path = self.folder / name
             try:
@@ -190,9 +220,17 @@ def attach_arrays(folder: str | Path, records: list[dict], where: str = "",
     for i in ordered:
         name = records[i].get("arrays_file")
         if name is not None and records[i].get("arrays") is None:
-            attached[i] = {**records[i], "arrays": files.get(name, records[i]["key"], where or str(folder))}
+            attached[i] = _attached(records[i], *files.get(name, records[i]["key"], where or str(folder)))
         elif columns is not None and records[i].get("arrays") is not None:
             attached[i] = {**records[i], "arrays": project_arrays(records[i]["arrays"], columns)}
+    return attached
+
+
+def _attached(record: dict, arrays: dict, layers: dict) -> dict:
+    """``record`` with its arrays, and its per-layer metrics back in ``metrics``."""
+    attached = {**record, "arrays": arrays}
+    if layers:
+        attached["metrics"] = {**(record.get("metrics") or {}), **layers}
     return attached
 
 
@@ -209,10 +247,11 @@ def iter_samples(path: str | Path, warnings: list[str], typed: bool = False,
         where = f"{path}:{number}"
         typed_record = validate_record(record, where)
         if typed_record.arrays_file is not None:
-            arrays = files.get(typed_record.arrays_file, typed_record.key, where)
-            record = {**record, "arrays": arrays}
+            arrays, layers = files.get(typed_record.arrays_file, typed_record.key, where)
+            record = _attached(record, arrays, layers)
             if typed:
                 typed_record.arrays = Arrays.model_validate(arrays)
+                typed_record.metrics.update(layers)
         elif columns is not None and record.get("arrays") is not None:
             record = {**record, "arrays": project_arrays(record["arrays"], columns)}
         yield typed_record if typed else record

@@ -22,14 +22,13 @@ fit a 24 GB machine. This reader keeps what the report reads, nothing else:
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from measure.engine.results import REFERENCE_RUNS
-from measure.records.columnar import iter_samples
+from measure.records.columnar import LAYER_METRIC, iter_samples
 from measure.records.curves import as_curve, as_grid
 from measure.report.format import condition_sort_key, point_sort_key
 
@@ -42,7 +41,6 @@ REPORT_COLUMNS = frozenset({
 })
 MAX_STRIPS = 24  # runs shown token by token on the page
 
-_LAYER_METRIC = re.compile(r"^hidden_cos_[a-z]+_L\d+_")
 #: What ``measure compare-models`` reads besides: the attention onto the inserted span per layer and head.
 COMPARE_MODELS_COLUMNS = REPORT_COLUMNS | {"attention_layers_heads:inserted"}
 _GRIDS = ("attention_layers_tokens", "attention_layers_heads")
@@ -67,7 +65,7 @@ def compact_record(record: dict) -> dict:
     metrics = record.get("metrics")
     if isinstance(metrics, dict):
         compact["metrics"] = {sys.intern(name): value for name, value in metrics.items()
-                              if not _LAYER_METRIC.match(name)}
+                              if not LAYER_METRIC.match(name)}
     tokens = record.get("tokens")
     if isinstance(tokens, dict):
         generated = tokens.get("generated")
