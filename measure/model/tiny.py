@@ -152,3 +152,21 @@ def tiny_model(family: str = "llama", seed: int = 0, attn_implementation: str = 
         model.get_output_embeddings().weight.mul_(8.0)
     model.eval()
     return model, tokenizer
+
+
+def tiny_yarn_gemma3() -> Gemma3ForCausalLM:
+    """The tiny Gemma 3 with YaRN rope scaling that differs by layer type (local layers: theta 10k,
+    factor 2, cos and sin scaled by 1.069; global layers: theta 1M, factor 8, scaled by 1.208), as
+    per-layer-type scaling can be: a cache edit must re-rotate each layer's keys with its own
+    type's frequencies and undo that type's scaling. The real Gemma 3 270M, like :func:`tiny_model`'s
+    gemma3, has unscaled rope on both types, so it cannot tell the two apart."""
+    config = tiny_config("gemma3", len(tiny_tokenizer()))
+    config.rope_parameters = {
+        "sliding_attention": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10_000.0,
+                              "original_max_position_embeddings": 256},
+        "full_attention": {"rope_type": "yarn", "factor": 8.0, "rope_theta": 1_000_000.0,
+                           "original_max_position_embeddings": 256},
+    }
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return Gemma3ForCausalLM(config).eval()

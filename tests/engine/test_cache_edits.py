@@ -12,13 +12,13 @@ import functools
 
 import pytest
 import torch
-from transformers import DynamicCache, Gemma3ForCausalLM
+from transformers import DynamicCache
 from transformers.cache_utils import Cache, DummyLayer, DynamicLayer, DynamicSlidingWindowLayer, LinearAttentionLayer
 from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
 
 from measure.engine import cache as kv
 from measure.model import compat
-from measure.model.tiny import TINY_WINDOW, tiny_config, tiny_model, tiny_tokenizer
+from measure.model.tiny import TINY_WINDOW, tiny_config, tiny_model, tiny_tokenizer, tiny_yarn_gemma3
 
 TOLERANCE = 1e-5
 #: The first sliding-window layer of each windowed tiny family (Qwen2 windows the layers from
@@ -235,18 +235,8 @@ def test_crop_copy_refuses_a_model_whose_layers_are_not_attention():
 
 @functools.lru_cache(maxsize=1)
 def scaled_gemma3():
-    """The tiny Gemma 3 with YaRN on both layer types, differently: local layers theta 10k and
-    factor 2 (cos and sin scaled by 1.069), global layers theta 1M and factor 8 (scaled by 1.208)."""
-    config = tiny_config("gemma3", len(tiny_tokenizer()))
-    config.rope_parameters = {
-        "sliding_attention": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10_000.0,
-                              "original_max_position_embeddings": 256},
-        "full_attention": {"rope_type": "yarn", "factor": 8.0, "rope_theta": 1_000_000.0,
-                           "original_max_position_embeddings": 256},
-    }
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    return Gemma3ForCausalLM(config).eval()
+    """:func:`measure.model.tiny.tiny_yarn_gemma3`, built once for this file."""
+    return tiny_yarn_gemma3()
 
 
 LAYER_TYPES = ("sliding_attention", "full_attention")

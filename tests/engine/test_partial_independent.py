@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import Gemma3ForCausalLM, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from measure.data import load_pairs
 from measure.engine import cache as kv
@@ -20,7 +20,7 @@ from measure.engine.conditions import ForkPoint, Partial
 from measure.engine.engine import Engine, EngineConfig
 from measure.model import compat
 from measure.model.load import load_model
-from measure.model.tiny import tiny_config, tiny_model, tiny_tokenizer
+from measure.model.tiny import tiny_config, tiny_model, tiny_tokenizer, tiny_yarn_gemma3
 
 TOLERANCE = 1e-5
 FAMILIES = ("llama", "qwen2", "mistral", "gemma3", "mistral-sliding", "qwen2-sliding")
@@ -81,24 +81,8 @@ def test_partial_cache_equals_the_reference_with_scaled_rope():
         assert difference(model, make_fork(model, len_a, len_b)) < TOLERANCE
 
 
-def yarn_gemma3():
-    """The tiny Gemma 3 with YaRN scaling that differs by layer type (local: theta 10k, factor 2,
-    cos and sin scaled by 1.069; global: theta 1M, factor 8, scaled by 1.208): each layer's keys
-    must be re-rotated with its own type's frequencies and that type's scaling undone."""
-    config = tiny_config("gemma3", len(tiny_tokenizer()))
-    config.rope_parameters = {
-        "sliding_attention": {"rope_type": "yarn", "factor": 2.0, "rope_theta": 10_000.0,
-                              "original_max_position_embeddings": 256},
-        "full_attention": {"rope_type": "yarn", "factor": 8.0, "rope_theta": 1_000_000.0,
-                           "original_max_position_embeddings": 256},
-    }
-    config._attn_implementation = "sdpa"
-    torch.manual_seed(0)
-    return Gemma3ForCausalLM(config).eval()
-
-
 def test_partial_cache_equals_the_reference_with_scaled_gemma3_rope():
-    model = yarn_gemma3()
+    model = tiny_yarn_gemma3()
     rotary = model.model.rotary_emb
     local, global_ = rotary.sliding_attention_attention_scaling, rotary.full_attention_attention_scaling
     assert min(local, global_) > 1.05 and abs(local - global_) > 0.1
