@@ -263,7 +263,8 @@ def _calibration_sentence(point: str, entry: dict, alpha: float) -> dict:
     counts = sorted(f["n_controls"] for f in folds)
     on = f"{counts[0]}" if counts[0] == counts[-1] else f"{counts[0]} to {counts[-1]}"
     text = (f"At {point}, adaptation events are calibrated at alpha = {alpha} on "
-            f"{on} control runs per fold ({len(folds)} folds, each scored with its fitting set: the others; window "
+            f"{on} control runs per fold's fitting set ({len(folds)} folds, each fold's runs scored with thresholds "
+            f"fitted on the other folds' controls; window "
             f"{'/'.join(map(str, windows))} tokens); on held-out controls they fired in {fer.get('k')} of "
             f"{fer.get('n')} runs ({fmt(fer.get('estimate'))}, 95% CI {fmt(fer.get('ci_low'))}–{fmt(fer.get('ci_high'))}).")
     return {"point": point, "calibrated": True, "text": text,
