@@ -13,8 +13,8 @@ Tolerances (float32; see measure.pytest_plugin.invariants for what each bound ap
 
 - two routes to the same distribution (decode vs teacher-forced recompute, edited cache vs
   cache-free recompute): max |log p difference| < 5e-3, max KL < 1e-5 nats. SmolLM2 shows at most
-  8.6e-5 and 5.1e-7 on an H200 (CUDA, float32) and 8e-5 and 3e-7 on CPU (Intel; up to 2.9e-3 in
-  log p on an AMD EPYC): KL got within 2x of the
+  8.6e-5 and 5.1e-7 on an H200 (CUDA, float32) and 8e-5 and 3e-7 on CPU (up to 2.9e-3 in log p in
+  some runs with the oneDNN linear kernels, measure.model.cpu_linear): KL got within 2x of the
   former 1e-6 bound on CUDA. On tiny models a wrong position, mask or key shows up as differences of
   1e-2 and more (tests/engine/test_engine.py);
 - partial: its starting cache equals one built independently (measure.engine.partial_check) within
