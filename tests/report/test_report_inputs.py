@@ -165,3 +165,31 @@ def test_only_the_shown_strips_keep_their_tokens_and_the_latest_record_of_a_key_
     assert kept["texts"]["generated_pieces"][0] == "again"  # the latest of the two
     assert all("generated_pieces" not in r["texts"] for r in compact if r["tokens"]["generated"] is None)
     assert sum(r["tokens"]["generated"] is None for r in compact) == len(compact) - MAX_STRIPS
+
+
+def test_one_group_file_of_arrays_is_alive_at_a_time(tmp_path, baseline_records, monkeypatch):
+    """The lists a columnar file is read into (every array of its records) are dropped before the
+    next file is read: what stays is each record's compact arrays, not the group's."""
+    import gc
+    import weakref
+
+    samples = _write(tmp_path / "run", baseline_records, 2)
+    read_file = columnar.read_arrays_file
+    alive: list[weakref.ref] = []
+    most = 0
+
+    class Tracked(dict):  # a dict that weakref can follow
+        pass
+
+    def tracked(path, columns=None):
+        nonlocal most
+        gc.collect()
+        most = max(most, sum(ref() is not None for ref in alive))
+        arrays = {key: (Tracked(values), layers) for key, (values, layers) in read_file(path, columns).items()}
+        alive.extend(weakref.ref(values) for values, _ in arrays.values())
+        return arrays
+
+    monkeypatch.setattr(columnar, "read_arrays_file", tracked)
+    records, _ = read_report_records(samples)
+    assert len(records) == 280 and len(alive) == 280
+    assert most <= 21  # at most one group's records (21 per file here) when the next file is read
