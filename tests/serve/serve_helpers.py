@@ -38,3 +38,16 @@ def read_events(client, url: str, until=lambda message, seen: message["type"] in
             if until(message, seen):
                 return seen
     pytest.fail(f"{url}: stream ended without the awaited message; last messages {seen[-3:]}")
+
+
+def first_line(lines, wanted, timeout: float = 60.0) -> str:
+    """The first line of an SSE stream's ``lines`` for which ``wanted`` holds. Fails when
+    ``timeout`` passes first (the stream's keepalives let it check while nothing else comes) or the
+    stream ends: a watcher that never gets its message fails the test instead of hanging it."""
+    deadline = time.monotonic() + timeout
+    for line in lines:
+        if wanted(line):
+            return line
+        if time.monotonic() > deadline:
+            pytest.fail(f"no awaited line within {timeout} s; the last was {line[:200]!r}")
+    pytest.fail("the stream ended without the awaited line")

@@ -15,7 +15,7 @@ import anyio
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serve_helpers import BASE_URL, CALIBRATION_ID, HELD_TOKENS, read_events
+from serve_helpers import BASE_URL, CALIBRATION_ID, HELD_TOKENS, first_line, read_events
 from starlette.requests import ClientDisconnect
 
 from measure.serve.app import EventStream
@@ -141,7 +141,7 @@ def test_subscribers_are_given_back_after_abrupt_disconnects(client, held_long_e
     # Others open and drop the stream mid-way, at every point of it, while one stays subscribed.
     with client.stream("GET", answer["events"]) as kept:
         lines = kept.iter_lines()
-        next(line for line in lines if line.startswith("data: ") and '"type": "token"' in line)
+        first_line(lines, lambda line: line.startswith("data: ") and '"type": "token"' in line)
         for stop_after in (0, 1, 2, 5):
             with client.stream("GET", answer["events"]) as dropped:
                 for count, _ in enumerate(dropped.iter_lines()):

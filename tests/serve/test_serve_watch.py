@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from serve_helpers import BASELINE, CALIBRATION_ID, read_events
+from serve_helpers import BASELINE, CALIBRATION_ID, first_line, read_events
 
 from measure.report.findings import build_findings
 from measure.report.summary import build_metrics
@@ -111,7 +111,7 @@ def open_streams(client, url: str, count: int, stack: contextlib.ExitStack) -> l
     for _ in range(count):
         response = stack.enter_context(client.stream("GET", url))
         lines = response.iter_lines()
-        next(line for line in lines if line.startswith('data: {"type": "findings"'))
+        first_line(lines, lambda line: line.startswith('data: {"type": "findings"'))
         streams.append(lines)
     return streams
 
@@ -139,7 +139,7 @@ def test_many_watchers_share_one_reader_and_one_findings_computation(client, run
         with open(folder / "samples.jsonl", "ab") as handle:  # the run goes on
             handle.write(b"".join(lines[7:]))
         for lines_of_one in streams:  # every watcher gets the new Findings, computed once for all
-            next(line for line in lines_of_one if line.startswith('data: {"type": "findings"') and '"records": 14' in line)
+            first_line(lines_of_one, lambda line: line.startswith('data: {"type": "findings"') and '"records": 14' in line)
         assert watch.findings_computed == 2
     # Computed off the pool that serves the page's files.
     assert threads == ["measure-serve-findings_0"] * 2
