@@ -20,60 +20,61 @@ from measure.analysis import calibration as cal
 from measure.analysis.stats import rate_ci
 from measure.metrics.divergence import log_ratio
 from measure.records.curves import as_curve
+from measure.records.record import Record, as_records
 from measure.records.samples import record_key
 
 
-def _curves(record: dict, t0: int | None) -> dict[str, np.ndarray] | None:
+def _curves(record: Record, t0: int | None) -> dict[str, np.ndarray] | None:
     """The event curves of a record after ``t0``; None when the record lacks them (a record written
     by a measurement test may carry metrics only)."""
-    arrays = record.get("arrays") or {}
-    logprob, kl = arrays.get("logprob_ref") or {}, arrays.get("kl") or {}
-    if t0 is None or not ({"oracle", "ignore"} <= logprob.keys() and {"oracle", "ignore"} <= kl.keys()):
+    arrays = record.arrays
+    if arrays is None or t0 is None:
+        return None
+    logprob, kl = arrays.logprob_ref, arrays.kl
+    if not ({"oracle", "ignore"} <= logprob.keys() and {"oracle", "ignore"} <= kl.keys()):
         return None
     curves = {
         "log_ratio": log_ratio(as_curve(logprob["oracle"]), as_curve(logprob["ignore"]))[t0:],
         "kl_gap": (as_curve(kl["ignore"]) - as_curve(kl["oracle"]))[t0:],
     }
-    if arrays.get(cal.EXPECTED_GAIN) is not None:  # records written before it was recorded lack it
-        curves[cal.EXPECTED_GAIN] = as_curve(arrays[cal.EXPECTED_GAIN])[t0:]
+    if arrays.kl_oracle_ignore is not None:  # the EXPECTED_GAIN curve; records written before it lack it
+        curves[cal.EXPECTED_GAIN] = as_curve(arrays.kl_oracle_ignore)[t0:]
     return curves
 
 
-def run_curves(records: list[dict]) -> dict[str, list[cal.RunCurve]]:
+def run_curves(records: list[Record]) -> dict[str, list[cal.RunCurve]]:
     """Point label -> the RunCurves of that point; each ignore run enters every point of its problem."""
     t0s: dict[tuple[str, str], int] = {}
     for record in records:
-        if record.get("point") not in (None, "-") and record.get("t0") is not None:
-            t0s[(record["problem_id"], record["point"])] = int(record["t0"])
+        if record.point != "-" and record.t0 is not None:
+            t0s[(record.problem_id, record.point)] = record.t0
     by_point: dict[str, list[cal.RunCurve]] = defaultdict(list)
-    ignores = {r["problem_id"]: r for r in records if r.get("condition") == "ignore"}
+    ignores = {r.problem_id: r for r in records if r.condition == "ignore"}
     for record in records:
-        point = record.get("point")
-        if point in (None, "-"):
+        if record.point == "-":
             continue
-        curves = _curves(record, record.get("t0"))
+        curves = _curves(record, record.t0)
         if curves is not None:
-            by_point[point].append(cal.RunCurve(record["problem_id"], record["condition"], point,
-                                                record.get("variation_type") is None, curves))
+            by_point[record.point].append(cal.RunCurve(record.problem_id, record.condition, record.point,
+                                                       record.variation_type is None, curves))
     for (problem_id, point), t0 in sorted(t0s.items()):
         ignore = ignores.get(problem_id)
         curves = _curves(ignore, t0) if ignore else None
         if curves is not None:
-            by_point[point].append(cal.RunCurve(problem_id, "ignore", point,
-                                                ignore.get("variation_type") is None, curves))
+            by_point[point].append(cal.RunCurve(problem_id, "ignore", point, ignore.variation_type is None, curves))
     return dict(sorted(by_point.items()))
 
 
 SINCE_LAST = "_since_last"  # suffix of a strategy run's latencies measured from its last update
 
 
-def last_update_t(record: dict) -> int | None:
+def last_update_t(record: Record) -> int | None:
     """Generated tokens before a strategy run's last delivered update (None for other runs)."""
-    delivered = [update["t"] for update in record.get("schedule") or [] if update.get("delivered")]
+    delivered = [update.t for update in record.schedule or [] if update.delivered]
     return delivered[-1] if delivered else None
 
 
-def _since_last(record: dict, result: cal.PointCalibration, folds: dict[str, int], event: cal.EventSpec):
+def _since_last(record: Record, result: cal.PointCalibration, folds: dict[str, int], event: cal.EventSpec):
     """A strategy run's latency of ``event`` counted from its last update, with the threshold and
     window its problem is scored with at this point (fitted on the other folds' controls after
     the first update). A control's score is its largest windowed level anywhere after the point,
@@ -81,17 +82,17 @@ def _since_last(record: dict, result: cal.PointCalibration, folds: dict[str, int
     curves = _curves(record, last_update_t(record))
     if curves is None or not result.calibrated:
         return None
-    fit = result.fits[folds[record["problem_id"]]]
+    fit = result.fits[folds[record.problem_id]]
     return fit.latency(event, curves[event.curve])
 
 
 def _since_last_false_events(runs, result: cal.PointCalibration, folds: dict[str, int], event: cal.EventSpec,
-                             scheduled: list[dict]) -> dict:
+                             scheduled: list[Record]) -> dict:
     """The since-last rule on held-out controls: each control run's curve cut where the strategies
     at this point had their last update (every offset from t0 that occurs), scored with the fit its
     problem is scored with. Measured, not only bounded by the from-first rate: how often the
     latency counted from a last update fires where nothing about the problem changed."""
-    offsets = sorted({last_update_t(record) - int(record["t0"]) for record in scheduled})
+    offsets = sorted({last_update_t(record) - record.t0 for record in scheduled})
     hits = []
     for run in runs:
         if run.control_kind not in cal.CONTROL_CONDITIONS:
@@ -136,13 +137,13 @@ LEAD_RULE = ("per injection point and fold, the calibrated candidate event with 
              "fold's runs: chosen on the fitting set only, so the held-out false-event rate measures the choice too")
 
 
-def _observability(record: dict) -> float | None:
-    """Sum over the tokens after the change of KL(P_oracle || P_ignore) on the run's own tokens."""
-    values = (record.get("arrays") or {}).get(cal.EXPECTED_GAIN)
-    t0 = record.get("t0")
-    if values is None or t0 is None:
+def _observability(record: Record) -> float | None:
+    """Sum over the tokens after the change of KL(P_oracle || P_ignore) (the EXPECTED_GAIN curve)
+    on the run's own tokens."""
+    values = None if record.arrays is None else record.arrays.kl_oracle_ignore
+    if values is None or record.t0 is None:
         return None
-    return float(np.nansum(as_curve(values)[int(t0):]))
+    return float(np.nansum(as_curve(values)[record.t0:]))
 
 
 def _lead_columns(latency, observable, event, identical: bool) -> dict:
@@ -152,7 +153,7 @@ def _lead_columns(latency, observable, event, identical: bool) -> dict:
             "lead_observable": None if identical else observable, "lead_event": event}
 
 
-def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0
+def calibrate_records(records: list[Record], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0
                       ) -> tuple[dict[str, dict], dict]:
     """``({record key: latency columns}, calibration section)`` for the records of one run."""
     by_point = run_curves(records)
@@ -163,7 +164,7 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
     scheduled = defaultdict(list)
     for record in records:
         if last_update_t(record) is not None:
-            scheduled[record["point"]].append(record)
+            scheduled[record.point].append(record)
     results: dict[str, dict[str, cal.PointCalibration]] = defaultdict(dict)  # point -> event -> calibration
     for event in cal.EVENTS:
         per_point = {}
@@ -181,7 +182,7 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
             for record in scheduled.get(point, []):
                 since = _since_last(record, result, folds, event)
                 name = event.name + SINCE_LAST
-                columns[record["key"]].update({name: None, f"{name}_censored": None} if since is None
+                columns[record.key].update({name: None, f"{name}_censored": None} if since is None
                                               else since.as_dict(name))
             per_point[point] = {
                 "calibrated": result.calibrated,
@@ -244,21 +245,21 @@ def calibrate_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, see
     return dict(columns), section
 
 
-def lead_latencies(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0) -> dict[str, dict]:
+def lead_latencies(records: list[Record] | list[dict], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0) -> dict[str, dict]:
     """For each record of an injection point (by record key): the lead event's ``latency`` (tokens
     after the change, 1-based), ``censored`` (the event never came within the run's tokens),
     ``event`` (the calibrated event its problem is scored with, chosen on its fold's fitting set) and
     ``observable`` (a perfect adapter could fire it on the run's tokens; None when unknown); all
     None where the lead is uncalibrated. Calibrated as ``measure report`` does at ``alpha`` and
     ``seed``; this signature is stable (other analyses build on it)."""
-    columns, _ = calibrate_records(records, alpha, seed)
+    columns, _ = calibrate_records(as_records(records), alpha, seed)
     return {key: {"latency": row.get(LEAD), "censored": row.get(f"{LEAD}_censored"), "event": row.get("lead_event"),
                   "observable": row.get("lead_observable")}
             for key, row in columns.items() if LEAD in row}
 
 
-def calibrated_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0
-                       ) -> tuple[list[dict], dict]:
+def calibrated_records(records: list[Record], alpha: float = cal.DEFAULT_ALPHA, seed: int = 0
+                       ) -> tuple[list[Record], dict]:
     """Copies of ``records`` whose metrics carry the calibrated latencies (replacing any a record
     brought itself: records written before calibration existed carried fixed-threshold ones), the
     lead event's columns and the run's observability, and the calibration section."""
@@ -269,12 +270,12 @@ def calibrated_records(records: list[dict], alpha: float = cal.DEFAULT_ALPHA, se
                    for name in (event + SINCE_LAST, f"{event}{SINCE_LAST}_censored")}
     out = []
     for record in records:
-        metrics = {k: v for k, v in (record.get("metrics") or {}).items() if k not in blank and k not in blank_since}
-        if record.get("point") not in (None, "-"):
+        metrics = {k: v for k, v in record.metrics.items() if k not in blank and k not in blank_since}
+        if record.point != "-":
             metrics.update(blank)
             metrics[OBSERVABILITY] = _observability(record)
             if last_update_t(record) is not None:
                 metrics.update(blank_since)
-            metrics.update(columns.get(record.get("key"), {}))
-        out.append({**record, "metrics": metrics})
+            metrics.update(columns.get(record.key, {}))
+        out.append(record.model_copy(update={"metrics": metrics}))
     return out, section

@@ -59,6 +59,7 @@ from measure.analysis.stats import holm, json_safe, mean_ci, rate_ci
 from measure.engine.results import REFERENCE_RUNS
 from measure.metrics.answers import OUTCOMES
 from measure.metrics.latency import DEFAULT_GAP_TOKENS
+from measure.records.record import Record
 
 #: The event of the section: the run's pre-registered lead event (docs/METHOD.md, "The lead event").
 #: A record's calibrated metrics carry ``<event>`` (1-based tokens after the change) and
@@ -86,35 +87,33 @@ def _known(value) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def position_frame(records: list[dict], event: str = LEAD_EVENT) -> pd.DataFrame:
+def position_frame(records: list[Record], event: str = LEAD_EVENT) -> pd.DataFrame:
     """One row per non-reference run on a changed problem at a numeric point: ``problem_id``,
     ``condition``, ``point``, ``kind`` (``f``/``t``), ``position``, ``outcome``, ``latency``,
     ``censored``, ``ended`` (the run stopped by itself, not by the token limit), ``gap``, ``notes``
     (True / False / None: unknown)."""
     rows = []
     for record in records:
-        located = point_position(record.get("point"))
-        if (located is None or record.get("condition") in REFERENCE_RUNS
-                or record.get("variation_type") is None):
+        located = point_position(record.point)
+        if located is None or record.condition in REFERENCE_RUNS or record.variation_type is None:
             continue
-        metrics = record.get("metrics") or {}
+        metrics = record.metrics
         rows.append({
-            "problem_id": record["problem_id"], "condition": record["condition"], "point": record["point"],
+            "problem_id": record.problem_id, "condition": record.condition, "point": record.point,
             "kind": located[0], "position": located[1], "outcome": metrics.get("outcome"),
             "latency": metrics.get(event), "censored": metrics.get(f"{event}_censored"),
-            "ended": (metrics.get("stop_reason") or record.get("stop_reason")) == "eos", "gap": metrics.get(GAP),
-            "notes": record.get("notes_before_change"),
+            "ended": (metrics.get("stop_reason") or record.stop_reason) == "eos", "gap": metrics.get(GAP),
+            "notes": record.notes_before_change,
         })
     columns = ["problem_id", "condition", "point", "kind", "position", "outcome", "latency", "censored",
                "ended", "gap", "notes"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def solved_problems(records: list[dict]) -> tuple[list[str], dict]:
+def solved_problems(records: list[Record]) -> tuple[list[str], dict]:
     """The problems solved uninterrupted and the outcomes section they come from."""
-    frame = pd.DataFrame([{"problem_id": r.get("problem_id"), "condition": r.get("condition"),
-                           "point": r.get("point"), "variation_type": r.get("variation_type"),
-                           "outcome": (r.get("metrics") or {}).get("outcome")} for r in records])
+    frame = pd.DataFrame([{"problem_id": r.problem_id, "condition": r.condition, "point": r.point,
+                           "variation_type": r.variation_type, "outcome": r.metrics.get("outcome")} for r in records])
     summary = outcome_summary(frame) if len(frame) else {"solved_problems": [], "informative": False,
                                                          "reasons": ["no records"]}
     return list(summary.get("solved_problems", [])), summary
@@ -297,7 +296,7 @@ def _section_points(frame: pd.DataFrame) -> tuple[str | None, list[str]]:
     return best
 
 
-def position_section(records: list[dict], skipped: list[dict] | None = None, event: str = LEAD_EVENT,
+def position_section(records: list[Record], skipped: list[dict] | None = None, event: str = LEAD_EVENT,
                      seed: int = 0, n_resamples: int = 2000, horizon: int = HORIZON) -> dict:
     """The ``by_position`` section of ``metrics.json`` from calibrated records (see the module
     docstring); ``{"available": False, "reason": ...}`` for a run with fewer than
@@ -376,7 +375,7 @@ def fisher(flags, values) -> dict:
     return out
 
 
-def notes_split(records: list[dict], event: str = LEAD_EVENT) -> dict:
+def notes_split(records: list[Record], event: str = LEAD_EVENT) -> dict:
     """The ``notes`` section: per non-reference condition and point (any point), the runs on
     changed problems split by the notes flag: outcome counts over the problems solved
     uninterrupted, Fisher tests of adapted and of stale, and the event rate (an event anywhere in
@@ -385,11 +384,11 @@ def notes_split(records: list[dict], event: str = LEAD_EVENT) -> dict:
     solved, _ = solved_problems(records)
     for record_point, group in _by_condition_point(records):
         condition, point = record_point
-        flags = [r.get("notes_before_change") for r in group]
-        on_solved = [r for r in group if r["problem_id"] in solved]
-        solved_flags = [r.get("notes_before_change") for r in on_solved]
-        outcome = [(r.get("metrics") or {}).get("outcome") for r in on_solved]
-        censored = [(r.get("metrics") or {}).get(f"{event}_censored") for r in group]
+        flags = [r.notes_before_change for r in group]
+        on_solved = [r for r in group if r.problem_id in solved]
+        solved_flags = [r.notes_before_change for r in on_solved]
+        outcome = [r.metrics.get("outcome") for r in on_solved]
+        censored = [r.metrics.get(f"{event}_censored") for r in group]
         counts = {str(flag): dict(sorted(pd.Series([o for f, o in zip(solved_flags, outcome) if _same(f, flag)],
                                                    dtype=object).value_counts().items()))
                   for flag in (True, False, None)}
@@ -444,12 +443,10 @@ def _same(flag, wanted) -> bool:
     return flag is None if wanted is None else flag is wanted
 
 
-def _by_condition_point(records: list[dict]):
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+def _by_condition_point(records: list[Record]):
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for record in records:
-        if record.get("condition") in REFERENCE_RUNS or record.get("variation_type") is None:
+        if record.condition in REFERENCE_RUNS or record.variation_type is None or record.point == "-":
             continue
-        if record.get("point") in (None, "-"):
-            continue
-        groups[(record["condition"], record["point"])].append(record)
+        groups[(record.condition, record.point)].append(record)
     return sorted(groups.items(), key=lambda item: (_condition_order(item[0][0]), str(item[0][1])))

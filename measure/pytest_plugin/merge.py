@@ -16,13 +16,14 @@ from pathlib import Path
 
 from measure.pytest_plugin.worker_log import read_run
 from measure.records import SAMPLES_FILE
+from measure.records.record import Record
 from measure.records.run_folder import write_run_info
 from measure.records.store import write_records
 
 
 @dataclass
 class Merged:
-    records: list[dict]
+    records: list[Record]
     missing: list[dict]  # {"nodeid", "key", "reason"} per measurement test that left no record
     expected: list[str]  # measurement test node ids, in collection order
     warnings: list[str]
@@ -55,7 +56,7 @@ def merge_run(run_dir: Path) -> Merged:
                 workers.append(event["worker"])
     records = [record for found in record_files for record in found]
     late = len(order)
-    records.sort(key=lambda r: (order.get(_nodeid(r), late), str(r.get("key"))))
+    records.sort(key=lambda r: (order.get(_nodeid(r), late), r.key))
     recorded = {_nodeid(record) for record in records}
     missing = []
     for nodeid in order:
@@ -69,9 +70,8 @@ def merge_run(run_dir: Path) -> Merged:
     return Merged(records, missing, list(order), warnings, models, sorted(workers))
 
 
-def _nodeid(record: dict) -> str | None:
-    test = record.get("test")
-    return test.get("nodeid") if isinstance(test, dict) else None
+def _nodeid(record: Record) -> str | None:
+    return None if record.test is None else record.test.nodeid
 
 
 def _why(nodeid: str, started: dict, ended: dict) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from measure.records.record import Record
 from measure.records.store import RecordStore, read_store
 
 EVENTS_SUFFIX = ".events.jsonl"
@@ -46,8 +47,9 @@ class WorkerLog:
                             "worker": self.worker_id, "pid": os.getpid(), **data})
 
 
-def read_run(run_dir: Path) -> tuple[list[list[dict]], list[list[dict]], list[str]]:
-    """Every process's records and events (file by file, sorted by name), and read warnings."""
+def read_run(run_dir: Path) -> tuple[list[list[Record]], list[list[dict]], list[str]]:
+    """Every process's records (typed: a RecordError names file, line and field) and events (file
+    by file, sorted by name), and read warnings."""
     run_dir = Path(run_dir)
     records, events, warnings = [], [], []
     if not run_dir.is_dir():
@@ -58,7 +60,7 @@ def read_run(run_dir: Path) -> tuple[list[list[dict]], list[list[dict]], list[st
             events.append(found)
             warnings.extend(notes)
         elif path.suffix == ".jsonl":
-            found, notes = read_store(path)
+            found, notes = read_store(path, typed=True)
             records.append(found)
             warnings.extend(notes)
     return records, events, warnings

@@ -92,6 +92,56 @@ class Arrays(BaseModel):
     """Per span: attention mass on it, (layers, heads), positions after t0 averaged; None without attention."""
 
 
+class Update(_Model):
+    """One update of a strategy run, in the order the run planned them."""
+
+    index: int
+    """Its position in the run's schedule (0: the update at the injection point)."""
+    t: int
+    """Generated tokens before it was (or would have been) delivered."""
+    stream_start: int | None = None
+    """Where its tokens start in the run's token stream; None when it was not delivered."""
+    n_tokens: int
+    """How many tokens the update's text has."""
+    text: str
+    """The update's text."""
+    delivered: bool
+    """Whether the run reached it before it ended."""
+
+
+class TestOutcome(BaseModel):
+    """Pytest plugin: the measurement test that wrote a record."""
+
+    __test__ = False  # not a pytest test class despite its name
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="allow")
+
+    nodeid: str | None = None
+    """The test's node id, without the xdist group suffix."""
+    outcome: str | None = None
+    """passed, failed, skipped or unknown."""
+    failed_invariants: list[str] = Field(default_factory=list)
+    """Names of the record's invariants that did not hold."""
+    worker: str | None = None
+    """The pytest process (xdist worker id, or main) that ran the test."""
+
+
+class InvariantCheck(BaseModel):
+    """Pytest plugin: one invariant checked on a record's run."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, extra="allow")
+
+    value: float | None = None
+    """The measured value (None when it could not be measured)."""
+    bound: float | None = None
+    """The bound it is held to."""
+    relation: str | None = None
+    """How value must relate to bound: ``<`` or ``==``."""
+    ok: bool = True
+    """Whether it held."""
+    what: str | None = None
+    """What it checks, in words."""
+
+
 class Record(BaseModel):
     """One measured run: problem x condition x injection point."""
 
@@ -135,18 +185,20 @@ class Record(BaseModel):
     """The flat per-run metrics row (names and definitions in docs/METHOD.md)."""
     checks: dict[str, float | None] = Field(default_factory=dict)
     """Invariant checks made while producing the run (cache vs recompute differences)."""
-    schedule: list[dict] | None = None
-    """A strategy run's updates: index, t, stream_start, n_tokens, text, delivered; None otherwise."""
+    schedule: list[Update] | None = None
+    """A strategy run's updates in order; None for other conditions."""
+    notes_before_change: bool | None = None
+    """The notes flag: text before the change already holds an affected quantity (measure.metrics.notes); None: unknown."""
     final_problem: str | None = None
     """The problem a strategy run ends with (a, b or c); None for other conditions."""
     answer_final: str | None = None
     """Canonical answer of the problem a strategy run ends with."""
     worker: str | None = None
     """The worker that measured the run (``<executor>/<host>/<worker id>``): where, not what."""
-    test: dict | None = None
-    """Pytest plugin: the measurement test that wrote the record (nodeid, outcome, failed invariants, worker)."""
-    invariants: dict[str, dict] | None = None
-    """Pytest plugin: the test's invariants, by name (value, bound, relation, ok)."""
+    test: TestOutcome | None = None
+    """Pytest plugin: the measurement test that wrote the record."""
+    invariants: dict[str, InvariantCheck] | None = None
+    """Pytest plugin: the test's invariants, by name."""
 
 
 def _first_error(error: ValidationError) -> str:
@@ -187,6 +239,17 @@ def validate_line(line: bytes | str, path: str | Path, number: int) -> Record:
 def as_dict(record: Record) -> dict:
     """The record as the dict a line of samples.jsonl holds (fields left unset are left out)."""
     return record.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def as_record(record: Record | dict, where: str = "record") -> Record:
+    """``record`` as a :class:`Record`: a Record as it is; a dict (a stored line) validated, a
+    RecordError naming ``where`` and the field when it is not a record."""
+    return record if isinstance(record, Record) else validate_record(record, where)
+
+
+def as_records(records: list[Record] | list[dict]) -> list[Record]:
+    """``records`` typed (:func:`as_record`); a dict that is no record is named by its position."""
+    return [as_record(record, f"record {i + 1}") for i, record in enumerate(records)]
 
 
 def json_schema() -> dict:

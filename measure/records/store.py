@@ -18,15 +18,17 @@ from pathlib import Path
 from typing import Literal, overload
 
 from measure.records.atomic import write_atomic
-from measure.records.record import Record, validate_record
+from measure.records.record import Record, as_dict, validate_record
 
 
 class StoreError(ValueError):
     """A store file holds a line that a crash cannot explain (not the torn last line)."""
 
 
-def _line(record: dict) -> str:
-    return json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+def _line(record: dict | Record) -> str:
+    """One stored line: a dict as it is, a :class:`Record` as the fields it was given."""
+    return json.dumps(record if isinstance(record, dict) else as_dict(record), separators=(",", ":"),
+                      allow_nan=False) + "\n"
 
 
 class RecordStore:
@@ -52,7 +54,7 @@ class RecordStore:
         return warnings
 
 
-def write_records(path: str | Path, records: list[dict]) -> None:
+def write_records(path: str | Path, records: list[dict] | list[Record]) -> None:
     """Write ``records`` as the whole file, atomically (a temporary file, fsynced, then renamed)."""
     write_atomic(path, lambda handle: handle.writelines(_line(record) for record in records))
 
@@ -113,6 +115,6 @@ def read_store(path, typed=False):
     return records, warnings
 
 
-def latest_by_key(records: list) -> dict[str, dict]:
-    """One record per key, the last written winning (a resumed run may rewrite one); dicts or Records."""
-    return {(record["key"] if isinstance(record, dict) else record.key): record for record in records}
+def latest_by_key(records: list[Record]) -> dict[str, Record]:
+    """One record per key, the last written winning (a resumed run may rewrite one)."""
+    return {record.key: record for record in records}

@@ -33,6 +33,7 @@ from measure.analysis.position import position_section
 from measure.analysis.stats import holm, json_safe, km_median, mean_ci, paired_test
 from measure.records import RUN_FILE, SAMPLES_FILE
 from measure.records.curves import as_curve, as_grid
+from measure.records.record import Record
 from measure.records.run_folder import RunFolderError, is_run_folder, read_run_info
 from measure.records.store import latest_by_key
 from measure.report.format import condition_sort_key, point_sort_key
@@ -104,14 +105,16 @@ def check_pairing(runs: list[dict]) -> None:
                 f"{len(only_b)} only in {run['folder']} ({', '.join(only_b[:3])})")
         for problem_id in sorted(mine):
             for name in PROBLEM_FIELDS:
-                if mine[problem_id].get(name) != theirs[problem_id].get(name):
+                a, b = getattr(mine[problem_id], name), getattr(theirs[problem_id], name)
+                if a != b:
                     raise CompareModelsError(
-                        f"problem {problem_id}: field {name!r} is {mine[problem_id].get(name)!r} in {first['folder']} "
-                        f"but {theirs[problem_id].get(name)!r} in {run['folder']} (not the same problem)")
+                        f"problem {problem_id}: field {name!r} is {a!r} in {first['folder']} "
+                        f"but {b!r} in {run['folder']} (not the same problem)")
 
 
-def problems_of(run: dict) -> dict[str, dict]:
-    return {r["problem_id"]: r for r in run["records"] if r.get("condition") == "ignore"}
+def problems_of(run: dict) -> dict[str, Record]:
+    """Each problem's ignore record: what a problem is, as its runs recorded it."""
+    return {r.problem_id: r for r in run["records"] if r.condition == "ignore"}
 
 
 def labels_for(runs: list[dict]) -> list[str]:
@@ -124,21 +127,20 @@ def labels_for(runs: list[dict]) -> list[str]:
 # ------------------------------------------------------------------------ summaries
 
 
-def _by_condition_point(records: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    table: dict[tuple[str, str], list[dict]] = defaultdict(list)
+def _by_condition_point(records: list[Record]) -> dict[tuple[str, str], list[Record]]:
+    table: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for record in records:
-        if record.get("point") not in (None, "-"):
-            table[(record["condition"], record["point"])].append(record)
+        if record.point != "-":
+            table[(record.condition, record.point)].append(record)
     return table
 
 
-def _curve(record: dict, ref: str = "matched") -> np.ndarray:
-    values = ((record.get("arrays") or {}).get("kl") or {}).get(ref)
-    t0 = int(record.get("t0") or 0)
-    return as_curve(values)[t0:]
+def _curve(record: Record, ref: str = "matched") -> np.ndarray:
+    values = None if record.arrays is None else record.arrays.kl.get(ref)
+    return as_curve(values)[record.t0 or 0:]
 
 
-def mean_curve(records: list[dict], max_positions: int) -> list[float | None]:
+def mean_curve(records: list[Record], max_positions: int) -> list[float | None]:
     curves = [_curve(r)[:max_positions] for r in records]
     length = max((len(c) for c in curves), default=0)
     grid = np.full((len(curves), length), np.nan)
@@ -149,12 +151,12 @@ def mean_curve(records: list[dict], max_positions: int) -> list[float | None]:
     return means
 
 
-def attention_depth_profile(records: list[dict]) -> dict | None:
+def attention_depth_profile(records: list[Record]) -> dict | None:
     """Mean attention mass onto the inserted text per layer (heads and positions averaged), with
     each layer's relative depth; None when the runs carry no attention."""
     profiles = []
     for record in records:
-        grid = as_grid(((record.get("arrays") or {}).get("attention_layers_heads") or {}).get("inserted"))
+        grid = as_grid(((record.arrays.attention_layers_heads if record.arrays else None) or {}).get("inserted"))
         if grid.size:
             profiles.append(np.nanmean(grid, axis=1))
     if not profiles:
@@ -165,11 +167,11 @@ def attention_depth_profile(records: list[dict]) -> dict | None:
     return {"depth": [float(d) for d in depth], "mass": [float(m) for m in mass], "n_runs": len(profiles)}
 
 
-def model_cell(records: list[dict], max_positions: int, calibration: dict | None = None) -> dict:
+def model_cell(records: list[Record], max_positions: int, calibration: dict | None = None) -> dict:
     """One model's numbers at one condition and point; a latency event this run could not
     calibrate at the point carries ``calibrated: false`` and the reason (too few controls)."""
-    metrics = [r.get("metrics") or {} for r in records]
-    point = records[0].get("point") if records else None
+    metrics = [r.metrics for r in records]
+    point = records[0].point if records else None
     latencies = {}
     for event in cal.EVENT_NAMES:
         values = [m.get(event) for m in metrics]
@@ -193,8 +195,8 @@ def paired_rows(runs: list[dict], labels: list[str], cells: dict) -> list[dict]:
     for (i, a), (j, b) in itertools.combinations(enumerate(runs), 2):
         tables = [_by_condition_point(a["records"]), _by_condition_point(b["records"])]
         for key in sorted(set(tables[0]) & set(tables[1]), key=lambda k: (point_sort_key(k[1]), condition_sort_key(k[0]))):
-            left = {r["problem_id"]: r.get("metrics") or {} for r in tables[0][key]}
-            right = {r["problem_id"]: r.get("metrics") or {} for r in tables[1][key]}
+            left = {r.problem_id: r.metrics for r in tables[0][key]}
+            right = {r.problem_id: r.metrics for r in tables[1][key]}
             shared = sorted(set(left) & set(right))
             for metric, title in PAIRED_METRICS:
                 if metric.startswith("attention") and key[0] not in INSERTED_CONDITIONS:

@@ -30,6 +30,7 @@ from measure.metrics.attribution import DEFAULT_LIKELY, LABELS, attribute_tokens
 from measure.metrics.latency import DEFAULT_GAP_TOKENS
 from measure.records.atomic import write_atomic
 from measure.records.curves import as_curve, as_grid
+from measure.records.record import Record
 from measure.report import plots
 from measure.report.format import fmt, fmt_pct, point_sort_key
 from measure.report.inputs import MAX_STRIPS, strip_order
@@ -171,16 +172,16 @@ def show_piece(piece: str) -> str:
     return str(piece).replace("\n", "⏎").replace("\t", "⇥") or "∅"
 
 
-def token_strip(record: dict, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
+def token_strip(record: Record, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
     """Tokens of one run: before the change (grey), the change marker, after it by attribution."""
-    tokens = (record.get("tokens") or {}).get("generated")
+    tokens = None if record.tokens is None else record.tokens.generated
     tokens = [] if tokens is None else [int(t) for t in tokens]  # a list, or the compact reader's array
-    texts = record.get("texts") or {}
-    pieces = texts.get("generated_pieces")
+    texts = record.texts
+    pieces = None if texts is None else texts.generated_pieces
     if not (isinstance(pieces, list) and len(pieces) == len(tokens)):
         pieces = None
-    t0 = int(record.get("t0") or 0)
-    refs = (record.get("arrays") or {}).get("logprob_ref") or {}
+    t0 = record.t0 or 0
+    refs = {} if record.arrays is None else record.arrays.logprob_ref
     oracle, ignore = as_curve(refs.get("oracle")), as_curve(refs.get("ignore"))
     n = len(tokens)
     if oracle.size == n and ignore.size == n:
@@ -201,20 +202,21 @@ def token_strip(record: dict, max_tokens: int = MAX_STRIP_TOKENS) -> dict:
         cells.append({"text": text, "cls": lab,
                       "title": f"k={i - t0 + 1} {lab}: p_B={fmt(pb)} p_A={fmt(pa)} id {tokens[i]}"})
     counts = {lab: labels.count(lab) for lab in LABELS}
+    inserted = "" if texts is None else texts.inserted
     return {
-        "key": record.get("key"), "condition": record.get("condition"), "point": record.get("point"),
-        "problem_id": record.get("problem_id"), "variation_type": record.get("variation_type"), "t0": t0,
+        "key": record.key, "condition": record.condition, "point": record.point,
+        "problem_id": record.problem_id, "variation_type": record.variation_type, "t0": t0,
         "n": n, "cells": cells, "marker_at": max(0, t0 - start), "truncated_before": start, "truncated_after": n - end,
-        "inserted": texts.get("inserted") or "", "inserted_line": one_line(texts.get("inserted") or ""),
-        "continuation": texts.get("continuation") or "",
-        "generated": texts.get("generated") or "", "prompt": texts.get("prompt") or "", "counts": counts,
-        "outcome": (record.get("metrics") or {}).get("outcome"), "has_pieces": pieces is not None,
+        "inserted": inserted, "inserted_line": one_line(inserted),
+        "continuation": "" if texts is None else texts.continuation,
+        "generated": "" if texts is None else texts.generated, "prompt": "" if texts is None else texts.prompt,
+        "counts": counts, "outcome": record.metrics.get("outcome"), "has_pieces": pieces is not None,
     }
 
 
-def select_strips(records: list[dict], limit: int = MAX_STRIPS) -> tuple[list[dict], int]:
+def select_strips(records: list[Record], limit: int = MAX_STRIPS) -> tuple[list[Record], int]:
     """Runs with a change (not the references), problem by problem; and how many there were."""
-    runs = [r for r in records if r.get("condition") not in REFERENCE_RUNS]
+    runs = [r for r in records if r.condition not in REFERENCE_RUNS]
     runs.sort(key=strip_order)
     return runs[:limit], len(runs)
 
@@ -322,7 +324,7 @@ def lead_rows(metrics: dict) -> list[dict]:
     return rows
 
 
-def strategy_views(records: list[dict], metrics: dict) -> list[dict]:
+def strategy_views(records: list[Record], metrics: dict) -> list[dict]:
     """The Strategies section: each strategy entry of ``metrics["strategies"]`` (computed from the
     records when the metrics predate the section) with its figure; empty without strategy records."""
     section = metrics.get("strategies")
@@ -334,12 +336,12 @@ def strategy_views(records: list[dict], metrics: dict) -> list[dict]:
             for entry in section.values()]
 
 
-def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STRIPS) -> str:
+def render_html(records: list[Record], metrics: dict, *, max_strips: int = MAX_STRIPS) -> str:
     """The report page for the (deduplicated) records and their ``metrics.json`` dict."""
     strips, n_runs = select_strips(records, max_strips)
     figures = {
         # Strategies have their own figures, aligned at each update (the Strategies section).
-        "findings": _inline(plots.findings_curves_svg([r for r in records if not r.get("schedule")])),
+        "findings": _inline(plots.findings_curves_svg([r for r in records if not r.schedule])),
         "curves": _inline(plots.adaptation_curves_svg(records)),
         "survival": _inline(plots.survival_svg(records, "lead_latency")),
         "survival_detection": _inline(plots.survival_svg(records, "adaptation_latency")),
@@ -361,8 +363,8 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
         "paired": paired_rows(metrics.get("paired") or []),
         "paired_columns": PAIRED_COLUMNS,
         "figures": figures,
-        "attention_captured": any(as_grid(((r.get("arrays") or {}).get("attention_layers_tokens") or {})
-                                          .get("inserted")).size for r in records),
+        "attention_captured": any(r.arrays is not None and as_grid((r.arrays.attention_layers_tokens or {})
+                                                                   .get("inserted")).size for r in records),
         "strips": [token_strip(r) for r in strips],
         "n_strip_runs": n_runs,
         "labels": LABELS,
@@ -384,7 +386,7 @@ def render_html(records: list[dict], metrics: dict, *, max_strips: int = MAX_STR
     return environment().get_template("report.html.j2").render(**context)
 
 
-def write_html(path: Path, records: list[dict], metrics: dict) -> Path:
+def write_html(path: Path, records: list[Record], metrics: dict) -> Path:
     path = Path(path)
     text = render_html(records, metrics)
     write_atomic(path, lambda handle: handle.write(text))

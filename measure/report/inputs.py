@@ -12,6 +12,7 @@ fit a 24 GB machine. This reader keeps what the report reads, nothing else:
 - the scalar metrics without the per-layer hidden-state cosines (``hidden_cos_<ref>_L<n>_*``),
   which no table of the report aggregates (``measure.analysis.stats.metric_columns``), with metric
   names shared between records instead of one copy per record;
+- each record as a :class:`measure.records.record.Record`, its arrays numpy arrays;
 - the generated token ids (as an integer array) and text pieces only of the records the page shows
   as token strips (:func:`strip_order`, the first :data:`MAX_STRIPS`), kept while reading;
   the prompt's token ids of none.
@@ -30,6 +31,7 @@ import numpy as np
 from measure.engine.results import REFERENCE_RUNS
 from measure.records.columnar import LAYER_METRIC, iter_samples
 from measure.records.curves import as_curve, as_grid
+from measure.records.record import Arrays, Record, Texts, Tokens, Update
 from measure.report.format import condition_sort_key, point_sort_key
 
 #: The array columns (names as in the columnar files) the report, its figures and its
@@ -57,48 +59,53 @@ def _compact_arrays(arrays: dict) -> dict:
     return out
 
 
-def compact_record(record: dict) -> dict:
-    """``record`` with only what the report reads (see the module docstring)."""
-    compact = dict(record)
-    if record.get("arrays") is not None:
-        compact["arrays"] = _compact_arrays(record["arrays"])
+def compact_record(record: dict) -> Record:
+    """``record`` (a stored line, validated, its arrays attached) as a :class:`Record` holding only
+    what the report reads (see the module docstring). Built without validating again: the reader
+    validated the line; the arrays it keeps are numpy arrays, not the lists of the stored form."""
+    fields = dict(record)
+    arrays = record.get("arrays")
+    fields["arrays"] = None if arrays is None else Arrays.model_construct(**_compact_arrays(arrays))
     metrics = record.get("metrics")
-    if isinstance(metrics, dict):
-        compact["metrics"] = {sys.intern(name): value for name, value in metrics.items()
-                              if not LAYER_METRIC.match(name)}
+    fields["metrics"] = {sys.intern(name): value for name, value in (metrics or {}).items()
+                         if not LAYER_METRIC.match(name)}
     tokens = record.get("tokens")
-    if isinstance(tokens, dict):
+    if tokens is not None:  # the prompt's and the inserted ids are not read: left out
         generated = tokens.get("generated")
-        compact["tokens"] = {"generated": None if generated is None else np.asarray(generated, dtype=np.int64)}
-    return compact
+        fields["tokens"] = Tokens.model_construct(
+            generated=None if generated is None else np.asarray(generated, dtype=np.int64))
+    if record.get("texts") is not None:
+        fields["texts"] = Texts.model_construct(**record["texts"])
+    if record.get("schedule") is not None:
+        fields["schedule"] = [Update.model_construct(**update) for update in record["schedule"]]
+    return Record.model_construct(**fields)
 
 
-def strip_order(record: dict) -> tuple:
+def strip_order(record: Record) -> tuple:
     """The order of the runs shown as token strips: problem by problem, then point, then condition."""
-    return (str(record.get("problem_id")), point_sort_key(record.get("point")), condition_sort_key(record.get("condition")))
+    return (str(record.problem_id), point_sort_key(record.point), condition_sort_key(record.condition))
 
 
-def _without_strip(record: dict) -> None:
+def _without_strip(record: Record) -> None:
     """Drop what only a token strip reads: the generated token ids and text pieces."""
-    if isinstance(record.get("tokens"), dict):
-        record["tokens"] = {"generated": None}
-    if isinstance(record.get("texts"), dict):
-        record["texts"] = {name: text for name, text in record["texts"].items() if name != "generated_pieces"}
+    record.tokens = None
+    if record.texts is not None:
+        record.texts = record.texts.model_copy(update={"generated_pieces": None})
 
 
-def read_report_records(samples: str | Path, columns: frozenset[str] = REPORT_COLUMNS) -> tuple[list[dict], list[str]]:
+def read_report_records(samples: str | Path, columns: frozenset[str] = REPORT_COLUMNS) -> tuple[list[Record], list[str]]:
     """The records of ``samples`` (a samples.jsonl, either layout) as the report reads them (the
     arrays of ``columns``), and the reader's warnings (a torn last line dropped)."""
     warnings: list[str] = []
-    records: list[dict] = []
-    shown: dict[str, dict] = {}  # key -> record: the first MAX_STRIPS runs by strip_order so far, the latest of a key
+    records: list[Record] = []
+    shown: dict[str, Record] = {}  # key -> record: the first MAX_STRIPS runs by strip_order so far, the latest of a key
     for record in iter_samples(samples, warnings, columns=columns):
         compact = compact_record(record)
         records.append(compact)
-        if compact.get("condition") in REFERENCE_RUNS:
+        if compact.condition in REFERENCE_RUNS:
             _without_strip(compact)
             continue
-        key = str(compact.get("key"))
+        key = compact.key
         if key in shown:
             _without_strip(shown[key])
         shown[key] = compact

@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from measure.metrics.divergence import log_ratio
 from measure.records.curves import as_curve, as_grid
+from measure.records.record import Record
 from measure.report.format import condition_sort_key, point_sort_key
 from measure.report.strategies import CURVES as STRATEGY_CURVES
 
@@ -56,18 +57,20 @@ def color_for(condition) -> str:
 
 
 
-def curve_after_t0(record: dict, curve: str) -> np.ndarray:
-    """One per-position curve of a record from index t0 on: ``(n_after,)``, NaN where missing."""
-    arrays = record.get("arrays") or {}
-    t0 = int(record.get("t0") or 0)
+def curve_after_t0(record: Record, curve: str) -> np.ndarray:
+    """One per-position curve of a record from index t0 on: ``(n_after,)``, NaN where missing.
+    ``curve``: ``ratio`` (r(t)), or an array group and its reference (``kl:matched``)."""
+    if record.arrays is None:
+        return np.array([])
+    t0 = record.t0 or 0
     if curve == "ratio":
-        refs = arrays.get("logprob_ref") or {}
+        refs = record.arrays.logprob_ref
         if "oracle" not in refs or "ignore" not in refs:
             return np.array([])
         values = log_ratio(as_curve(refs["oracle"]), as_curve(refs["ignore"]))
     else:
-        kind, ref = curve.split(":")
-        values = as_curve((arrays.get(kind) or {}).get(ref))
+        group, ref = curve.split(":")
+        values = as_curve((getattr(record.arrays, group, None) or {}).get(ref))
     return values[t0:]
 
 
@@ -106,15 +109,15 @@ def _svg(fig: Figure) -> str:
     return text[start:].strip()
 
 
-def _by_point_condition(records: list[dict]) -> dict[str, dict[str, list[dict]]]:
-    table: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+def _by_point_condition(records: list[Record]) -> dict[str, dict[str, list[Record]]]:
+    table: dict[str, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
     for r in records:
-        table[str(r.get("point"))][str(r.get("condition"))].append(r)
+        table[r.point][r.condition].append(r)
     return {p: dict(sorted(table[p].items(), key=lambda kv: condition_sort_key(kv[0])))
             for p in sorted(table, key=point_sort_key)}
 
 
-def _condition_bands(ax, by_condition: dict[str, list[dict]], curve: str, max_positions: int | None) -> None:
+def _condition_bands(ax, by_condition: dict[str, list[Record]], curve: str, max_positions: int | None) -> None:
     """One mean line and 95% band per condition of ``curve`` after the change, on ``ax``."""
     for condition, runs in by_condition.items():
         curves = [c for c in (curve_after_t0(r, curve) for r in runs) if c.size]
@@ -148,7 +151,7 @@ def _curve_grid(table: dict, curves, width: float, row_height: float, max_positi
     return _svg(fig)
 
 
-def adaptation_curves_svg(records: list[dict], max_positions: int | None = None) -> str | None:
+def adaptation_curves_svg(records: list[Record], max_positions: int | None = None) -> str | None:
     """Rows = injection points, columns = KL to each reference and r(t); one line per condition."""
     table = _by_point_condition(records)
     if not table:
@@ -163,11 +166,11 @@ def adaptation_curves_svg(records: list[dict], max_positions: int | None = None)
 FINDINGS_CURVES = (("kl:matched", "KL(run || matched)"), ("ratio", "r(t) = log P_oracle - log P_ignore"))
 
 
-def findings_curves_svg(records: list[dict], max_positions: int = 40) -> str | None:
+def findings_curves_svg(records: list[Record], max_positions: int = 40) -> str | None:
     """The Findings figure: KL to P_matched and r(t) per condition after the change, one row per
     injection point, over the changed problems as the findings are (the reference runs, which
     have no point, and identical-problem controls are left out)."""
-    changed = [r for r in records if r.get("variation_type") is not None]
+    changed = [r for r in records if r.variation_type is not None]
     table = {point: runs for point, runs in _by_point_condition(changed).items() if point != "-"}
     if not table:
         return None
@@ -192,15 +195,14 @@ def kaplan_meier(times, censored) -> tuple[np.ndarray, np.ndarray]:
     return np.array(steps_t), np.array(steps_s)
 
 
-def survival_svg(records: list[dict], metric: str = "adaptation_latency") -> str | None:
+def survival_svg(records: list[Record], metric: str = "adaptation_latency") -> str | None:
     """Kaplan-Meier curves of a censored latency per condition, one panel per injection point."""
     table = _by_point_condition(records)
     panels = []
     for point, by_condition in table.items():
         series = {}
         for condition, runs in by_condition.items():
-            pairs = [((r.get("metrics") or {}).get(metric), (r.get("metrics") or {}).get(f"{metric}_censored"))
-                     for r in runs]
+            pairs = [(r.metrics.get(metric), r.metrics.get(f"{metric}_censored")) for r in runs]
             pairs = [(v, bool(c)) for v, c in pairs if isinstance(v, (int, float)) and math.isfinite(v) and c is not None]
             if pairs:
                 series[condition] = pairs
@@ -235,7 +237,7 @@ def survival_svg(records: list[dict], metric: str = "adaptation_latency") -> str
     return _svg(fig)
 
 
-def attention_grids(records: list[dict]) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
+def attention_grids(records: list[Record]) -> dict[tuple[str, str], tuple[np.ndarray, int]]:
     """Mean attention mass onto the inserted span, ``(layers, n_after)`` per (point, condition).
 
     Runs of different lengths are averaged where they overlap (each cell over the runs that have
@@ -247,14 +249,14 @@ def attention_grids(records: list[dict]) -> dict[tuple[str, str], tuple[np.ndarr
     counts: dict[tuple[str, str], np.ndarray] = {}
     runs: dict[tuple[str, str], int] = defaultdict(int)
     for r in records:
-        grid = ((r.get("arrays") or {}).get("attention_layers_tokens") or {}).get("inserted")
-        span = (r.get("spans") or {}).get("inserted")
+        grid = ((r.arrays.attention_layers_tokens if r.arrays else None) or {}).get("inserted")
+        span = (r.spans or {}).get("inserted")
         if grid is None or len(grid) == 0 or (span and len(span) == 2 and span[1] <= span[0]):
             continue  # nothing was inserted (references, flush, partial): the mass is 0 by construction
         arr = as_grid(grid)
         if arr.ndim != 2 or not arr.size:
             continue
-        key = (str(r.get("point")), str(r.get("condition")))
+        key = (r.point, r.condition)
         total, count = sums.get(key, np.zeros((0, 0))), counts.get(key, np.zeros((0, 0), dtype=np.int64))
         shape = (max(total.shape[0], arr.shape[0]), max(total.shape[1], arr.shape[1]))
         if shape != total.shape:
@@ -270,7 +272,7 @@ def attention_grids(records: list[dict]) -> dict[tuple[str, str], tuple[np.ndarr
         return {key: (np.where(counts[key] > 0, sums[key] / counts[key], np.nan), runs[key]) for key in sums}
 
 
-def attention_heatmap_svg(records: list[dict], max_positions: int = 64) -> str | None:
+def attention_heatmap_svg(records: list[Record], max_positions: int = 64) -> str | None:
     """Heatmaps layer x tokens-since-change of attention onto the inserted text; None if not captured."""
     grids = attention_grids(records)
     if not grids:

@@ -35,6 +35,7 @@ from measure.analysis import stats
 from measure.metrics.divergence import log_ratio
 from measure.metrics.latency import DEFAULT_GAP_TOKENS, adaptation_gap
 from measure.records.curves import as_curve
+from measure.records.record import Record
 from measure.report.format import fmt, point_sort_key
 
 STRATEGY_ORDER = ("multi", "multi_retract", "gradual", "gradual_stream")
@@ -62,8 +63,8 @@ BEFORE = 8
 MIN_CI_RUNS = 3
 
 
-def is_strategy_record(record: dict) -> bool:
-    return bool(record.get("schedule"))
+def is_strategy_record(record: Record) -> bool:
+    return bool(record.schedule)
 
 
 def strategy_sort_key(name) -> tuple:
@@ -80,18 +81,19 @@ def describe(condition: str, n_updates: int) -> str:
 
 
 
-def curve_values(record: dict, curve: str) -> np.ndarray:
+def curve_values(record: Record, curve: str) -> np.ndarray:
     """A record's per-generated-token curve: ``kl_matched``, ``log_ratio`` or ``kl_ignore``; empty
     when missing."""
-    arrays = record.get("arrays") or {}
+    if curve not in CURVES:
+        raise ValueError(f"unknown strategy curve {curve!r}; expected one of {sorted(CURVES)}")
+    if record.arrays is None:
+        return np.array([])
     if curve in ("kl_matched", "kl_ignore"):
-        return as_curve((arrays.get("kl") or {}).get(curve.removeprefix("kl_")))
-    if curve == "log_ratio":
-        refs = arrays.get("logprob_ref") or {}
-        if refs.get("oracle") is None or refs.get("ignore") is None:
-            return np.array([])
-        return log_ratio(as_curve(refs["oracle"]), as_curve(refs["ignore"]))
-    raise ValueError(f"unknown strategy curve {curve!r}; expected one of {sorted(CURVES)}")
+        return as_curve(record.arrays.kl.get(curve.removeprefix("kl_")))
+    refs = record.arrays.logprob_ref  # log_ratio
+    if refs.get("oracle") is None or refs.get("ignore") is None:
+        return np.array([])
+    return log_ratio(as_curve(refs["oracle"]), as_curve(refs["ignore"]))
 
 
 def aligned(values: np.ndarray, t: int, before: int = BEFORE, positions: int = POSITIONS) -> np.ndarray:
@@ -129,11 +131,11 @@ def _reason(calibration: dict | None, event: str, points: list[str]) -> str:
     return "no calibration for these runs' injection points"
 
 
-def latency_summary(runs: list[dict], name: str, calibration: dict | None, points: list[str]) -> dict:
+def latency_summary(runs: list[Record], name: str, calibration: dict | None, points: list[str]) -> dict:
     """Kaplan-Meier median of one latency over ``runs`` with its censoring count, and ``text``: the
     number to print, or a sentence saying why there is none."""
-    values = [(r.get("metrics") or {}).get(name) for r in runs]
-    censored = [(r.get("metrics") or {}).get(f"{name}_censored") for r in runs]
+    values = [r.metrics.get(name) for r in runs]
+    censored = [r.metrics.get(f"{name}_censored") for r in runs]
     pairs = [(v, c) for v, c in zip(values, censored)
              if isinstance(v, (int, float)) and math.isfinite(v) and c is not None]
     base = name.removesuffix("_since_last")
@@ -171,10 +173,10 @@ def gap_summary(values, **kw) -> dict:
 # ------------------------------------------------------------------------ section
 
 
-def _update_entry(runs: list[dict], i: int, before: int, positions: int, confidence: float, kw: dict) -> dict:
-    planned = [r for r in runs if len(r["schedule"]) > i]
-    delivered = [r for r in planned if r["schedule"][i].get("delivered")]
-    ts = [int(r["schedule"][i]["t"]) for r in delivered]
+def _update_entry(runs: list[Record], i: int, before: int, positions: int, confidence: float, kw: dict) -> dict:
+    planned = [r for r in runs if len(r.schedule) > i]
+    delivered = [r for r in planned if r.schedule[i].delivered]
+    ts = [r.schedule[i].t for r in delivered]
     curves = {}
     for curve in CURVES:
         rows = [aligned(curve_values(r, curve), t, before, positions) for r, t in zip(delivered, ts)]
@@ -184,11 +186,11 @@ def _update_entry(runs: list[dict], i: int, before: int, positions: int, confide
     # The same window mean of KL(run || P_ignore): how far the update moves the run from the
     # unchanged problem (the one informative curve of a retraction, whose other references are A).
     departures = [adaptation_gap(curve_values(r, "kl_ignore"), t, DEFAULT_GAP_TOKENS) for r, t in zip(delivered, ts)]
-    texts = sorted({str(r["schedule"][i].get("text", "")) for r in delivered})
+    texts = sorted({r.schedule[i].text for r in delivered})
     offsets = {}  # median generated tokens from this update to the one before and after, where both arrived
     for name, j in (("previous", i - 1), ("next", i + 1)):
-        both = [int(r["schedule"][j]["t"]) - int(r["schedule"][i]["t"]) for r in delivered
-                if 0 <= j < len(r["schedule"]) and r["schedule"][j].get("delivered")]
+        both = [r.schedule[j].t - r.schedule[i].t for r in delivered
+                if 0 <= j < len(r.schedule) and r.schedule[j].delivered]
         offsets[name] = float(np.median(both)) if both else None
     return {
         "index": i, "n_planned": len(planned), "n_delivered": len(delivered),
@@ -204,20 +206,20 @@ def _update_entry(runs: list[dict], i: int, before: int, positions: int, confide
     }
 
 
-def strategy_entry(condition: str, runs: list[dict], calibration: dict | None = None, *, n_identical: int = 0,
+def strategy_entry(condition: str, runs: list[Record], calibration: dict | None = None, *, n_identical: int = 0,
                    before: int = BEFORE, positions: int = POSITIONS, confidence: float = 0.95,
                    n_resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> dict:
     """The section entry of one strategy condition over its (changed-problem) runs, JSON-safe."""
     kw = {"n_resamples": n_resamples, "seed": seed}
-    n_updates = max((len(r["schedule"]) for r in runs), default=0)
-    points = sorted({str(r.get("point")) for r in runs}, key=point_sort_key)
-    complete = sum(all(u.get("delivered") for u in r["schedule"]) for r in runs)
-    metric = [(r.get("metrics") or {}) for r in runs]
+    n_updates = max((len(r.schedule) for r in runs), default=0)
+    points = sorted({r.point for r in runs}, key=point_sort_key)
+    complete = sum(all(u.delivered for u in r.schedule) for r in runs)
+    metric = [r.metrics for r in runs]
     return stats.json_safe({
         "condition": condition, "description": describe(condition, n_updates), "points": points,
         "n_runs": len(runs), "n_identical_left_out": n_identical, "n_updates": n_updates,
         "n_all_delivered": complete, "n_ended_before_an_update": len(runs) - complete,
-        "final_problems": sorted({str(r.get("final_problem")) for r in runs if r.get("final_problem")}),
+        "final_problems": sorted({r.final_problem for r in runs if r.final_problem}),
         "updates": [_update_entry(runs, i, before, positions, confidence, kw) for i in range(n_updates)],
         "gap_first": gap_summary([m.get("adaptation_gap") for m in metric], confidence=confidence, **kw),
         "gap_last": gap_summary([m.get("adaptation_gap_since_last") for m in metric], confidence=confidence, **kw),
@@ -227,22 +229,22 @@ def strategy_entry(condition: str, runs: list[dict], calibration: dict | None = 
     })
 
 
-def strategies_section(records: list[dict], calibration: dict | None = None, **options) -> dict:
+def strategies_section(records: list[Record], calibration: dict | None = None, **options) -> dict:
     """``{condition: entry}`` for every strategy condition among ``records`` (empty without any);
     ``options`` go to :func:`strategy_entry` (``confidence``, ``n_resamples``, ``seed``, ...)."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[Record]] = {}
     identical: dict[str, int] = {}
     for record in records:
         if not is_strategy_record(record):
             continue
-        condition = str(record.get("condition"))
+        condition = record.condition
         groups.setdefault(condition, [])
-        if record.get("variation_type") is None:
+        if record.variation_type is None:
             identical[condition] = identical.get(condition, 0) + 1
         else:
             groups[condition].append(record)
     for runs in groups.values():  # a fixed order: records arrive in completion order
-        runs.sort(key=lambda r: (str(r.get("problem_id")), point_sort_key(r.get("point"))))
+        runs.sort(key=lambda r: (r.problem_id, point_sort_key(r.point)))
     section = {
         condition: strategy_entry(condition, groups[condition], calibration, n_identical=identical.get(condition, 0),
                                   **options)
@@ -253,11 +255,11 @@ def strategies_section(records: list[dict], calibration: dict | None = None, **o
     return section
 
 
-def noise_departure(records: list[dict], points: set[str], options: dict) -> dict:
+def noise_departure(records: list[Record], points: set[str], options: dict) -> dict:
     """What any inserted text does: mean KL(run || P_ignore) over the 20 tokens after the change of
     the noise control (content-free text of the update's length) on changed problems at ``points``,
     the yardstick for how far an update moves a run from problem A."""
-    values = [adaptation_gap(curve_values(r, "kl_ignore"), int(r["t0"]), DEFAULT_GAP_TOKENS) for r in records
-              if r.get("condition") == "noise" and r.get("variation_type") is not None and str(r.get("point")) in points]
+    values = [adaptation_gap(curve_values(r, "kl_ignore"), r.t0, DEFAULT_GAP_TOKENS) for r in records
+              if r.condition == "noise" and r.variation_type is not None and r.point in points]
     kw = {k: options[k] for k in ("confidence", "n_resamples", "seed") if k in options}
     return stats.json_safe(gap_summary(values, **kw) if values else {**stats.mean_ci([]), "text": "no noise runs"})

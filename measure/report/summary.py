@@ -73,6 +73,7 @@ from measure.records import (
     SKIPPED_FILE,
 )
 from measure.records.atomic import write_json
+from measure.records.record import Record, as_records
 from measure.records.run_folder import RunFolderError, is_run_folder, read_json_object
 from measure.records.store import StoreError, latest_by_key, read_store
 from measure.report.findings import build_findings
@@ -102,15 +103,16 @@ FINDINGS_METRICS = ("adaptation_latency", "detection_latency", "adaptation_laten
 DEFAULT_WILCOXON = "asymptotic"
 
 
-def records_frame(records: list[dict]) -> pd.DataFrame:
+def records_frame(records: list[Record]) -> pd.DataFrame:
     """One row per record: its flat ``metrics`` row, identifiers taken from the record itself."""
     # Built column by column: a list of per-record row dicts held every record's metrics twice
     # at once (about 8 KB a record), the largest transient of a report on a study-sized run.
-    identifiers = ("problem_id", "condition", "point", "variation_type")
-    metrics = [record.get("metrics") or {} for record in records]
+    identifiers = {"problem_id": [r.problem_id for r in records], "condition": [r.condition for r in records],
+                   "point": [r.point for r in records], "variation_type": [r.variation_type for r in records]}
+    metrics = [record.metrics for record in records]
     names = list(dict.fromkeys([*(name for row in metrics for name in row), *identifiers]))  # the rows' order
-    columns = {name: ([record.get(name, row.get(name)) for record, row in zip(records, metrics)] if name in identifiers
-                      else [row.get(name) for row in metrics]) for name in names}
+    columns = {name: identifiers[name] if name in identifiers else [row.get(name) for row in metrics]
+               for name in names}
     df = pd.DataFrame(columns) if records else pd.DataFrame()
     for key in ("problem_id", "condition", "point", "variation_type"):
         if key not in df:
@@ -120,26 +122,26 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     return df.sort_values(["problem_id", "condition", "point"], kind="mergesort", ignore_index=True) if len(df) else df
 
 
-def check_maxima(records: list[dict]) -> dict[str, dict]:
+def check_maxima(records: list[Record]) -> dict[str, dict]:
     """``{check: {max, key, n, n_missing}}`` over every record's ``checks``."""
     out: dict[str, dict] = {}
     for record in records:
-        for name, value in (record.get("checks") or {}).items():
+        for name, value in record.checks.items():
             entry = out.setdefault(name, {"max": None, "key": None, "n": 0, "n_missing": 0})
             if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
                 entry["n_missing"] += 1
                 continue
             entry["n"] += 1
             if entry["max"] is None or value > entry["max"]:
-                entry["max"], entry["key"] = float(value), record.get("key")
+                entry["max"], entry["key"] = float(value), record.key
     return dict(sorted(out.items()))
 
 
-def _counts(raw: int, records: list[dict], skipped: list[dict]) -> dict:
-    per_cp = Counter(f"{r.get('condition')}/{r.get('point')}" for r in records)
+def _counts(raw: int, records: list[Record], skipped: list[dict]) -> dict:
+    per_cp = Counter(f"{r.condition}/{r.point}" for r in records)
     problems: dict[str, object] = {}
     for r in records:
-        problems.setdefault(r.get("problem_id"), r.get("variation_type"))
+        problems.setdefault(r.problem_id, r.variation_type)
     per_vt = Counter("null" if vt is None else str(vt) for vt in problems.values())
     return {
         "records": len(records),
@@ -190,7 +192,7 @@ def paired_tables(
 
 
 def build_metrics(
-    records: list[dict],
+    records: list[Record] | list[dict],
     provenance: dict | None = None,
     skipped: list[dict] | None = None,
     *,
@@ -204,9 +206,12 @@ def build_metrics(
 ) -> dict:
     """The ``metrics.json`` dict of a run (see the module docstring for its sections).
 
-    ``calibrated``: :func:`measure.analysis.calibrated.calibrated_records` of ``records`` at ``alpha``
-    and ``seed`` when the caller already has it (the report renders the same records).
+    ``records``: typed records, or stored lines (dicts), each validated here (a RecordError names
+    the record and the field). ``calibrated``: :func:`measure.analysis.calibrated.calibrated_records`
+    of ``records`` at ``alpha`` and ``seed`` when the caller already has it (the report renders the
+    same records).
     """
+    records = as_records(records)
     skipped = list(skipped or [])
     unique, calibration = calibrated or calibrated_records(list(latest_by_key(records).values()), alpha, seed)
     df = records_frame(unique)
@@ -255,7 +260,8 @@ def build_metrics(
     return metrics
 
 
-def write_reports(run_folder: Path, records: list[dict], provenance: dict, skipped: list[dict], **options) -> dict:
+def write_reports(run_folder: Path, records: list[Record] | list[dict], provenance: dict, skipped: list[dict],
+                  **options) -> dict:
     """Write ``metrics.json`` and ``report.html`` into ``run_folder``; return the metrics dict.
 
     ``options`` go to :func:`build_metrics` (``confidence``, ``n_resamples``, ``seed``,
@@ -265,6 +271,7 @@ def write_reports(run_folder: Path, records: list[dict], provenance: dict, skipp
 
     run_folder = Path(run_folder)
     run_folder.mkdir(parents=True, exist_ok=True)
+    records = as_records(records)
     skipped = [normalize_skipped(s) for s in skipped or []]
     calibrated = calibrated_records(list(latest_by_key(records).values()), options.get("alpha", DEFAULT_ALPHA),
                                     options.get("seed", 0))

@@ -27,7 +27,7 @@ from measure.records.samples import record_key
 from measure.records.store import RecordStore, read_store
 from measure.report.inputs import read_report_records
 from measure.report.summary import write_reports
-from measure.run.executors import WORKER_FIELD, GroupsFailed, make_executor
+from measure.run.executors import GroupsFailed, make_executor
 from measure.run.preflight import validate
 from measure.run.provenance import now, provenance
 from measure.settings import RunSettings, SettingsError, merge_duplicates
@@ -89,7 +89,7 @@ def _measure(settings: RunSettings, problems: list, out: Path, show_progress: bo
     for warning in repaired:
         log.warning(warning)
     remove_partial_writes(out)  # a columnar file a kill cut short; its group is measured again
-    done = {record["key"] for record in read_store(out / SAMPLES_FILE)[0]}
+    done = {record.key for record in read_store(out / SAMPLES_FILE, typed=True)[0]}  # validated: a foreign line is an error
     skipped_store = RecordStore(out / SKIPPED_FILE)
     for warning in skipped_store.repair():  # a torn last line, so appends start on a fresh line
         repaired.append(warning)
@@ -140,7 +140,7 @@ def _measure(settings: RunSettings, problems: list, out: Path, show_progress: bo
     records, warnings = read_report_records(out / SAMPLES_FILE)
     info["finished"] = now()
     info["warnings"] = repaired + warnings
-    info["executor"]["records_by_worker"] = dict(Counter(record.get(WORKER_FIELD, "unknown") for record in records))
+    info["executor"]["records_by_worker"] = dict(Counter(record.worker or "unknown" for record in records))
     if failures:
         info["failed_groups"] = failures
     write_run_info(out, info)

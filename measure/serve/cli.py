@@ -89,7 +89,7 @@ def launch_token(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def serve_command(args: argparse.Namespace) -> int:
-    try:
+    try:  # uvicorn and Starlette come with the optional serve extra: say so when they are missing
         import uvicorn
 
         from measure.serve.app import create_app
@@ -98,6 +98,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"measure serve: error: {missing.name} is not installed; install the serve extra: "
               "pip install -e '.[serve]'", file=sys.stderr)
         return 2
+    # torch and the engine: loaded for this command only, so `measure --help` starts fast
     from measure.model.load import EMBEDDED_MODEL, ModelLoadError, load_model
     from measure.serve.requests import MAX_NEW_TOKENS
 
@@ -129,7 +130,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"measure serve: error: {err}", file=sys.stderr)
         return 2
     if not args.no_warm_up:
-        from measure.serve.live import warm_up
+        from measure.serve.live import warm_up  # the engine (torch), as above
 
         print("measure serve: warming the model up (one short experiment)", file=sys.stderr, flush=True)
         print(f"measure serve: warm in {warm_up(loaded):.1f} s", file=sys.stderr, flush=True)

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from measure.data import load_pairs
 from measure.engine.conditions import CONDITIONS
 from measure.engine.engine import Engine, EngineConfig
 from measure.engine.events import RunEvent, TokenEvent
@@ -173,8 +174,6 @@ def warm_up(loaded, prompt: PromptFormat | None = None) -> float:
     15.7 s to the first token of a cold process against 2.4 s warm. Paying it at start-up keeps the
     first experiment a user runs as fast as every later one.
     """
-    from measure.data import load_pairs
-
     start = time.monotonic()
     pair = load_pairs("builtin-easy", limit=1)[0]
     config = EngineConfig(max_new_tokens=3, points=("1",), conditions=("ignore", "oracle", "injection", "flush"),

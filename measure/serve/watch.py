@@ -27,6 +27,7 @@ from pathlib import Path
 
 from measure.records import METRICS_FILE, RUN_FILE, SAMPLES_FILE
 from measure.records.columnar import attach_arrays
+from measure.records.record import Record, RecordError, validate_record
 from measure.records.run_folder import RunFileError, is_run_folder, read_metrics_json, read_run_json
 from measure.records.store import decode_record, latest_by_key
 from measure.report.findings import findings_text
@@ -142,7 +143,7 @@ class SamplesTail:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.records: list[dict] = []
+        self.records: list[Record] = []
         self.warnings: list[str] = []
         self._offset = 0
         self._pending = b""
@@ -153,7 +154,7 @@ class SamplesTail:
         self.records, self.warnings = [], []
         self._offset, self._pending, self._line = 0, b"", 0
 
-    def poll(self) -> tuple[list[dict], bool]:
+    def poll(self) -> tuple[list[Record], bool]:
         """(records appended since the last poll, whether the file was replaced and read anew)."""
         try:
             stat = os.stat(self.path)
@@ -179,6 +180,10 @@ class SamplesTail:
                 continue
             try:
                 record = decode_record(raw)
+                validate_record(record, f"{self.path}:{self._line}")  # a RecordError names the field
+            except RecordError as error:
+                self.warnings.append(f"{error}; left out")
+                continue
             except (ValueError, RecursionError) as error:
                 self.warnings.append(f"{self.path}:{self._line}: not a record, left out ({error})")
                 continue
@@ -194,21 +199,18 @@ class SamplesTail:
         return len(self._pending)
 
 
-def record_summary(record: dict) -> dict:
+def record_summary(record: Record) -> dict:
     """One row of the records table: identity, stop reason, continuation, two headline metrics."""
-    metrics = record.get("metrics") if isinstance(record.get("metrics"), dict) else {}
-    texts = record.get("texts") if isinstance(record.get("texts"), dict) else {}
-    continuation = str(texts.get("continuation") or "")
+    continuation = record.texts.continuation if record.texts is not None else ""
     return {
-        "key": str(record.get("key")), "problem_id": record.get("problem_id"), "condition": record.get("condition"),
-        "point": record.get("point"), "variation_type": record.get("variation_type"),
-        "stop_reason": record.get("stop_reason"),
+        "key": record.key, "problem_id": record.problem_id, "condition": record.condition,
+        "point": record.point, "variation_type": record.variation_type, "stop_reason": record.stop_reason,
         "continuation": continuation[:CONTINUATION_CHARS] + ("…" if len(continuation) > CONTINUATION_CHARS else ""),
-        "adaptation_gap": metrics.get("adaptation_gap"), "outcome": metrics.get("outcome"),
+        "adaptation_gap": record.metrics.get("adaptation_gap"), "outcome": record.metrics.get("outcome"),
     }
 
 
-def saved_findings(folder: Path, records: list[dict]) -> dict | None:
+def saved_findings(folder: Path, records: list[Record]) -> dict | None:
     """The Findings the run wrote into ``metrics.json`` when they are of exactly these records:
     the run finished, ``metrics.json`` is not older than ``samples.jsonl`` and counts as many
     records. None otherwise (then they are computed)."""
@@ -229,7 +231,7 @@ def saved_findings(folder: Path, records: list[dict]) -> dict | None:
             "warnings": warnings if isinstance(warnings, list) else [], "source": METRICS_FILE}
 
 
-def folder_findings(folder: Path, records: list[dict], warnings: list[str]) -> dict:
+def folder_findings(folder: Path, records: list[Record], warnings: list[str]) -> dict:
     """The Findings of the records so far, as ``measure report`` would compute them now; those
     of the run's own ``metrics.json`` when it has them for exactly these records."""
     saved = saved_findings(folder, records)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from measure.records.record import Record
+
 POINTS = ("f0.1", "f0.3", "f0.5", "f0.7", "f0.9")
 N_AFTER = 40  # tokens generated after every change
 
@@ -20,7 +22,7 @@ def _record(problem_id, condition, point, outcome, latency=None, censored=None, 
                           "n_after": N_AFTER, "adaptation_gap": gap}}
     if notes is not None:
         record["notes_before_change"] = notes
-    return record
+    return Record.model_validate(record)
 
 
 def sweep_records(n_problems=30, seed=0, stale_slope=0.0, event_slope=0.0, notes_effect=0.0,

@@ -79,7 +79,7 @@ def test_the_notes_covariate_separates_notes_from_position():
 
 
 def test_a_problem_measured_at_only_some_points_is_kept_and_listed():
-    records = [r for r in sweep_records(n_problems=12) if not (r["problem_id"] == "p003" and r["point"] == "f0.9")]
+    records = [r for r in sweep_records(n_problems=12) if not (r.problem_id == "p003" and r.point == "f0.9")]
     skipped = [{"problem_id": "p003", "point": "f0.9", "reason": "the ignore run stopped after 9 tokens"}]
     section = position_section(records, skipped, n_resamples=200)
     assert section["partial_problems"] == [{"problem_id": "p003", "missing_points": ["f0.9"],
@@ -91,7 +91,7 @@ def test_a_problem_measured_at_only_some_points_is_kept_and_listed():
 
 
 def test_fewer_than_three_points_give_no_section():
-    records = [r for r in sweep_records(n_problems=5) if r["point"] in ("-", "f0.1", "f0.3")]
+    records = [r for r in sweep_records(n_problems=5) if r.point in ("-", "f0.1", "f0.3")]
     section = position_section(records)
     assert not section["available"] and "2 numeric" in section["reason"]
 
@@ -99,12 +99,12 @@ def test_fewer_than_three_points_give_no_section():
 def test_shares_and_rates_count_the_runs():
     section = position_section(sweep_records(n_problems=20, seed=1), n_resamples=200)
     records = sweep_records(n_problems=20, seed=1)
-    runs = [r for r in records if r["condition"] == "flush" and r["point"] == "f0.5"]
+    runs = [r for r in records if r.condition == "flush" and r.point == "f0.5"]
     row = next(r for r in section["rows"] if r["condition"] == "flush" and r["point"] == "f0.5")
-    assert row["outcomes"]["stale"]["k"] == sum(r["metrics"]["outcome"] == "stale" for r in runs)
+    assert row["outcomes"]["stale"]["k"] == sum(r.metrics["outcome"] == "stale" for r in runs)
     assert row["outcomes"]["stale"]["n"] == 20
     assert section["tau"] == 20
-    events = sum(not r["metrics"]["lead_latency_censored"] for r in runs)
+    events = sum(not r.metrics["lead_latency_censored"] for r in runs)
     assert row["event"]["k"] == events and row["event"]["n"] == 20
 
 
@@ -137,7 +137,7 @@ def test_notes_split_counts_and_tests_by_flag():
     records = [_record(f"p{i}", c, "-", o) for i in range(8) for c, o in (("ignore", "stale"), ("oracle", "adapted"))]
     records += [_record(f"p{i}", "flush", "t8", "stale" if i < 4 else "adapted", 5, False, notes=i < 4)
                 for i in range(8)]
-    records.append({k: v for k, v in _record("p9", "flush", "t8", "adapted").items()})  # no flag: unknown
+    records.append(_record("p9", "flush", "t8", "adapted"))  # no flag: unknown
     split = notes_split(records)
     row = split["rows"][0]
     assert (row["n_runs"], row["n_notes"], row["n_unknown"]) == (9, 4, 1)
@@ -150,8 +150,8 @@ def test_separation_gives_no_estimate_not_a_huge_one():
     """Every run with notes is stale and every run without is adapted: no finite odds ratio."""
     records = sweep_records(n_problems=20, seed=2)
     for record in records:
-        if "notes_before_change" in record:
-            record["metrics"]["outcome"] = "stale" if record["notes_before_change"] else "adapted"
+        if record.notes_before_change is not None:
+            record.metrics["outcome"] = "stale" if record.notes_before_change else "adapted"
     section = position_section(records, n_resamples=200)
     entry = next(t for t in section["trends"] if (t["condition"], t["response"]) == ("injection", "stale"))
     assert entry["with_notes"]["terms"] == {} and "separation" in entry["with_notes"]["reason"]

@@ -63,13 +63,19 @@ def test_a_reused_output_folder_reports_only_the_new_session(pytester):
     assert len(list((out / WORKERS_DIR).iterdir())) == 2  # the earlier session's files are left alone
 
 
+def identity(key: str) -> dict:
+    """The identity fields every record carries, from its key ``problem/condition/point``."""
+    problem_id, condition, point = key.split("/")
+    return {"key": key, "problem_id": problem_id, "condition": condition, "point": point}
+
+
 def _session(workers: Path, run_id: str, nodeids: list[str], recorded: list[str]) -> None:
     log = WorkerLog(workers / run_id, "main")
     log.event("collected", tests=[{"nodeid": nodeid, "key": f"{nodeid}/c/t1"} for nodeid in nodeids])
     for nodeid in nodeids:
         log.event("start", nodeid)
         if nodeid in recorded:
-            log.record({"key": f"{nodeid}/c/t1", "test": {"nodeid": nodeid}})
+            log.record({**identity(f"{nodeid}/c/t1"), "test": {"nodeid": nodeid}})
             log.event("end", nodeid, outcome="passed")
 
 
@@ -78,7 +84,7 @@ def test_merge_reads_one_session_and_names_what_left_no_record(tmp_path):
     _session(workers, "1-old", ["old_a", "old_b"], ["old_a", "old_b"])
     _session(workers, "2-new", ["new_a", "new_b", "new_c"], ["new_b", "new_a"])
     merged = merge_run(workers / "2-new")
-    assert [record["key"] for record in merged.records] == ["new_a/c/t1", "new_b/c/t1"]  # collection order
+    assert [record.key for record in merged.records] == ["new_a/c/t1", "new_b/c/t1"]  # collection order
     assert merged.expected == ["new_a", "new_b", "new_c"]
     assert [(m["nodeid"], m["reason"].split(":")[0]) for m in merged.missing] == [("new_c", "no record")]
     assert "died while running it" in merged.missing[0]["reason"]
@@ -124,9 +130,7 @@ def test_session_reports_keep_the_skipped_tests_and_the_counts(tmp_path):
     WorkerLog(run_dir, "main").event("model", info={"name": "tiny:llama"}, torch_threads=2)
     merged = merge_run(run_dir)
     assert merged.models == [{"worker": "main", "torch_threads": 2, "name": "tiny:llama"}]
-    record = merged.records[0]
-    record.update({"problem_id": "a", "condition": "injection", "point": "t1", "variation_type": "single_number",
-                   "metrics": {}})
+    merged.records[0] = merged.records[0].model_copy(update={"condition": "injection", "variation_type": "single_number"})
     write_session_reports(tmp_path / "out", merged, {"settings": {"model": "tiny:llama"}})
     run = json.loads((tmp_path / "out" / "run.json").read_text())
     assert run["tests"]["expected"] == 2 and run["tests"]["with_records"] == 1
@@ -142,13 +146,13 @@ def test_records_follow_the_collection_order_then_their_keys(tmp_path):
     run_dir = tmp_path / WORKERS_DIR / "1-run"
     log = WorkerLog(run_dir, "main")
     log.event("collected", tests=[{"nodeid": "z_first"}, {"nodeid": "a_second"}])
-    log.record({"key": "k9", "test": {"nodeid": "a_second"}})
-    log.record({"key": "k2", "test": {"nodeid": "a_second"}})
-    log.record({"key": "k5", "test": {"nodeid": "never_collected"}})
-    log.record({"key": "k3"})  # written without its test: sorted with the uncollected ones
-    log.record({"key": "k7", "test": {"nodeid": "z_first"}})
+    log.record({**identity("k9/c/t1"), "test": {"nodeid": "a_second"}})
+    log.record({**identity("k2/c/t1"), "test": {"nodeid": "a_second"}})
+    log.record({**identity("k5/c/t1"), "test": {"nodeid": "never_collected"}})
+    log.record({**identity("k3/c/t1")})  # written without its test: sorted with the uncollected ones
+    log.record({**identity("k7/c/t1"), "test": {"nodeid": "z_first"}})
     merged = merge_run(run_dir)
-    assert [record["key"] for record in merged.records] == ["k7", "k2", "k9", "k3", "k5"]
+    assert [record.key for record in merged.records] == [f"{k}/c/t1" for k in ("k7", "k2", "k9", "k3", "k5")]
     assert merged.missing == [] and merged.expected == ["z_first", "a_second"]
 
 

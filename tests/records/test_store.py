@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from measure.records.record import Record
 from measure.records.store import RecordStore, StoreError, decode_record, latest_by_key, read_store, write_records
 
 
@@ -72,8 +73,11 @@ def test_write_records_replaces_the_whole_file(tmp_path):
 
 
 def test_latest_by_key_keeps_the_last_written():
-    records = [{"key": "a", "v": 1}, {"key": "b", "v": 2}, {"key": "a", "v": 3}]
-    assert latest_by_key(records) == {"a": {"key": "a", "v": 3}, "b": {"key": "b", "v": 2}}
+    lines = [("a/c/t1", 1), ("b/c/t1", 2), ("a/c/t1", 3)]
+    records = [Record.model_validate({"key": key, "problem_id": key[0], "condition": "c", "point": "t1", "v": v})
+               for key, v in lines]
+    latest = latest_by_key(records)
+    assert list(latest) == ["a/c/t1", "b/c/t1"] and [r.model_extra["v"] for r in latest.values()] == [3, 2]
 
 
 def test_an_empty_or_blank_file_holds_no_records(tmp_path):

@@ -14,6 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
+from measure.records.record import Record
 from measure.records.store import RecordStore, read_store
 
 N_PROBLEMS = 3
@@ -70,42 +71,43 @@ def records_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def session_records(records_file) -> list[dict]:
-    records, warnings = read_store(records_file)
+def session_records(records_file) -> list[Record]:
+    records, warnings = read_store(records_file, typed=True)
     assert not warnings and records
     return records
 
 
 @pytest.fixture
-def fresh_records(session_records) -> list[dict]:
+def fresh_records(session_records) -> list[Record]:
     return copy.deepcopy(session_records)
 
 
-def add_attention(records: list[dict], layers: int = 3, seed: int = 0) -> list[dict]:
+def add_attention(records: list[Record], layers: int = 3, seed: int = 0) -> list[Record]:
     """Give runs with a change a synthetic ``attention_layers_tokens`` grid (layers, n_after)."""
     rng = np.random.default_rng(seed)
     for r in records:
-        if r["condition"] in ("ignore", "oracle"):
+        if r.condition in ("ignore", "oracle"):
             continue
-        n_after = len(r["tokens"]["generated"]) - r["t0"]
+        n_after = len(r.tokens.generated) - r.t0
         grid = {span: rng.uniform(0, 0.5, size=(layers, n_after)).tolist()
                 for span in ("prompt", "prefix", "inserted", "after")}
-        r["arrays"]["attention_layers_tokens"] = grid
+        r.arrays.attention_layers_tokens = grid
     return records
 
 
 XSS = "<script>alert(1)</script>"
 
 
-def add_hostile(records: list[dict]) -> list[dict]:
+def add_hostile(records: list[Record]) -> list[Record]:
     """Put markup into every data string a report shows: texts, ids, answers, pieces."""
     for r in records[:4]:
-        r["texts"] = {k: f"{v} {XSS}" for k, v in r["texts"].items()}
-        r["texts"]["generated_pieces"] = [XSS] * len(r["tokens"]["generated"])
-        r["variation_type"] = r["variation_type"] and f"{r['variation_type']}{XSS}"
-        r["metrics"]["outcome"] = XSS
-    injection = next(r for r in records if r["condition"] == "injection")
-    injection["texts"]["inserted"] = f"Correction: {XSS}"
+        r.texts = r.texts.model_copy(update={k: f"{getattr(r.texts, k)} {XSS}"
+                                             for k in ("prompt", "inserted", "generated", "continuation")})
+        r.texts.generated_pieces = [XSS] * len(r.tokens.generated)
+        r.variation_type = r.variation_type and f"{r.variation_type}{XSS}"
+        r.metrics["outcome"] = XSS
+    injection = next(r for r in records if r.condition == "injection")
+    injection.texts.inserted = f"Correction: {XSS}"
     return records
 
 

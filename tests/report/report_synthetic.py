@@ -10,6 +10,8 @@ import zlib
 
 import numpy as np
 
+from measure.records.record import as_records
+
 N_GEN = 40
 T0 = 8
 SWITCH = 6  # 1-based token after the change at which injection runs start to favour B
@@ -45,6 +47,8 @@ def _record(pid, condition, point, t0, r_after, vt, outcome, gap, gain=3.0):
 
 
 def synthetic_records(n_changed=40, n_identical=8, seed=0, adapted_answers=True):
+    """Typed records (:class:`measure.records.record.Record`) of ``n_changed`` changed and
+    ``n_identical`` identical problems at one point, the references included."""
     rng = np.random.default_rng(seed)
     records = []
     n_after = N_GEN - T0
@@ -62,7 +66,7 @@ def synthetic_records(n_changed=40, n_identical=8, seed=0, adapted_answers=True)
             after[SWITCH - 1:] = shift + rng.normal(0, 0.2, n_after - SWITCH + 1)
             gap = {"injection": 0.2, "flush": 0.0, "partial": 0.1}[condition] + rng.uniform(0, 0.05)
             records.append(_record(pid, condition, f"t{T0}", T0, after, vt, "adapted", gap, gain))
-    return records
+    return as_records(records)
 
 
 
@@ -134,4 +138,4 @@ def strategy_records(n_problems=12, seed=0, strategies=tuple(STRATEGY_SCHEDULES)
                                                                     "adaptation_latency_kl")},
             })
             records.append(record)
-    return records
+    return as_records(records)

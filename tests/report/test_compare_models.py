@@ -28,13 +28,13 @@ SETTINGS = {"dataset": "builtin", "limit": 24, "variation_types": None, "max_new
 
 
 def make_run(folder, name: str, layers: int, gap_offset: float, seed: int, settings=None, drop=()):
-    records = [r for r in synthetic_records(n_changed=40, n_identical=8, seed=seed) if r["problem_id"] not in drop]
+    records = [r for r in synthetic_records(n_changed=40, n_identical=8, seed=seed) if r.problem_id not in drop]
     for record in records:
-        if record["condition"] in ("injection", "flush", "partial"):
-            record["metrics"]["adaptation_gap"] += gap_offset
-        if record["condition"] in ("injection", "noise", "repeat"):
+        if record.condition in ("injection", "flush", "partial"):
+            record.metrics["adaptation_gap"] += gap_offset
+        if record.condition in ("injection", "noise", "repeat"):
             # Mass onto the inserted text rising with depth: (layers, heads=2).
-            record["arrays"]["attention_layers_heads"] = {
+            record.arrays.attention_layers_heads = {
                 "inserted": [[0.1 + 0.3 * layer / (layers - 1)] * 2 for layer in range(layers)]}
     folder.mkdir(parents=True)
     write_records(folder / SAMPLES_FILE, records)

@@ -119,8 +119,8 @@ def test_too_few_problems_and_uncalibrated_appear_exactly_then():
 def test_censored_share_high_appears_exactly_when_most_runs_never_adapt():
     records = synthetic_records()
     for r in records:
-        if r["condition"] == "partial":  # partial never favours B, token or distribution
-            lp, kl = r["arrays"]["logprob_ref"], r["arrays"]["kl"]
+        if r.condition == "partial":  # partial never favours B, token or distribution
+            lp, kl = r.arrays.logprob_ref, r.arrays.kl
             lp["oracle"] = [v - 1.0 for v in lp["ignore"]]
             kl["oracle"], kl["ignore"] = [1.0] * len(kl["oracle"]), [0.0] * len(kl["ignore"])
     findings = build_metrics(records, n_resamples=100)["findings"]
@@ -139,10 +139,10 @@ def test_outcomes_are_uninformative_when_the_oracle_cannot_solve_b():
 def test_outcome_rates_are_conditional_on_solved_problems():
     records = synthetic_records()
     for r in records:  # problem p000: the ignore run gets A wrong, so p000 is not "solved"
-        if r["problem_id"] == "p000" and r["condition"] == "ignore":
-            r["metrics"]["outcome"] = "other"
-        if r["problem_id"] == "p000" and r["condition"] == "injection":
-            r["metrics"]["outcome"] = "stale"
+        if r.problem_id == "p000" and r.condition == "ignore":
+            r.metrics["outcome"] = "other"
+        if r.problem_id == "p000" and r.condition == "injection":
+            r.metrics["outcome"] = "stale"
     unique, _ = calibrated_records(records)
     summary = outcome_summary(records_frame(unique))
     assert summary["informative"] and summary["n_solved"] == 39
@@ -153,9 +153,9 @@ def test_outcome_rates_are_conditional_on_solved_problems():
 def test_records_written_before_calibration_lose_their_fixed_threshold_latencies():
     records = copy.deepcopy(synthetic_records(n_changed=4, n_identical=0))
     for r in records:
-        r["metrics"]["adaptation_latency"], r["metrics"]["adaptation_latency_censored"] = 1, False
+        r.metrics["adaptation_latency"], r.metrics["adaptation_latency_censored"] = 1, False
     unique, section = calibrated_records(records)
-    assert all(r["metrics"].get("adaptation_latency") is None for r in unique)
+    assert all(r.metrics.get("adaptation_latency") is None for r in unique)
     assert section["events"]["adaptation_latency"]["points"]["t8"]["calibrated"] is False
 
 
@@ -177,19 +177,19 @@ def test_lead_latencies_give_each_records_lead_event_and_observability():
     records = synthetic_records()
     lead = lead_latencies(records)
     unique, section = calibrated_records(records)
-    by_key = {r["key"]: r for r in unique}
-    point_keys = {r["key"] for r in records if r["point"] != "-"}
+    by_key = {r.key: r for r in unique}
+    point_keys = {r.key for r in records if r.point != "-"}
     assert set(lead) == point_keys
     chosen = {fold["scores_fold"]: fold["event"] for fold in section["lead"]["points"]["t8"]["folds"]}
     folds = section["folds"]
     for key, entry in lead.items():
-        metrics = by_key[key]["metrics"]
+        metrics = by_key[key].metrics
         assert (entry["latency"], entry["censored"]) == (metrics["lead_latency"], metrics["lead_latency_censored"])
-        problem = by_key[key]["problem_id"]
+        problem = by_key[key].problem_id
         assert entry["event"] == chosen[folds[problem]]  # the choice made on its fold's fitting set
         # report_synthetic: KL(P_oracle || P_ignore) is 3 nats a token, 0 on every tenth and identical problem
-        no_difference = int(problem[1:]) % 10 == 9 or by_key[key]["variation_type"] is None
+        no_difference = int(problem[1:]) % 10 == 9 or by_key[key].variation_type is None
         assert metrics["observability"] == (0.0 if no_difference else 3.0 * 32)
-        if by_key[key]["variation_type"] is not None:
+        if by_key[key].variation_type is not None:
             assert entry["observable"] is (not no_difference)
     assert section["positive_control"] == "flush" and section["lead"]["name"] == "lead_latency"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from measure.metrics.attribution import LABELS
+from measure.records.record import Record
 from measure.report import html as report_html
 from measure.report import plots
 from measure.report.summary import build_metrics, write_reports
@@ -73,7 +74,7 @@ def test_latency_table_shows_the_censoring_of_the_records(page, session_records)
         condition, variation, point = row[0], row[1], row[2]
         if variation != "all":
             continue
-        runs = [r["metrics"] for r in session_records if r["condition"] == condition and r["point"] == point]
+        runs = [r.metrics for r in session_records if r.condition == condition and r.point == point]
         times = [m["stabilization_latency"] for m in runs]
         censored = [bool(m["stabilization_latency_censored"]) for m in runs]
         assert int(row[3]) == len(runs), row
@@ -82,13 +83,13 @@ def test_latency_table_shows_the_censoring_of_the_records(page, session_records)
         shown = row[column].split()[0]
         assert (shown == "not" if median is None else float(shown) == median), (row, median)
         checked += 1
-    assert checked == len({(r["condition"], r["point"]) for r in session_records})
+    assert checked == len({(r.condition, r.point) for r in session_records})
     assert "attention-missing" not in page
 
 
 def test_attention_not_captured_is_said(fresh_records, helpers):
     for r in fresh_records:
-        r["arrays"].pop("attention_layers_tokens", None)
+        r.arrays.attention_layers_tokens = None
     metrics = build_metrics(fresh_records[:12], {}, [], n_resamples=helpers.RESAMPLES)
     page = report_html.render_html(fresh_records, metrics)
     assert 'id="attention-missing"' in page and "not captured" in page.lower()
@@ -108,9 +109,9 @@ def test_every_data_string_is_escaped(fresh_records, tmp_path, helpers):
 
 def test_markup_in_condition_names_is_escaped_inside_svg(fresh_records, helpers):
     for r in fresh_records:
-        if r["condition"] == "repeat":
-            r["condition"] = helpers.XSS
-            r["metrics"]["condition"] = helpers.XSS
+        if r.condition == "repeat":
+            r.condition = helpers.XSS
+            r.metrics["condition"] = helpers.XSS
     metrics = build_metrics(fresh_records, {}, [], n_resamples=helpers.RESAMPLES)
     page = report_html.render_html(fresh_records, metrics)
     assert "<script" not in page.lower()
@@ -119,26 +120,26 @@ def test_markup_in_condition_names_is_escaped_inside_svg(fresh_records, helpers)
 def test_strips_are_limited_with_a_note(session_records, helpers):
     metrics = build_metrics(session_records[:12], {}, [], n_resamples=helpers.RESAMPLES)
     page = report_html.render_html(session_records, metrics, max_strips=5)
-    n_runs = sum(r["condition"] not in ("ignore", "oracle") for r in session_records)
+    n_runs = sum(r.condition not in ("ignore", "oracle") for r in session_records)
     assert f"Showing 5 of {n_runs} runs" in page
     assert page.count('<div class="strip">') == 5
 
 
 def test_strip_attribution_matches_the_metrics_row(session_records):
     for record in session_records:
-        if record["condition"] in ("ignore", "oracle"):
+        if record.condition in ("ignore", "oracle"):
             continue
         strip = report_html.token_strip(record, max_tokens=10_000)
         for lab in LABELS:
-            assert strip["counts"][lab] == record["metrics"][f"attr_{lab}_count"], (record["key"], lab)
+            assert strip["counts"][lab] == record.metrics[f"attr_{lab}_count"], (record.key, lab)
         post = [c["cls"] for c in strip["cells"] if c["cls"] != "pre"]
-        assert len(post) == record["metrics"]["n_after"]
-        assert strip["marker_at"] == record["t0"] - strip["truncated_before"]
+        assert len(post) == record.metrics["n_after"]
+        assert strip["marker_at"] == record.t0 - strip["truncated_before"]
 
 
 def test_strip_uses_token_pieces_when_stored(fresh_records):
-    record = next(r for r in fresh_records if r["condition"] == "injection")
-    record["texts"]["generated_pieces"] = [f"w{i}\n" for i in range(len(record["tokens"]["generated"]))]
+    record = next(r for r in fresh_records if r.condition == "injection")
+    record.texts.generated_pieces = [f"w{i}\n" for i in range(len(record.tokens.generated))]
     strip = report_html.token_strip(record)
     assert strip["has_pieces"] and strip["cells"][0]["text"].startswith("w") and "⏎" in strip["cells"][0]["text"]
 
@@ -184,10 +185,12 @@ def test_attention_grids_average_each_cell_over_the_runs_that_have_it():
 
     a = [[0.2, 0.4, 0.6], [0.1, None, 0.3]]
     b = [[0.4, 0.8], [0.3, 0.5], [0.9, 0.7]]
-    records = [{"point": "t8", "condition": "injection", "spans": {"inserted": [5, 9]},
-                "arrays": {"attention_layers_tokens": {"inserted": grid}}} for grid in (a, b)]
-    records.append({"point": "t8", "condition": "flush", "spans": {"inserted": [5, 5]},
-                    "arrays": {"attention_layers_tokens": {"inserted": [[1.0]]}}})
+    def run(i, condition, span, grid):
+        return Record(key=f"p{i}/{condition}/t8", problem_id=f"p{i}", condition=condition, point="t8",
+                      spans={"inserted": span}, arrays={"attention_layers_tokens": {"inserted": grid}})
+
+    records = [run(i, "injection", (5, 9), grid) for i, grid in enumerate((a, b))]
+    records.append(run(2, "flush", (5, 5), [[1.0]]))
     stack = np.full((2, 3, 3), np.nan)
     stack[0, :2, :3] = np.array(a, dtype=float)
     stack[1, :3, :2] = b

@@ -12,6 +12,7 @@ import pytest
 
 from measure.records import columnar
 from measure.records.columnar import read_samples, write_group_arrays
+from measure.records.record import Record, as_dict
 from measure.records.store import RecordStore, read_store
 from measure.report.html import render_html
 from measure.report.inputs import REPORT_COLUMNS, compact_record, read_report_records
@@ -22,52 +23,52 @@ BASELINE = Path(__file__).resolve().parents[2] / "reports" / "baselines" / "smol
 LAYERS = 4
 
 
-def _with_everything(records: list[dict]) -> list[dict]:
+def _with_everything(records: list[Record]) -> list[Record]:
     """The baseline's records (24 tokens, no attention, no hidden states) with what a default run
     adds: attention grids over four spans, per-layer hidden-state cosines as curves and metrics."""
     records = add_attention(records, layers=LAYERS)
     rng = np.random.default_rng(1)
     for record in records:
-        n = len(record["tokens"]["generated"])
-        record["arrays"]["hidden_cosine_layers"] = {"oracle": rng.uniform(0.5, 1, LAYERS + 1).tolist()}
-        record["arrays"]["attention_layers_heads"] = {"inserted": rng.uniform(0, 1, (LAYERS, 3)).tolist()}
-        record["arrays"]["js"] = {"oracle": rng.uniform(0, 1, n).tolist()}
+        n = len(record.tokens.generated)
+        record.arrays.hidden_cosine_layers = {"oracle": rng.uniform(0.5, 1, LAYERS + 1).tolist()}
+        record.arrays.attention_layers_heads = {"inserted": rng.uniform(0, 1, (LAYERS, 3)).tolist()}
+        record.arrays.js = {"oracle": rng.uniform(0, 1, n).tolist()}
         for layer in range(LAYERS + 1):
-            record["metrics"][f"hidden_cos_oracle_L{layer}_all"] = float(rng.uniform(0.5, 1))
+            record.metrics[f"hidden_cos_oracle_L{layer}_all"] = float(rng.uniform(0.5, 1))
     return records
 
 
-def _write(folder: Path, records: list[dict], layout: int) -> Path:
+def _write(folder: Path, records: list[Record], layout: int) -> Path:
     folder.mkdir()
     store = RecordStore(folder / "samples.jsonl")
     for start in range(0, len(records), 21):
-        group = [dict(r) for r in records[start:start + 21]]
+        group = [as_dict(r) for r in records[start:start + 21]]  # as stored lines, which the writer takes
         for record in (write_group_arrays(folder, group) if layout == 2 else group):
             store.append(record)
     return folder / "samples.jsonl"
 
 
 @pytest.fixture(scope="module")
-def baseline_records() -> list[dict]:
-    records, _ = read_store(BASELINE / "samples.jsonl")
+def baseline_records() -> list[Record]:
+    records, _ = read_store(BASELINE / "samples.jsonl", typed=True)
     return _with_everything(records)
 
 
 @pytest.mark.parametrize("layout", [1, 2])
 def test_compact_records_give_the_same_metrics_as_full_ones(tmp_path, baseline_records, layout):
     samples = _write(tmp_path / "run", baseline_records, layout)
-    full, _ = read_samples(samples)
+    full, _ = read_samples(samples, typed=True)
     compact, warnings = read_report_records(samples)
     assert warnings == [] and len(compact) == len(full) == 280
     # what the report reads is there, and only that
-    first = next(r for r in compact if r["condition"] == "injection")
-    assert set(first["arrays"]["kl"]) == {"oracle", "ignore", "matched"}
-    assert set(first["arrays"]["logprob_ref"]) == {"oracle", "ignore"}
-    assert set(first["arrays"]["attention_layers_tokens"]) == {"inserted"}
-    assert first["arrays"]["attention_layers_tokens"]["inserted"].dtype == np.float32
-    assert not first["arrays"]["js"] and not first["arrays"]["hidden_cosine_layers"]
-    assert "attention_layers_heads" not in first["arrays"] and first["arrays"]["logprob_run"] is None
-    assert not any(name.startswith("hidden_cos_oracle_L") for name in first["metrics"])
+    first = next(r for r in compact if r.condition == "injection")
+    assert set(first.arrays.kl) == {"oracle", "ignore", "matched"}
+    assert set(first.arrays.logprob_ref) == {"oracle", "ignore"}
+    assert set(first.arrays.attention_layers_tokens) == {"inserted"}
+    assert first.arrays.attention_layers_tokens["inserted"].dtype == np.float32
+    assert not first.arrays.js and not first.arrays.hidden_cosine_layers
+    assert first.arrays.attention_layers_heads is None and first.arrays.logprob_run is None
+    assert not any(name.startswith("hidden_cos_oracle_L") for name in first.metrics)
     n_resamples = 200
     assert (json.dumps(build_metrics(compact, n_resamples=n_resamples), sort_keys=True)
             == json.dumps(build_metrics(full, n_resamples=n_resamples), sort_keys=True))
@@ -94,17 +95,17 @@ def test_only_the_report_columns_are_read_from_the_columnar_files(tmp_path, base
 
 
 def test_compact_record_shares_metric_names_and_drops_the_prompt_tokens(baseline_records):
-    a, b = (compact_record(json.loads(json.dumps(r))) for r in baseline_records[:2])
-    assert list(a["metrics"]) == list(b["metrics"])  # the same metrics, in the same order
-    assert all(name_a is name_b for name_a, name_b in zip(a["metrics"], b["metrics"]))  # one copy of each name
-    assert set(a["tokens"]) == {"generated"}
-    assert a["tokens"]["generated"].tolist() == baseline_records[0]["tokens"]["generated"]
-    assert isinstance(a["arrays"]["kl"]["oracle"], np.ndarray)
+    a, b = (compact_record(json.loads(json.dumps(as_dict(r)))) for r in baseline_records[:2])
+    assert list(a.metrics) == list(b.metrics)  # the same metrics, in the same order
+    assert all(name_a is name_b for name_a, name_b in zip(a.metrics, b.metrics))  # one copy of each name
+    assert not hasattr(a.tokens, "prompt") and not hasattr(a.tokens, "inserted")  # never read: not kept
+    assert a.tokens.generated.tolist() == baseline_records[0].tokens.generated
+    assert isinstance(a.arrays.kl["oracle"], np.ndarray)
 
 
 def test_the_page_from_compact_records_equals_the_page_from_full_ones(tmp_path, baseline_records):
     samples = _write(tmp_path / "run", baseline_records, 2)
-    full, _ = read_samples(samples)
+    full, _ = read_samples(samples, typed=True)
     compact, _ = read_report_records(samples)
     metrics = build_metrics(full, n_resamples=100)
     # token strips, curves, attention heatmap (float32 as stored, so the same means)
@@ -152,19 +153,19 @@ def test_the_committed_baseline_renders_to_its_committed_metrics(tmp_path):
 def test_only_the_shown_strips_keep_their_tokens_and_the_latest_record_of_a_key_wins(tmp_path, baseline_records):
     from measure.report.inputs import MAX_STRIPS, strip_order
 
-    records = [json.loads(json.dumps(r)) for r in baseline_records]
-    first = min((r for r in records if r["condition"] not in ("ignore", "oracle")), key=strip_order)
-    again = json.loads(json.dumps(first))  # the same key measured again later (a resumed run)
-    again["texts"]["generated_pieces"] = ["again"] * len(again["texts"]["generated_pieces"])
+    records = [r.model_copy(deep=True) for r in baseline_records]
+    first = min((r for r in records if r.condition not in ("ignore", "oracle")), key=strip_order)
+    again = first.model_copy(deep=True)  # the same key measured again later (a resumed run)
+    again.texts.generated_pieces = ["again"] * len(again.texts.generated_pieces)
     samples = _write(tmp_path / "run", [*records, again], 1)
     compact, _ = read_report_records(samples)
-    with_tokens = [r for r in compact if r["tokens"]["generated"] is not None]
-    runs = sorted({r["key"]: r for r in records if r["condition"] not in ("ignore", "oracle")}.values(), key=strip_order)
-    assert [r["key"] for r in sorted(with_tokens, key=strip_order)] == [r["key"] for r in runs[:MAX_STRIPS]]
-    kept = next(r for r in with_tokens if r["key"] == first["key"])
-    assert kept["texts"]["generated_pieces"][0] == "again"  # the latest of the two
-    assert all("generated_pieces" not in r["texts"] for r in compact if r["tokens"]["generated"] is None)
-    assert sum(r["tokens"]["generated"] is None for r in compact) == len(compact) - MAX_STRIPS
+    with_tokens = [r for r in compact if r.tokens is not None]
+    runs = sorted({r.key: r for r in records if r.condition not in ("ignore", "oracle")}.values(), key=strip_order)
+    assert [r.key for r in sorted(with_tokens, key=strip_order)] == [r.key for r in runs[:MAX_STRIPS]]
+    kept = next(r for r in with_tokens if r.key == first.key)
+    assert kept.texts.generated_pieces[0] == "again"  # the latest of the two
+    assert all(r.texts.generated_pieces is None for r in compact if r.tokens is None)
+    assert sum(r.tokens is None for r in compact) == len(compact) - MAX_STRIPS
 
 
 def test_one_group_file_of_arrays_is_alive_at_a_time(tmp_path, baseline_records, monkeypatch):

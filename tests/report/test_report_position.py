@@ -12,6 +12,7 @@ import pytest
 from report_synthetic import N_GEN, SWITCH, _record
 
 from measure.records import RUN_FILE, SAMPLES_FILE
+from measure.records.record import as_records
 from measure.records.store import write_records
 from measure.report.compare_models import compare_models
 from measure.report.compare_models_html import render_comparison
@@ -48,7 +49,7 @@ def sweep(n_changed=24, n_identical=6, seed=0, stale_slope=4.0):
                 record = _record(pid, condition, point, t0, after, vt, "stale" if stale else "adapted", 0.1)
                 record["notes_before_change"] = stale
                 records.append(record)
-    return records
+    return as_records(records)
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,7 @@ def test_the_report_page_shows_the_section_and_its_figure(metrics_and_records):
 
 def test_a_run_at_one_point_has_no_section_but_keeps_the_notes_split(metrics_and_records):
     _, records = metrics_and_records
-    one_point = [r for r in copy.deepcopy(records) if r["point"] in ("-", "f0.5")]
+    one_point = [r for r in copy.deepcopy(records) if r.point in ("-", "f0.5")]
     metrics = build_metrics(one_point, {}, n_resamples=TEST_RESAMPLES)
     assert not metrics["by_position"]["available"]
     assert metrics["findings"]["by_position"]["sentences"] == []
@@ -102,11 +103,11 @@ def test_records_without_the_flag_read_as_unknown(metrics_and_records):
     _, records = metrics_and_records
     old = copy.deepcopy(records)
     for record in old:
-        record.pop("notes_before_change", None)
+        record.notes_before_change = None
     metrics = build_metrics(old, {}, n_resamples=TEST_RESAMPLES)
     assert metrics["findings"]["notes"] == []
     assert metrics["by_position"]["notes_unknown_runs"] == sum(
-        1 for r in old if r["condition"] not in ("ignore", "oracle") and r["variation_type"] is not None)
+        1 for r in old if r.condition not in ("ignore", "oracle") and r.variation_type is not None)
     trend = metrics["by_position"]["trends"][0]
     assert trend["with_notes"]["terms"] == {} and trend["with_notes"]["n_runs"] == 0
 
@@ -133,7 +134,7 @@ def test_compare_models_puts_the_sections_side_by_side(tmp_path, metrics_and_rec
 
 def test_compare_models_without_a_sweep_has_no_section(tmp_path, metrics_and_records):
     _, records = metrics_and_records
-    one_point = [r for r in records if r["point"] in ("-", "f0.5")]
+    one_point = [r for r in records if r.point in ("-", "f0.5")]
     result = compare_models([_run_folder(tmp_path / "a", "model-a", one_point),
                              _run_folder(tmp_path / "b", "model-b", one_point)])
     assert result["by_position"] is None and 'id="by-position"' not in render_comparison(result)
@@ -150,11 +151,11 @@ def test_real_records_carry_the_notes_flag(session_records):
     pairs = {pair.id: pair for pair in load_pairs("builtin", limit=3)}
     checked = 0
     for record in session_records:
-        flag = record["notes_before_change"]
-        if record["condition"] in ("ignore", "oracle"):
+        flag = record.notes_before_change
+        if record.condition in ("ignore", "oracle"):
             assert flag is None
             continue
-        before = tokenizer.decode(record["tokens"]["generated"][:record["t0"]], skip_special_tokens=True)
-        assert flag is notes_before_change(pairs[record["problem_id"]], before)
+        before = tokenizer.decode(record.tokens.generated[:record.t0], skip_special_tokens=True)
+        assert flag is notes_before_change(pairs[record.problem_id], before)
         checked += 1
     assert checked > 0

@@ -12,6 +12,7 @@ import pytest
 from report_synthetic import strategy_records, synthetic_records
 from scipy import stats as sps
 
+from measure.records.record import Record
 from measure.report.html import render_html
 from measure.report.strategies import latency_summary, mean_interval, strategies_section, strategy_entry
 from measure.report.summary import build_metrics, write_reports
@@ -22,14 +23,19 @@ TOL = 1e-12
 def _record(pid, kl, oracle, ignore, ts, delivered=None, condition="multi"):
     """A strategy record small enough to align by hand (per-token arrays indexed by generated token)."""
     delivered = delivered or [True] * len(ts)
-    return {
+    return Record.model_validate({
         "key": f"{pid}/{condition}/t2", "problem_id": pid, "condition": condition, "point": "t2", "t0": ts[0],
         "variation_type": "single_number", "final_problem": "c",
         "arrays": {"kl": {"matched": list(kl)}, "logprob_ref": {"oracle": list(oracle), "ignore": list(ignore)}},
         "schedule": [{"index": i, "t": t, "stream_start": 3 + t + 2 * i if d else None, "n_tokens": 2,
                       "text": f"update {i}", "delivered": d} for i, (t, d) in enumerate(zip(ts, delivered))],
         "metrics": {"adaptation_gap": None},
-    }
+    })
+
+
+def _metrics_only(metrics: dict) -> Record:
+    """A run known only by its metrics row (what latency_summary reads)."""
+    return Record(key="p/multi/t8", problem_id="p", condition="multi", point="t8", metrics=metrics)
 
 
 def _curve(entry, update, curve):
@@ -91,33 +97,33 @@ def test_undelivered_update_is_counted_and_left_out_of_its_curve():
 
 def test_synthetic_strategy_records_follow_the_contract():
     records = strategy_records(n_problems=3)
-    assert {r["condition"] for r in records} == {"multi", "multi_retract", "gradual"}
+    assert {r.condition for r in records} == {"multi", "multi_retract", "gradual"}
     for r in records:
-        schedule = r["schedule"]
-        assert 2 <= len(schedule) <= 3 and schedule[0]["t"] == r["t0"]
-        n = len(r["tokens"]["generated"])
-        assert all(len(v) == n for group in ("kl", "logprob_ref") for v in r["arrays"][group].values())
+        schedule = r.schedule
+        assert 2 <= len(schedule) <= 3 and schedule[0].t == r.t0
+        n = len(r.tokens.generated)
+        assert all(len(v) == n for v in [*r.arrays.kl.values(), *r.arrays.logprob_ref.values()])
         for update in schedule:
-            assert update["delivered"] == (update["t"] < n)
-            assert (update["stream_start"] is None) == (not update["delivered"])
-        assert r["metrics"]["updates_delivered"] == sum(u["delivered"] for u in schedule)
-    short = [r for r in records if not r["schedule"][-1]["delivered"]]
-    assert {r["condition"] for r in short} == {"multi", "multi_retract", "gradual"} and len(short) == 3
-    assert synthetic_records(n_changed=2, n_identical=1)[0]["key"] == "p000/ignore/-"  # the old function unchanged
+            assert update.delivered == (update.t < n)
+            assert (update.stream_start is None) == (not update.delivered)
+        assert r.metrics["updates_delivered"] == sum(u.delivered for u in schedule)
+    short = [r for r in records if not r.schedule[-1].delivered]
+    assert {r.condition for r in short} == {"multi", "multi_retract", "gradual"} and len(short) == 3
+    assert synthetic_records(n_changed=2, n_identical=1)[0].key == "p000/ignore/-"  # the old function unchanged
 
 
 def test_latency_in_words_when_uncalibrated_or_all_censored():
-    runs = [{"metrics": {"adaptation_latency": None, "adaptation_latency_censored": None}}] * 3
+    runs = [_metrics_only({"adaptation_latency": None, "adaptation_latency_censored": None})] * 3
     calibration = {"events": {"adaptation_latency": {"points": {"t8": {"calibrated": False,
                                                                         "reason": "too few control runs (4 < 10)"}}}}}
     out = latency_summary(runs, "adaptation_latency", calibration, ["t8"])
     assert out["text"] == "not calibrated: too few control runs (4 < 10)" and out["estimate"] is None
-    censored = [{"metrics": {"adaptation_latency_since_last": v, "adaptation_latency_since_last_censored": True}}
+    censored = [_metrics_only({"adaptation_latency_since_last": v, "adaptation_latency_since_last_censored": True})
                 for v in (12, 32, 20)]
     out = latency_summary(censored, "adaptation_latency_since_last", None, ["t8"])
     assert out["text"] == "no run reached the event within 32 tokens (3 of 3 censored)"
     assert out["n_censored"] == 3 and out["estimate"] is None
-    mixed = [{"metrics": {"detection_latency": v, "detection_latency_censored": c}}
+    mixed = [_metrics_only({"detection_latency": v, "detection_latency_censored": c})
              for v, c in ((2, False), (4, False), (9, True))]
     out = latency_summary(mixed, "detection_latency", None, ["t8"])
     assert out["estimate"] == 4 and out["text"].startswith("4 tokens") and "1 of 3 censored" in out["text"]
@@ -207,6 +213,6 @@ def test_metrics_strategies_round_trip_through_json(uncalibrated_run, helpers):
 def test_update_texts_are_escaped(helpers):
     records = strategy_records(n_problems=3, strategies=("multi",))
     for r in records:
-        r["schedule"][1]["text"] = f"Correction: {helpers.XSS}\n"
+        r.schedule[1].text = f"Correction: {helpers.XSS}\n"
     html = render_html(records, build_metrics(records, {}, [], n_resamples=50))
     assert helpers.XSS not in html and "&lt;script&gt;alert(1)&lt;/script&gt;⏎" in html

@@ -25,12 +25,12 @@ def test_write_reports_writes_both_files_and_returns_metrics(report_dir, session
 def test_aggregate_tables_cover_condition_variation_point(report_dir, session_records, helpers):
     metrics = helpers.strict_json(report_dir / "metrics.json")
     groups = {(r["condition"], r["variation_type"], r["point"]) for r in metrics["aggregate"]}
-    expected = {(r["condition"], r["variation_type"], r["point"]) for r in session_records}
+    expected = {(r.condition, r.variation_type, r.point) for r in session_records}
     assert groups == expected
     lat = [r for r in metrics["aggregate"] if r["metric"] == "adaptation_latency"]
     assert lat and all(r["aggregation"] == "km_median" and "share_censored" in r for r in lat)
     pooled = {(r["condition"], r["point"]) for r in metrics["aggregate_pooled"]}
-    assert pooled == {(r["condition"], r["point"]) for r in session_records}
+    assert pooled == {(r.condition, r.point) for r in session_records}
     outcome = [r for r in metrics["aggregate_pooled"] if r["metric"] == "outcome_adapted"]
     assert outcome and all(r["aggregation"] == "rate" and r["n"] == 3 for r in outcome)
 
@@ -51,31 +51,31 @@ def test_paired_comparisons_are_the_declared_pairs(report_dir, helpers):
 
 def test_check_maxima_name_the_worst_record(report_dir, session_records, helpers):
     checks = helpers.strict_json(report_dir / "metrics.json")["checks"]
-    names = {name for r in session_records for name in r["checks"]}
+    names = {name for r in session_records for name in r.checks}
     assert set(checks) == names
     for name, entry in checks.items():
-        values = [(r["checks"][name], r["key"]) for r in session_records if r["checks"].get(name) is not None]
+        values = [(r.checks[name], r.key) for r in session_records if r.checks.get(name) is not None]
         assert entry["max"] == max(v for v, _ in values)
         assert entry["key"] == max(values)[1] or any(v == entry["max"] and k == entry["key"] for v, k in values)
         assert entry["n"] == len(values)
 
 
 def test_last_record_per_key_wins(fresh_records, helpers):
-    again = json.loads(json.dumps(fresh_records[5]))
-    again["metrics"]["kl_oracle_short"] = 123.0
+    again = fresh_records[5].model_copy(deep=True)
+    again.metrics["kl_oracle_short"] = 123.0
     metrics = build_metrics([*fresh_records, again], n_resamples=helpers.RESAMPLES)
     assert metrics["counts"]["duplicates_replaced"] == 1
     assert metrics["counts"]["records"] == len(fresh_records)
     row = next(r for r in metrics["aggregate"] if r["metric"] == "kl_oracle_short"
                and (r["condition"], r["variation_type"], r["point"])
-               == (again["condition"], again["variation_type"], again["point"]))
+               == (again.condition, again.variation_type, again.point))
     assert row["estimate"] == 123.0
 
 
 def test_no_nan_or_infinity_in_metrics_json(fresh_records, tmp_path, helpers):
-    fresh_records[0]["metrics"]["kl_oracle_short"] = math.nan
-    fresh_records[1]["metrics"]["kl_oracle_short"] = math.inf
-    fresh_records[2]["checks"]["decode_vs_recompute_max_abs_logprob"] = None
+    fresh_records[0].metrics["kl_oracle_short"] = math.nan
+    fresh_records[1].metrics["kl_oracle_short"] = math.inf
+    fresh_records[2].checks["decode_vs_recompute_max_abs_logprob"] = None
     skipped = [("t8", "too short"), ("p1", "f0.9", "ignore run ended")]
     metrics = write_reports(tmp_path, fresh_records, {"x": math.nan}, skipped, n_resamples=helpers.RESAMPLES)
     text = (tmp_path / "metrics.json").read_text()
@@ -132,8 +132,8 @@ def test_records_carry_kl_oracle_ignore_and_their_observability(session_records)
 
     unique, _ = calibrated_records(session_records)
     for record in unique:
-        values = record["arrays"]["kl_oracle_ignore"]
-        assert len(values) == len(record["tokens"]["generated"])
+        values = record.arrays.kl_oracle_ignore
+        assert len(values) == len(record.tokens.generated)
         assert all(v is not None and v >= -1e-6 for v in values)
-        if record["point"] != "-":
-            assert record["metrics"]["observability"] == pytest.approx(sum(values[record["t0"]:]), abs=1e-9)
+        if record.point != "-":
+            assert record.metrics["observability"] == pytest.approx(sum(values[record.t0:]), abs=1e-9)

@@ -31,11 +31,11 @@ def test_tail_reads_only_complete_lines_and_keeps_a_torn_one_for_later(tmp_path)
     assert tail.poll() == ([], False)  # no file yet
     path.write_bytes(lines[0] + lines[1][:100])  # the second record is being written
     new, reset = tail.poll()
-    assert [r["key"] for r in new] == ["builtin_00/ignore/-"] and not reset and tail.pending_bytes == 100
+    assert [r.key for r in new] == ["builtin_00/ignore/-"] and not reset and tail.pending_bytes == 100
     with open(path, "ab") as handle:
         handle.write(lines[1][100:] + b"{broken\n" + lines[2])
     new, _ = tail.poll()
-    assert [r["key"] for r in new] == ["builtin_00/oracle/-", "builtin_00/injection/t6"]
+    assert [r.key for r in new] == ["builtin_00/oracle/-", "builtin_00/injection/t6"]
     assert len(tail.warnings) == 1 and ":3: not a record" in tail.warnings[0]
     assert tail.pending_bytes == 0 and len(tail.records) == 3
 
@@ -50,7 +50,7 @@ def test_tail_starts_again_when_the_file_is_rewritten(tmp_path):
     replacement.write_bytes(lines[0])
     os.replace(replacement, path)  # as `measure run --resume` repairs a torn file
     new, reset = tail.poll()
-    assert reset and [r["key"] for r in new] == ["builtin_00/ignore/-"] and len(tail.records) == 1
+    assert reset and [r.key for r in new] == ["builtin_00/ignore/-"] and len(tail.records) == 1
 
 
 def test_run_folders_are_found_below_the_root_and_named_by_id(tmp_path):
@@ -203,7 +203,7 @@ def test_a_malformed_run_file_is_listed_with_its_error_and_the_others_still_show
         assert refused.status_code == 422 and words in refused.json()["error"]
 
 
-def test_records_of_odd_shapes_are_shown_or_left_out_and_the_watch_goes_on(client, runs_root):
+def test_lines_of_odd_shapes_are_left_out_with_a_warning_and_the_watch_goes_on(client, runs_root):
     folder = runs_root / "odd"
     folder.mkdir()
     odd = [json.dumps({"key": "a/b/c", "metrics": [1], "texts": "not an object"}).encode() + b"\n",
@@ -216,6 +216,7 @@ def test_records_of_odd_shapes_are_shown_or_left_out_and_the_watch_goes_on(clien
 
     messages = read_events(client, "/api/runs/events?id=odd", until=settled)
     keys = [item["key"] for m in messages if m["type"] == "records" for item in m["items"]]
-    assert keys == ["a/b/c", "builtin_00/ignore/-"]
+    assert keys == ["builtin_00/ignore/-"]  # a line that is no record is left out, named with its field
     status = [m for m in messages if m["type"] == "status"][-1]
-    assert status["records"] == 2 and any(":2: not a record" in warning for warning in status["warnings"])
+    assert status["records"] == 1 and any(":2: not a record" in warning for warning in status["warnings"])
+    assert any("samples.jsonl:1: not a measure record: field problem_id" in warning for warning in status["warnings"])
