@@ -20,7 +20,7 @@ from measure.analysis import calibration as cal
 from measure.analysis.stats import rate_ci
 from measure.metrics.divergence import log_ratio
 from measure.records.curves import as_curve
-from measure.records.record import Record, as_records
+from measure.records.record import Record, as_records, with_metrics
 from measure.records.samples import record_key
 
 
@@ -277,5 +277,5 @@ def calibrated_records(records: list[Record], alpha: float = cal.DEFAULT_ALPHA, 
             if last_update_t(record) is not None:
                 metrics.update(blank_since)
             metrics.update(columns.get(record.key, {}))
-        out.append(record.model_copy(update={"metrics": metrics}))
+        out.append(with_metrics(record, metrics))
     return out, section

@@ -59,26 +59,40 @@ def _compact_arrays(arrays: dict) -> dict:
     return out
 
 
+#: One set of given field names per model and shape of stored line, shared by the records of that
+#: shape: pydantic keeps a set per instance (2 KB for a record's two dozen fields), which at 37,000
+#: records was 0.15 GB of the report's peak (benchmarks/report_scale.py, 100x).
+_FIELDS_SETS: dict[tuple[type, frozenset], set] = {}
+
+
+def _construct(model, values: dict):
+    """``model`` from already validated ``values``, its set of given fields shared (above)."""
+    shape = (model, frozenset(values))
+    fields_set = _FIELDS_SETS.setdefault(shape, set(values))
+    return model.model_construct(_fields_set=fields_set, **values)
+
+
 def compact_record(record: dict) -> Record:
     """``record`` (a stored line, validated, its arrays attached) as a :class:`Record` holding only
     what the report reads (see the module docstring). Built without validating again: the reader
     validated the line; the arrays it keeps are numpy arrays, not the lists of the stored form."""
     fields = dict(record)
     arrays = record.get("arrays")
-    fields["arrays"] = None if arrays is None else Arrays.model_construct(**_compact_arrays(arrays))
+    if arrays is not None:
+        fields["arrays"] = _construct(Arrays, _compact_arrays(arrays))
     metrics = record.get("metrics")
     fields["metrics"] = {sys.intern(name): value for name, value in (metrics or {}).items()
                          if not LAYER_METRIC.match(name)}
     tokens = record.get("tokens")
     if tokens is not None:  # the prompt's and the inserted ids are not read: left out
         generated = tokens.get("generated")
-        fields["tokens"] = Tokens.model_construct(
-            generated=None if generated is None else np.asarray(generated, dtype=np.int64))
+        fields["tokens"] = _construct(Tokens, {
+            "generated": None if generated is None else np.asarray(generated, dtype=np.int64)})
     if record.get("texts") is not None:
-        fields["texts"] = Texts.model_construct(**record["texts"])
+        fields["texts"] = _construct(Texts, record["texts"])
     if record.get("schedule") is not None:
-        fields["schedule"] = [Update.model_construct(**update) for update in record["schedule"]]
-    return Record.model_construct(**fields)
+        fields["schedule"] = [_construct(Update, update) for update in record["schedule"]]
+    return _construct(Record, fields)
 
 
 def strip_order(record: Record) -> tuple:
@@ -88,9 +102,10 @@ def strip_order(record: Record) -> tuple:
 
 def _without_strip(record: Record) -> None:
     """Drop what only a token strip reads: the generated token ids and text pieces."""
-    record.tokens = None
+    if record.tokens is not None:
+        record.tokens = None
     if record.texts is not None:
-        record.texts = record.texts.model_copy(update={"generated_pieces": None})
+        record.texts = _construct(Texts, {**dict(record.texts), "generated_pieces": None})
 
 
 def read_report_records(samples: str | Path, columns: frozenset[str] = REPORT_COLUMNS) -> tuple[list[Record], list[str]]:
