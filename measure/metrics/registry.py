@@ -71,21 +71,22 @@ register("attention_ratio", "neutral", "mean", "attention per token on the inser
 register("attention_inserted", "neutral", "mean", "attention mass onto the inserted span (mean over layers, heads)",
          windowed=True)
 
-# Calibrated on control runs across a run's records (measure.analysis.calibration), not per run.
-register("detection_latency", "lower", "km_median",
-         "tokens until r(t) exceeds what (1 - alpha) of control runs ever reach (calibrated)")
-register("adaptation_latency", "lower", "km_median",
-         "tokens until the w-token mean of r(t) exceeds the control-calibrated margin (calibrated)")
-register("adaptation_latency_kl", "lower", "km_median",
-         "tokens until the w-token mean of KL(run||ignore) - KL(run||oracle) exceeds the control-calibrated margin")
-register("cusum_latency", "lower", "km_median",
-         "tokens until Page's CUSUM of r(t) exceeds what (1 - alpha) of control runs ever reach (calibrated)")
-register("cusum_latency_kl", "lower", "km_median",
-         "tokens until Page's CUSUM of KL(run||ignore) - KL(run||oracle) exceeds the control-calibrated level")
-register("cumulative_llr_latency", "lower", "km_median",
-         "tokens until the cumulative log-likelihood ratio r_1 + ... + r_k exceeds the control-calibrated level")
-register("lead_latency", "lower", "km_median",
-         "tokens until the lead event (the calibrated event chosen on the positive control of its fold's fitting set) fires")
+# Calibrated on control runs across a run's records (measure.analysis.calibration), not per run:
+# each a latency in tokens after the change, lower is faster, summarised by its Kaplan-Meier median.
+_CALIBRATED_LATENCIES = {
+    "detection_latency": "tokens until r(t) exceeds what (1 - alpha) of control runs ever reach (calibrated)",
+    "adaptation_latency": "tokens until the w-token mean of r(t) exceeds the control-calibrated margin (calibrated)",
+    "adaptation_latency_kl": ("tokens until the w-token mean of KL(run||ignore) - KL(run||oracle) exceeds the "
+                              "control-calibrated margin"),
+    "cusum_latency": "tokens until Page's CUSUM of r(t) exceeds what (1 - alpha) of control runs ever reach (calibrated)",
+    "cusum_latency_kl": "tokens until Page's CUSUM of KL(run||ignore) - KL(run||oracle) exceeds the control-calibrated level",
+    "cumulative_llr_latency": ("tokens until the cumulative log-likelihood ratio r_1 + ... + r_k exceeds the "
+                               "control-calibrated level"),
+    "lead_latency": ("tokens until the lead event (the calibrated event chosen on the positive control of its fold's "
+                     "fitting set) fires"),
+}
+for _name, _what in _CALIBRATED_LATENCIES.items():
+    register(_name, "lower", "km_median", _what)
 register("lead_fired", "higher", "rate", "the lead event fired within the run's tokens (changed problems)")
 register("lead_observable", "neutral", "rate",
          "a perfect adapter could fire the lead event on the run's tokens (changed problems)")
