@@ -35,7 +35,7 @@ class RecordStore:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def append(self, record: dict) -> None:
+    def append(self, record: dict | Record) -> None:
         line = _line(record)
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(line)
